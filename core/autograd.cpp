@@ -1,0 +1,216 @@
+// The backward engine (micrograd's engine.py, in C++): one topological order, seed the
+// output gradient, walk it in reverse, run each node's VJP once and accumulate (+=) into
+// the gradients of its inputs.
+#include "core/autograd.h"
+
+#include <cxxabi.h>
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/kernels.h"
+
+namespace sg {
+
+namespace {
+thread_local bool grad_enabled = true;
+
+// A node backed by a lambda. release() destroys the lambda and with it the saved tensors.
+class FunctionNode final : public Node {
+ public:
+  FunctionNode(std::string name, BackwardFn fn) : Node(std::move(name)), fn_(std::move(fn)) {}
+  std::vector<Tensor> backward(const Tensor& grad_output) override {
+    SG_CHECK(fn_ != nullptr,
+             "backward through '{}' a second time: its saved buffers were freed by the first backward "
+             "(pass retain_graph=true to the first backward() to keep them)",
+             name());
+    return fn_(grad_output);
+  }
+  void release() override { fn_ = nullptr; }
+
+ private:
+  BackwardFn fn_;
+};
+
+// Adds g into the gradient slot `acc`, copying on first use so that later in-place
+// accumulation never writes into a tensor someone else holds.
+void accumulate(std::shared_ptr<TensorImpl>& acc, const Tensor& g) {
+  if (!acc) {
+    acc = make_contiguous_copy(g).impl();
+  } else {
+    add_into_kernel(Tensor(acc), g);
+  }
+}
+
+// A gradient waiting for its node. The first contribution is kept as is (no copy); a
+// second one is summed into a buffer of our own, which later ones then reuse.
+struct PendingGrad {
+  Tensor sum;
+  bool owned = false;
+  void add(const Tensor& g) {
+    if (!sum.defined()) {
+      sum = g;
+    } else {
+      if (!owned) {
+        sum = make_contiguous_copy(sum);
+        owned = true;
+      }
+      add_into_kernel(sum, g);
+    }
+  }
+};
+}  // namespace
+
+bool GradMode::is_enabled() { return grad_enabled; }
+void GradMode::set_enabled(bool enabled) { grad_enabled = enabled; }
+
+// ---- saved tensors ----
+SavedTensor::SavedTensor(const Tensor& t) {
+  if (!t.defined()) return;
+  data_ = t.detach();
+  version_ = t.impl()->storage->version;
+}
+
+Tensor SavedTensor::get() const {
+  if (!data_.defined()) return data_;
+  const uint64_t now = data_.impl()->storage->version;
+  SG_CHECK(now == version_,
+           "a tensor of shape {} saved for backward was modified in place afterwards (version {} -> {})",
+           data_.shape(), version_, now);
+  return data_;
+}
+
+// ---- recording ----
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+bool any_requires_grad(std::initializer_list<Tensor> inputs) {
+  return any_requires_grad(std::vector<Tensor>(inputs));
+}
+
+void record_node(std::shared_ptr<Node> node, const std::vector<Tensor>& inputs, Tensor& output) {
+  if (!any_requires_grad(inputs)) return;
+  SG_CHECK(is_floating(output.dtype()), "{}: a {} output cannot carry a gradient", node->name(), output.dtype());
+  for (const Tensor& in : inputs) {
+    Edge e;
+    if (in.defined() && in.requires_grad()) {
+      if (in.grad_fn())
+        e.node = in.grad_fn();
+      else
+        e.leaf = in.impl();
+      e.shape = in.shape();
+      e.dtype = in.dtype();
+    }
+    node->next_edges_.push_back(std::move(e));
+  }
+  // NOTE: the output must be a handle of its own. Ops always create a fresh impl (views
+  // included), so setting its history never rewrites an input's.
+  TensorImpl& out = *output.impl();
+  SG_CHECK(out.grad_fn == nullptr && !out.requires_grad, "{}: output already has history", node->name());
+  out.requires_grad = true;
+  out.grad_fn = node;
+  node->output_ = output.impl();
+}
+
+void record(std::string name, const std::vector<Tensor>& inputs, Tensor& output, BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return;
+  record_node(std::make_shared<FunctionNode>(std::move(name), std::move(backward)), inputs, output);
+}
+
+// ---- the engine ----
+void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  SG_CHECK(root.requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
+           root.shape());
+  Tensor seed = grad;
+  if (!seed.defined()) {
+    SG_CHECK(root.numel() == 1,
+             "backward: grad can be implicitly created only for one-element outputs, got shape {} "
+             "(pass a gradient of that shape)",
+             root.shape());
+    seed = ones(root.shape(), root.dtype());
+  }
+  SG_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(),
+           "backward: gradient {} {} does not match output {} {}", seed.shape(), seed.dtype(), root.shape(),
+           root.dtype());
+
+  if (root.is_leaf()) {
+    accumulate(root.impl()->grad, seed);
+    return;
+  }
+
+  // Topological order: iterative post-order DFS (deep graphs must not overflow the stack).
+  std::vector<Node*> order;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack{{root.grad_fn().get(), 0}};
+  visited.insert(root.grad_fn().get());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->next_edges().size()) {
+      Node* child = node->next_edges()[next++].node.get();
+      if (child && visited.insert(child).second) stack.emplace_back(child, 0);
+    } else {
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+
+  NoGradGuard no_grad;  // backward formulas build no graph
+  std::unordered_map<Node*, PendingGrad> pending;
+  pending[root.grad_fn().get()].add(seed);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = *it;
+    auto found = pending.find(node);
+    if (found == pending.end()) continue;  // no gradient reached this node
+    Tensor g = std::move(found->second.sum);
+    pending.erase(found);
+    if (auto out = node->output_.lock(); out && out->retains_grad) accumulate(out->grad, g);
+
+    std::vector<Tensor> input_grads;
+    try {
+      input_grads = node->backward(g);
+    } catch (const Error& e) {
+      throw Error(fmt::format("in backward of '{}': {}", node->name(), e.what()));
+    }
+    const auto& edges = node->next_edges();
+    SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} gradients for {} inputs",
+             node->name(), input_grads.size(), edges.size());
+    for (size_t i = 0; i < edges.size(); ++i) {
+      const Edge& e = edges[i];
+      const Tensor& gi = input_grads[i];
+      if (!e.defined() || !gi.defined()) continue;
+      SG_CHECK(gi.shape() == e.shape && gi.dtype() == e.dtype,
+               "backward of '{}' returned a gradient {} {} for input {} of shape {} {}", node->name(), gi.shape(),
+               gi.dtype(), i, e.shape, e.dtype);
+      if (e.node)
+        pending[e.node.get()].add(gi);
+      else
+        accumulate(e.leaf->grad, gi);
+    }
+    if (!retain_graph) node->release();
+  }
+}
+
+// ---- custom functions ----
+void Context::save_for_backward(const std::vector<Tensor>& tensors) {
+  saved_.clear();
+  for (const Tensor& t : tensors) saved_.emplace_back(t);
+}
+
+std::vector<Tensor> Context::get_saved_variables() const {
+  std::vector<Tensor> out;
+  for (const SavedTensor& s : saved_) out.push_back(s.get());
+  return out;
+}
+
+std::string detail::demangle(const char* name) {
+  int status = 0;
+  char* s = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string out = status == 0 && s ? s : name;
+  std::free(s);
+  return out;
+}
+
+}  // namespace sg

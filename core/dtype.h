@@ -1,0 +1,60 @@
+#pragma once
+// Element types. float32 is for speed, float64 lets gradcheck be tight, int64 holds labels
+// and indices, bool holds masks (one byte each).
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+namespace sg {
+
+enum class Dtype : uint8_t { Float32, Float64, Int64, Bool };
+
+inline constexpr Dtype kFloat32 = Dtype::Float32;
+inline constexpr Dtype kFloat64 = Dtype::Float64;
+inline constexpr Dtype kInt64 = Dtype::Int64;
+inline constexpr Dtype kBool = Dtype::Bool;
+
+constexpr size_t dtype_size(Dtype t) {
+  switch (t) {
+    case Dtype::Float32: return 4;
+    case Dtype::Float64: return 8;
+    case Dtype::Int64: return 8;
+    case Dtype::Bool: return 1;
+  }
+  return 0;
+}
+
+constexpr std::string_view dtype_name(Dtype t) {
+  switch (t) {
+    case Dtype::Float32: return "float32";
+    case Dtype::Float64: return "float64";
+    case Dtype::Int64: return "int64";
+    case Dtype::Bool: return "bool";
+  }
+  return "?";
+}
+
+constexpr bool is_floating(Dtype t) { return t == Dtype::Float32 || t == Dtype::Float64; }
+
+// C++ type <-> Dtype. bool is stored as one byte (uint8_t-compatible bool).
+template <typename T> struct DtypeOf;
+template <> struct DtypeOf<float> { static constexpr Dtype value = Dtype::Float32; };
+template <> struct DtypeOf<double> { static constexpr Dtype value = Dtype::Float64; };
+template <> struct DtypeOf<int64_t> { static constexpr Dtype value = Dtype::Int64; };
+template <> struct DtypeOf<bool> { static constexpr Dtype value = Dtype::Bool; };
+template <typename T> inline constexpr Dtype dtype_of = DtypeOf<T>::value;
+
+// Calls fn.template operator()<T>() with the C++ type of `t`:
+//   visit_dtype(x.dtype(), [&]<typename T>() { ... });
+template <typename Fn> decltype(auto) visit_dtype(Dtype t, Fn&& fn) {
+  switch (t) {
+    case Dtype::Float32: return fn.template operator()<float>();
+    case Dtype::Float64: return fn.template operator()<double>();
+    case Dtype::Int64: return fn.template operator()<int64_t>();
+    case Dtype::Bool: return fn.template operator()<bool>();
+  }
+  return fn.template operator()<float>();  // unreachable
+}
+
+}  // namespace sg

@@ -1,0 +1,245 @@
+// gradcheck: compares the analytic Jacobian (one backward per output entry, or per random
+// projection) with central differences, entry by entry, like torch.autograd.gradcheck.
+#include "core/gradcheck.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/kernels.h"
+
+namespace sg {
+
+namespace {
+
+// Offset (in elements, from the data pointer) of the logical row-major entry `j`.
+int64_t strided_offset(const Tensor& t, int64_t j) {
+  int64_t off = 0;
+  for (int64_t d = t.dim() - 1; d >= 0; --d) {
+    off += (j % t.shape()[d]) * t.strides()[d];
+    j /= t.shape()[d];
+  }
+  return off;
+}
+
+std::string index_str(const Shape& shape, int64_t j) {
+  std::vector<int64_t> idx(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    idx[d] = j % shape[d];
+    j /= shape[d];
+  }
+  return fmt::format("({})", fmt::join(idx, ", "));
+}
+
+std::vector<double> eval(const TensorFn& fn, const std::vector<Tensor>& inputs) {
+  NoGradGuard no_grad;
+  Tensor out = fn(inputs);
+  return out.to_vector<double>();
+}
+
+// Runs fn with graph, then one backward per gradient in `seeds`; returns, per seed, the
+// gradients of every input (flattened, zeros where none reached).
+struct Analytic {
+  const TensorFn& fn;
+  const std::vector<Tensor>& inputs;
+  Tensor out;
+
+  Analytic(const TensorFn& f, const std::vector<Tensor>& in) : fn(f), inputs(in) { out = fn(inputs); }
+
+  std::vector<std::vector<double>> vjp(const Tensor& seed) {
+    for (const Tensor& x : inputs)
+      if (x.requires_grad()) Tensor(x).zero_grad();
+    if (out.requires_grad()) out.backward(seed, /*retain_graph=*/true);
+    std::vector<std::vector<double>> result;
+    for (const Tensor& x : inputs) {
+      Tensor g = x.requires_grad() ? x.grad() : Tensor();
+      result.push_back(g.defined() ? g.to_vector<double>() : std::vector<double>(static_cast<size_t>(x.numel()), 0.0));
+    }
+    return result;
+  }
+};
+
+Tensor one_hot_like(const Tensor& out, int64_t k) {
+  Tensor seed = zeros(out.shape(), out.dtype());
+  visit_dtype(out.dtype(), [&]<typename T>() { seed.data_ptr<T>()[k] = T(1); });
+  return seed;
+}
+
+bool close(double a, double n, const GradcheckOptions& o) {
+  if (std::isnan(a) || std::isnan(n)) return std::isnan(a) && std::isnan(n);
+  return std::abs(a - n) <= o.atol + o.rtol * std::abs(n);
+}
+
+// Central difference of fn's outputs w.r.t. input entry j (perturbing storage in place).
+std::vector<double> numerical_column(const TensorFn& fn, const std::vector<Tensor>& inputs, const Tensor& x,
+                                     int64_t j, double eps) {
+  double* p = static_cast<double*>(x.raw_data()) + strided_offset(x, j);
+  const double orig = *p;
+  *p = orig + eps;
+  std::vector<double> plus = eval(fn, inputs);
+  *p = orig - eps;
+  std::vector<double> minus = eval(fn, inputs);
+  *p = orig;
+  for (size_t k = 0; k < plus.size(); ++k) plus[k] = (plus[k] - minus[k]) / (2 * eps);
+  return plus;
+}
+
+std::string check_full(const TensorFn& fn, const std::vector<Tensor>& inputs, size_t i, Analytic& an,
+                       const std::vector<std::vector<double>>& analytic_rows, const GradcheckOptions& o) {
+  const Tensor& x = inputs[i];
+  const int64_t m = an.out.numel();
+  for (int64_t j = 0; j < x.numel(); ++j) {
+    const std::vector<double> col = numerical_column(fn, inputs, x, j, o.eps);
+    for (int64_t k = 0; k < m; ++k) {
+      const double a = analytic_rows[k][j], n = col[k];
+      if (!close(a, n, o))
+        return fmt::format(
+            "gradcheck: Jacobian mismatch for input {} (shape {}) at input entry {}, output entry {} "
+            "(output shape {}): numerical {:.9g} vs analytical {:.9g} (atol {}, rtol {})",
+            i, x.shape(), index_str(x.shape(), j), index_str(an.out.shape(), k), an.out.shape(), n, a, o.atol,
+            o.rtol);
+    }
+  }
+  return "";
+}
+
+std::string check_projected(const TensorFn& fn, const std::vector<Tensor>& inputs, size_t i, Analytic& an,
+                            const GradcheckOptions& o, Generator& gen) {
+  const Tensor& x = inputs[i];
+  for (int p = 0; p < o.projections; ++p) {
+    Tensor u = randn(an.out.shape(), gen, an.out.dtype());
+    std::vector<double> v(static_cast<size_t>(x.numel()));
+    for (double& e : v) e = gen.normal();
+    // analytic: <grad_x(u), v>
+    const std::vector<double> gx = an.vjp(u)[i];
+    double a = 0;
+    for (size_t j = 0; j < v.size(); ++j) a += gx[j] * v[j];
+    // numerical: <u, (f(x + eps v) - f(x - eps v)) / 2eps>
+    double* base = static_cast<double*>(x.raw_data());
+    auto shift = [&](double s) {
+      for (int64_t j = 0; j < x.numel(); ++j) base[strided_offset(x, j)] += s * v[static_cast<size_t>(j)];
+    };
+    shift(o.eps);
+    const std::vector<double> plus = eval(fn, inputs);
+    shift(-2 * o.eps);
+    const std::vector<double> minus = eval(fn, inputs);
+    shift(o.eps);
+    const std::vector<double> uv = u.to_vector<double>();
+    double n = 0;
+    for (size_t k = 0; k < uv.size(); ++k) n += uv[k] * (plus[k] - minus[k]) / (2 * o.eps);
+    if (!close(a, n, o))
+      return fmt::format(
+          "gradcheck: projected Jacobian mismatch for input {} (shape {}), projection {}: numerical {:.9g} vs "
+          "analytical {:.9g} (atol {}, rtol {})",
+          i, x.shape(), p, n, a, o.atol, o.rtol);
+  }
+  return "";
+}
+
+// backward must be linear in the output gradient: vjp(2 g1 + 3 g2) = 2 vjp(g1) + 3 vjp(g2).
+std::string check_linearity(Analytic& an, Generator& gen, const GradcheckOptions& o) {
+  Tensor g1 = randn(an.out.shape(), gen, an.out.dtype()), g2 = randn(an.out.shape(), gen, an.out.dtype());
+  Tensor mix = make_contiguous_copy(g1);
+  double* pm = static_cast<double*>(mix.raw_data());
+  const double* p1 = static_cast<const double*>(g1.raw_data());
+  const double* p2 = static_cast<const double*>(g2.raw_data());
+  for (int64_t k = 0; k < mix.numel(); ++k) pm[k] = 2 * p1[k] + 3 * p2[k];
+  const auto a1 = an.vjp(g1), a2 = an.vjp(g2), am = an.vjp(mix);
+  for (size_t i = 0; i < am.size(); ++i)
+    for (size_t j = 0; j < am[i].size(); ++j) {
+      const double expect = 2 * a1[i][j] + 3 * a2[i][j];
+      if (std::abs(am[i][j] - expect) > o.atol + 1e-7 * std::abs(expect))
+        return fmt::format(
+            "gradcheck: backward is not linear in the output gradient for input {} at entry {}: "
+            "vjp(2 g1 + 3 g2) = {:.9g} but 2 vjp(g1) + 3 vjp(g2) = {:.9g}",
+            i, j, am[i][j], expect);
+    }
+  return "";
+}
+
+}  // namespace
+
+std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& o) {
+  bool any = false;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& x = inputs[i];
+    if (!x.defined() || !x.requires_grad()) continue;
+    any = true;
+    SG_CHECK(x.dtype() == kFloat64, "gradcheck: input {} (shape {}) is {}; gradcheck needs float64 inputs", i,
+             x.shape(), x.dtype());
+    SG_CHECK(x.is_leaf(), "gradcheck: input {} (shape {}) is not a leaf; pass x.detach().requires_grad_()", i,
+             x.shape());
+  }
+  SG_CHECK(any, "gradcheck: no input requires grad");
+
+  // Keep the callers' gradients: gradcheck works on its own.
+  std::vector<Tensor> saved_grads;
+  for (const Tensor& x : inputs) saved_grads.push_back(x.defined() ? x.grad() : Tensor());
+
+  Generator gen(o.seed);
+  Analytic an(fn, inputs);
+  SG_CHECK(an.out.defined() && an.out.dtype() == kFloat64, "gradcheck: the function must return a float64 tensor");
+  std::string report;
+  const int64_t m = an.out.numel();
+
+  std::vector<std::vector<std::vector<double>>> rows;  // [k][input][j], only in full mode
+  auto analytic_rows = [&](size_t i) {
+    if (rows.empty())
+      for (int64_t k = 0; k < m; ++k) rows.push_back(an.vjp(one_hot_like(an.out, k)));
+    std::vector<std::vector<double>> r;
+    for (int64_t k = 0; k < m; ++k) r.push_back(rows[static_cast<size_t>(k)][i]);
+    return r;
+  };
+  for (size_t i = 0; i < inputs.size() && report.empty(); ++i) {
+    const Tensor& x = inputs[i];
+    if (!x.defined() || !x.requires_grad()) continue;
+    if (m * x.numel() <= o.max_full_entries)
+      report = check_full(fn, inputs, i, an, analytic_rows(i), o);
+    else
+      report = check_projected(fn, inputs, i, an, o, gen);
+  }
+  if (report.empty() && m > 0) report = check_linearity(an, gen, o);
+
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined() && inputs[i].requires_grad()) Tensor(inputs[i]).set_grad(saved_grads[i]);
+  return report;
+}
+
+bool gradcheck(const TensorFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& opts) {
+  const std::string report = gradcheck_report(fn, inputs, opts);
+  if (!report.empty() && opts.raise) throw Error(report);
+  return report.empty();
+}
+
+Tensor jacobian(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x) {
+  SG_CHECK(is_floating(x.dtype()), "jacobian: input must be floating, got {}", x.dtype());
+  Tensor xl = make_contiguous_copy(x);
+  xl.requires_grad_();
+  const std::vector<Tensor> inputs{xl};
+  const TensorFn f = [&](const std::vector<Tensor>& in) { return fn(in[0]); };
+  Analytic an(f, inputs);
+  const int64_t m = an.out.numel(), n = xl.numel();
+  Tensor J = zeros({m, n}, kFloat64);
+  double* pj = J.data_ptr<double>();
+  for (int64_t k = 0; k < m; ++k) {
+    const std::vector<double> row = an.vjp(one_hot_like(an.out, k))[0];
+    std::copy(row.begin(), row.end(), pj + k * n);
+  }
+  return J;
+}
+
+Tensor numerical_jacobian(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x, double eps) {
+  SG_CHECK(x.dtype() == kFloat64, "numerical_jacobian: input must be float64, got {}", x.dtype());
+  Tensor xl = make_contiguous_copy(x);
+  const std::vector<Tensor> inputs{xl};
+  const TensorFn f = [&](const std::vector<Tensor>& in) { return fn(in[0]); };
+  const int64_t m = static_cast<int64_t>(eval(f, inputs).size()), n = xl.numel();
+  Tensor J = zeros({m, n}, kFloat64);
+  double* pj = J.data_ptr<double>();
+  for (int64_t j = 0; j < n; ++j) {
+    const std::vector<double> col = numerical_column(f, inputs, xl, j, eps);
+    for (int64_t k = 0; k < m; ++k) pj[k * n + j] = col[static_cast<size_t>(k)];
+  }
+  return J;
+}
+
+}  // namespace sg

@@ -1,0 +1,327 @@
+#include "core/tensor.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <ostream>
+
+#include "core/autograd.h"
+#include "core/kernels.h"
+#include "core/strided.h"
+
+namespace sg {
+
+// ---- Storage ----
+Storage::Storage(size_t n) : nbytes(n) {
+  const size_t rounded = (n + 63) / 64 * 64;
+  data = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (!data) fail("out of memory allocating {} bytes", n);
+  std::memset(data, 0, rounded == 0 ? 64 : rounded);
+}
+Storage::~Storage() { std::free(data); }
+
+// ---- Tensor metadata ----
+TensorImpl& Tensor::checked() const {
+  SG_CHECK(impl_ != nullptr, "operation on an undefined tensor");
+  return *impl_;
+}
+
+int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
+int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, dim(), "stride")]; }
+
+bool Tensor::is_contiguous() const {
+  const auto& sh = shape();
+  const auto& st = strides();
+  int64_t expected = 1;
+  for (size_t d = sh.size(); d-- > 0;) {
+    if (sh[d] == 1) continue;
+    if (st[d] != expected) return false;
+    expected *= sh[d];
+  }
+  return true;
+}
+
+void* Tensor::raw_data() const {
+  auto& impl = checked();
+  return static_cast<char*>(impl.storage->data) + impl.offset * static_cast<int64_t>(dtype_size(impl.dtype));
+}
+
+template <typename T> T Tensor::item() const {
+  SG_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, expected one", shape(), numel());
+  return visit_dtype(dtype(), [&]<typename S>() { return static_cast<T>(*static_cast<const S*>(raw_data())); });
+}
+
+template <typename T> T& Tensor::at(std::initializer_list<int64_t> index) const {
+  SG_CHECK(static_cast<int64_t>(index.size()) == dim(), "at: {} indices for a tensor of shape {}", index.size(),
+           shape());
+  int64_t off = 0, d = 0;
+  for (int64_t i : index) {
+    const int64_t n = shape()[d];
+    SG_CHECK(i >= -n && i < n, "at: index {} is out of range for dim {} of size {} (shape {})", i, d, n, shape());
+    off += (i < 0 ? i + n : i) * strides()[d];
+    ++d;
+  }
+  return data_ptr<T>()[off];
+}
+
+template <typename T> std::vector<T> Tensor::to_vector() const {
+  std::vector<T> out(static_cast<size_t>(numel()));
+  if (out.empty()) return out;
+  Tensor dst = from_vector(out, shape());
+  copy_kernel(dst, *this);
+  const T* p = dst.data_ptr<T>();
+  std::copy(p, p + out.size(), out.begin());
+  return out;
+}
+
+#define SG_INSTANTIATE(T)                                                    \
+  template T Tensor::item<T>() const;                                        \
+  template T& Tensor::at<T>(std::initializer_list<int64_t>) const;           \
+  template std::vector<T> Tensor::to_vector<T>() const;                      \
+  template Tensor from_vector<T>(const std::vector<T>&, const Shape&);
+SG_INSTANTIATE(float)
+SG_INSTANTIATE(double)
+SG_INSTANTIATE(int64_t)
+SG_INSTANTIATE(bool)
+#undef SG_INSTANTIATE
+
+// ---- autograd accessors ----
+Tensor& Tensor::requires_grad_(bool on) {
+  auto& impl = checked();
+  SG_CHECK(!on || is_floating(impl.dtype), "requires_grad_: only floating tensors can require grad, got {}",
+           impl.dtype);
+  SG_CHECK(impl.grad_fn == nullptr || on,
+           "requires_grad_: cannot turn off requires_grad of a non-leaf tensor (use detach())");
+  impl.requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad() const {
+  auto& impl = checked();
+  return impl.grad ? Tensor(impl.grad) : Tensor();
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  auto& impl = checked();
+  if (g.defined()) {
+    SG_CHECK(g.shape() == impl.shape && g.dtype() == impl.dtype,
+             "set_grad: gradient {} {} does not match tensor {} {}", g.shape(), g.dtype(), impl.shape, impl.dtype);
+  }
+  impl.grad = g.impl();
+}
+
+void Tensor::zero_grad() { checked().grad.reset(); }
+
+void Tensor::retain_grad() {
+  auto& impl = checked();
+  SG_CHECK(impl.requires_grad, "retain_grad: tensor does not require grad");
+  impl.retains_grad = true;
+}
+
+void Tensor::backward(const Tensor& grad, bool retain_graph) const { run_backward(*this, grad, retain_graph); }
+
+Tensor Tensor::detach() const {
+  auto& impl = checked();
+  auto out = std::make_shared<TensorImpl>();
+  out->storage = impl.storage;
+  out->shape = impl.shape;
+  out->strides = impl.strides;
+  out->offset = impl.offset;
+  out->dtype = impl.dtype;
+  return Tensor(std::move(out));
+}
+
+// ---- creation ----
+Tensor empty(const Shape& shape, Dtype dtype) {
+  for (int64_t s : shape) SG_CHECK(s >= 0, "empty: negative size in shape {}", shape);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype));
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor zeros(const Shape& shape, Dtype dtype) { return empty(shape, dtype); }  // storage is zero-filled
+
+Tensor full(const Shape& shape, double value, Dtype dtype) {
+  Tensor t = empty(shape, dtype);
+  visit_dtype(dtype, [&]<typename T>() {
+    T* p = t.data_ptr<T>();
+    const T v = static_cast<T>(value);
+    parallel_for(t.numel(), 1, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
+  });
+  return t;
+}
+
+Tensor ones(const Shape& shape, Dtype dtype) { return full(shape, 1.0, dtype); }
+Tensor zeros_like(const Tensor& x) { return zeros(x.shape(), x.dtype()); }
+Tensor ones_like(const Tensor& x) { return ones(x.shape(), x.dtype()); }
+Tensor empty_like(const Tensor& x) { return empty(x.shape(), x.dtype()); }
+Tensor scalar_tensor(double value, Dtype dtype) { return full({}, value, dtype); }
+
+Tensor arange(double start, double end, double step, Dtype dtype) {
+  SG_CHECK(step != 0 && std::isfinite(start) && std::isfinite(end) && std::isfinite(step),
+           "arange: invalid range start={} end={} step={}", start, end, step);
+  SG_CHECK((end - start) / step >= 0, "arange: step {} does not lead from {} to {}", step, start, end);
+  const auto n = static_cast<int64_t>(std::ceil((end - start) / step));
+  Tensor t = empty({n}, dtype);
+  visit_dtype(dtype, [&]<typename T>() {
+    T* p = t.data_ptr<T>();
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(start + static_cast<double>(i) * step);
+  });
+  return t;
+}
+
+Tensor arange(int64_t end, Dtype dtype) { return arange(0.0, static_cast<double>(end), 1.0, dtype); }
+
+Tensor linspace(double start, double end, int64_t steps, Dtype dtype) {
+  SG_CHECK(steps >= 0, "linspace: steps must be non-negative, got {}", steps);
+  Tensor t = empty({steps}, dtype);
+  visit_dtype(dtype, [&]<typename T>() {
+    T* p = t.data_ptr<T>();
+    const double h = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
+    // Fill from both ends so the last value is exactly `end` (as PyTorch).
+    for (int64_t i = 0; i < steps; ++i)
+      p[i] = static_cast<T>(i < steps / 2 ? start + h * static_cast<double>(i)
+                                          : end - h * static_cast<double>(steps - 1 - i));
+  });
+  return t;
+}
+
+namespace {
+template <typename Draw> Tensor random_fill(const Shape& shape, Dtype dtype, const char* op, Draw&& draw) {
+  SG_CHECK(is_floating(dtype), "{}: dtype must be floating, got {}", op, dtype);
+  Tensor t = empty(shape, dtype);
+  visit_dtype(dtype, [&]<typename T>() {
+    if constexpr (std::is_floating_point_v<T>) {
+      T* p = t.data_ptr<T>();
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(draw());
+    }
+  });
+  return t;
+}
+}  // namespace
+
+Tensor rand(const Shape& shape, Generator& gen, Dtype dtype) {
+  return random_fill(shape, dtype, "rand", [&] { return gen.uniform(); });
+}
+Tensor randn(const Shape& shape, Generator& gen, Dtype dtype) {
+  return random_fill(shape, dtype, "randn", [&] { return gen.normal(); });
+}
+Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen) {
+  SG_CHECK(low < high, "randint: empty range [{}, {})", low, high);
+  Tensor t = empty(shape, kInt64);
+  int64_t* p = t.data_ptr<int64_t>();
+  const auto span = static_cast<uint64_t>(high - low);
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = low + static_cast<int64_t>(gen.below(span));
+  return t;
+}
+
+template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+  SG_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()),
+           "from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape, shape_numel(shape));
+  Tensor t = empty(shape, dtype_of<T>);
+  std::copy(values.begin(), values.end(), t.data_ptr<T>());
+  return t;
+}
+
+namespace {
+Tensor from_doubles(const std::vector<double>& v, const Shape& shape, Dtype dtype) {
+  Tensor t = empty(shape, dtype);
+  visit_dtype(dtype, [&]<typename T>() {
+    T* p = t.data_ptr<T>();
+    for (size_t i = 0; i < v.size(); ++i) p[i] = static_cast<T>(v[i]);
+  });
+  return t;
+}
+}  // namespace
+
+Tensor tensor(std::initializer_list<double> values, Dtype dtype) {
+  return from_doubles(std::vector<double>(values), {static_cast<int64_t>(values.size())}, dtype);
+}
+Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype dtype) {
+  std::vector<double> v;
+  const size_t cols = rows.size() ? rows.begin()->size() : 0;
+  for (const auto& r : rows) {
+    SG_CHECK(r.size() == cols, "tensor: ragged nested list (rows of {} and {} values)", cols, r.size());
+    v.insert(v.end(), r.begin(), r.end());
+  }
+  return from_doubles(v, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(cols)}, dtype);
+}
+Tensor tensor(std::initializer_list<int> values) {
+  return from_vector(std::vector<int64_t>(values.begin(), values.end()), {static_cast<int64_t>(values.size())});
+}
+Tensor tensor(std::initializer_list<int64_t> values) {
+  return from_vector(std::vector<int64_t>(values), {static_cast<int64_t>(values.size())});
+}
+Tensor tensor(std::initializer_list<bool> values) {
+  return from_vector(std::vector<bool>(values), {static_cast<int64_t>(values.size())});
+}
+
+// ---- threads ----
+void set_num_threads(int n) {
+  SG_CHECK(n >= 1, "set_num_threads: need at least one thread, got {}", n);
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+int get_num_threads() { return omp_get_max_threads(); }
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << to_string(t); }
+
+// ---- core kernels ----
+void copy_kernel(const Tensor& dst, const Tensor& src) {
+  SG_CHECK(dst.shape() == src.shape(), "copy: shapes {} and {} differ", dst.shape(), src.shape());
+  if (dst.numel() == 0) return;
+  auto L = coalesce<2>(dst.shape(), {dst.strides(), src.strides()});
+  visit_dtype(dst.dtype(), [&]<typename D>() {
+    visit_dtype(src.dtype(), [&]<typename S>() {
+      D* d = static_cast<D*>(dst.raw_data());
+      const S* s = static_cast<const S*>(src.raw_data());
+      parallel_runs(L, [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> st) {
+        D* dp = d + off[0];
+        const S* sp = s + off[1];
+        if (st[0] == 1 && st[1] == 1) {
+          for (int64_t i = 0; i < n; ++i) dp[i] = static_cast<D>(sp[i]);
+        } else {
+          for (int64_t i = 0; i < n; ++i) dp[i * st[0]] = static_cast<D>(sp[i * st[1]]);
+        }
+      });
+    });
+  });
+}
+
+void add_into_kernel(const Tensor& dst, const Tensor& src) {
+  SG_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), "accumulate: {} {} += {} {}", dst.shape(),
+           dst.dtype(), src.shape(), src.dtype());
+  if (dst.numel() == 0) return;
+  auto L = coalesce<2>(dst.shape(), {dst.strides(), src.strides()});
+  visit_dtype(dst.dtype(), [&]<typename T>() {
+    if constexpr (std::is_floating_point_v<T>) {
+      T* d = static_cast<T*>(dst.raw_data());
+      const T* s = static_cast<const T*>(src.raw_data());
+      parallel_runs(L, [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> st) {
+        T* dp = d + off[0];
+        const T* sp = s + off[1];
+        if (st[0] == 1 && st[1] == 1) {
+          for (int64_t i = 0; i < n; ++i) dp[i] += sp[i];
+        } else {
+          for (int64_t i = 0; i < n; ++i) dp[i * st[0]] += sp[i * st[1]];
+        }
+      });
+    } else {
+      fail("accumulate: gradients must be floating, got {}", dst.dtype());
+    }
+  });
+}
+
+Tensor make_contiguous_copy(const Tensor& src) {
+  Tensor out = empty(src.shape(), src.dtype());
+  copy_kernel(out, src);
+  return out;
+}
+
+}  // namespace sg

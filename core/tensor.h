@@ -1,0 +1,174 @@
+#pragma once
+// softgrad's Tensor: a cheap handle (shared ownership) over strided storage, plus autograd.
+//
+//   #include <softgrad.h>
+//   sg::Generator gen(42);
+//   sg::Tensor w = sg::randn({3, 2}, gen, sg::kFloat64).requires_grad_();
+//   sg::Tensor x = sg::tensor({{1.0, 2.0, 3.0}}, sg::kFloat64);   // (1, 3)
+//   sg::Tensor loss = sg::sum(sg::relu(sg::matmul(x, w)));           // records a graph
+//   loss.backward();                                                 // w.grad() is (3, 2)
+//   fmt::print("{}\n", w.grad());                                    // PyTorch-style print
+//
+// Ops are free functions in ops/ (sg::add, sg::softmax, ...); operators forward to them.
+// Views (reshape when possible, transpose, permute, narrow, squeeze, unsqueeze, expand)
+// share storage. Tensors that require grad may not be modified in place while grad mode
+// is on; every in-place write bumps the storage's version, and a tensor saved for
+// backward that was modified afterwards makes backward throw instead of returning a
+// silently wrong gradient.
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/generator.h"
+#include "core/shape.h"
+
+namespace sg {
+
+class Node;
+
+// A 64-byte-aligned buffer. `version` counts in-place writes through any view.
+struct Storage {
+  explicit Storage(size_t nbytes);  // zero-filled
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* data = nullptr;
+  size_t nbytes = 0;
+  uint64_t version = 0;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  Strides strides;
+  int64_t offset = 0;  // in elements
+  Dtype dtype = kFloat32;
+  bool requires_grad = false;
+  bool retains_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // accumulated by backward(); leaves (and retain_grad)
+  std::shared_ptr<Node> grad_fn;     // the node that produced this tensor; null for leaves
+};
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined; most calls on it throw
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return checked().shape; }
+  const Strides& strides() const { return checked().strides; }
+  int64_t dim() const { return static_cast<int64_t>(shape().size()); }
+  int64_t size(int64_t d) const;    // negative d counts from the end
+  int64_t stride(int64_t d) const;
+  int64_t numel() const { return shape_numel(shape()); }
+  int64_t offset() const { return checked().offset; }
+  Dtype dtype() const { return checked().dtype; }
+  bool is_contiguous() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
+
+  // Pointer to the first element (storage offset applied). Throws on a dtype mismatch.
+  template <typename T> T* data_ptr() const;
+  void* raw_data() const;
+  // The single value of a one-element tensor, converted to T.
+  template <typename T> T item() const;
+  // Typed element access by index (negative indices count from the end); bounds checked.
+  template <typename T> T& at(std::initializer_list<int64_t> index) const;
+  // All elements in row-major order, converted to T.
+  template <typename T> std::vector<T> to_vector() const;
+
+  // ---- autograd ----
+  bool requires_grad() const { return checked().requires_grad; }
+  Tensor& requires_grad_(bool on = true);  // leaves of floating dtype only
+  bool is_leaf() const { return checked().grad_fn == nullptr; }
+  const std::shared_ptr<Node>& grad_fn() const { return checked().grad_fn; }
+  Tensor grad() const;  // undefined until a backward reaches this leaf
+  void set_grad(const Tensor& g);
+  void zero_grad();     // drops the gradient (PyTorch's set_to_none)
+  void retain_grad();   // non-leaf: keep its gradient in grad() too
+  // Seeds d(self)/d(self) = grad (ones for a one-element tensor when omitted) and runs
+  // every node's VJP once, in one topological order. Without retain_graph the saved
+  // buffers are freed and a second backward through the same nodes throws.
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  Tensor detach() const;  // same storage, no history, requires_grad false
+
+  // ---- conversions and views (defined with the ops, in ops/) ----
+  Tensor contiguous() const;
+  Tensor clone() const;
+  Tensor to(Dtype dtype) const;
+  Tensor reshape(const Shape& shape) const;
+  Tensor view(const Shape& shape) const;
+  Tensor transpose(int64_t dim0, int64_t dim1) const;
+  Tensor t() const;
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  Tensor unsqueeze(int64_t dim) const;
+  Tensor squeeze(int64_t dim) const;
+  Tensor expand(const Shape& shape) const;
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+
+  const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
+
+ private:
+  TensorImpl& checked() const;
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// ---- creation ----
+Tensor empty(const Shape& shape, Dtype dtype = kFloat32);  // contents unspecified (zeroed)
+Tensor zeros(const Shape& shape, Dtype dtype = kFloat32);
+Tensor ones(const Shape& shape, Dtype dtype = kFloat32);
+Tensor full(const Shape& shape, double value, Dtype dtype = kFloat32);
+Tensor zeros_like(const Tensor& x);
+Tensor ones_like(const Tensor& x);
+Tensor empty_like(const Tensor& x);  // contiguous, same shape and dtype
+Tensor scalar_tensor(double value, Dtype dtype = kFloat32);  // 0-dim
+// [start, end) with step; int64 unless a floating dtype is asked for.
+Tensor arange(double start, double end, double step = 1.0, Dtype dtype = kInt64);
+Tensor arange(int64_t end, Dtype dtype = kInt64);
+Tensor linspace(double start, double end, int64_t steps, Dtype dtype = kFloat32);
+// Uniform [0, 1), standard normal, integers in [low, high): drawn from an explicit generator.
+Tensor rand(const Shape& shape, Generator& gen, Dtype dtype = kFloat32);
+Tensor randn(const Shape& shape, Generator& gen, Dtype dtype = kFloat32);
+Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen);
+
+// From data. sg::tensor({1.0, 2.0}) is float32 (pass a dtype for float64);
+// sg::tensor({1, 2}) is int64; sg::tensor({{1.0, 2.0}, {3.0, 4.0}}) is (2, 2).
+Tensor tensor(std::initializer_list<double> values, Dtype dtype = kFloat32);
+Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype dtype = kFloat32);
+Tensor tensor(std::initializer_list<int> values);
+Tensor tensor(std::initializer_list<int64_t> values);
+Tensor tensor(std::initializer_list<bool> values);
+template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape);
+
+// Number of threads used by softgrad's kernels and OpenBLAS (default: all cores).
+void set_num_threads(int n);
+int get_num_threads();
+
+std::string to_string(const Tensor& t);  // PyTorch's print layout, large tensors truncated
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// ---- template definitions ----
+template <typename T> T* Tensor::data_ptr() const {
+  SG_CHECK(dtype() == dtype_of<T>, "data_ptr: tensor is {}, asked for {}", dtype_name(dtype()),
+           dtype_name(dtype_of<T>));
+  return static_cast<T*>(impl_->storage->data) + impl_->offset;
+}
+
+}  // namespace sg
+
+template <> struct fmt::formatter<sg::Dtype> : fmt::formatter<std::string_view> {
+  auto format(sg::Dtype d, format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(sg::dtype_name(d), ctx);
+  }
+};
+template <> struct fmt::formatter<sg::Tensor> : fmt::formatter<std::string_view> {
+  auto format(const sg::Tensor& t, format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(sg::to_string(t), ctx);
+  }
+};
