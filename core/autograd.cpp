@@ -64,6 +64,23 @@ struct PendingGrad {
 bool GradMode::is_enabled() { return grad_enabled; }
 void GradMode::set_enabled(bool enabled) { grad_enabled = enabled; }
 
+// ---- nodes ----
+Node::~Node() {
+  // NOTE: destroying a chain recursively (node -> edge -> node ...) overflows the stack
+  // on deep graphs. Steal every child we solely own and destroy them here, one at a time.
+  std::vector<std::shared_ptr<Node>> orphans;
+  auto steal = [&orphans](std::vector<Edge>& edges) {
+    for (Edge& e : edges)
+      if (e.node && e.node.use_count() == 1) orphans.push_back(std::move(e.node));
+  };
+  steal(next_edges_);
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> n = std::move(orphans.back());
+    orphans.pop_back();
+    steal(n->next_edges_);
+  }  // n dies here with no sole-owned children left, so recursion stays one level deep
+}
+
 // ---- saved tensors ----
 SavedTensor::SavedTensor(const Tensor& t) {
   if (!t.defined()) return;

@@ -66,7 +66,7 @@ struct Edge {
 
 class Node {
  public:
-  virtual ~Node() = default;
+  virtual ~Node();  // iterative: freeing a 100k-node chain must not overflow the stack
   // grad_output has the shape of the op's output. Returns one gradient per input (an
   // undefined Tensor where an input needs none).
   virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
