@@ -184,8 +184,9 @@ Tensor linspace(double start, double end, int64_t steps, Dtype dtype) {
   visit_dtype(dtype, [&]<typename T>() {
     T* p = t.data_ptr<T>();
     const double h = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
-    // Fill from both ends so the last value is exactly `end` (as PyTorch).
-    for (int64_t i = 0; i < steps; ++i)
+    // Fill from both ends so the last value is exactly `end` (as PyTorch); one step is `start`.
+    if (steps == 1) p[0] = static_cast<T>(start);
+    for (int64_t i = 0; steps > 1 && i < steps; ++i)
       p[i] = static_cast<T>(i < steps / 2 ? start + h * static_cast<double>(i)
                                           : end - h * static_cast<double>(steps - 1 - i));
   });

@@ -1,0 +1,389 @@
+// Tensor creation, element access, conversions and view semantics.
+#include <cmath>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+using sg::Shape;
+using sg::Tensor;
+using sgtest::check_error;
+using sgtest::check_values;
+
+bool shares_storage(const Tensor& a, const Tensor& b) { return a.impl()->storage == b.impl()->storage; }
+
+// 0, 1, 2, ... as float32 in the given shape.
+Tensor iota(const Shape& shape) {
+  std::vector<float> v(static_cast<size_t>(sg::shape_numel(shape)));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
+  return sg::from_vector(v, shape);
+}
+
+}  // namespace
+
+// ---- creation ----
+
+TEST_CASE("zeros ones full") {
+  Tensor z = sg::zeros({2, 3});
+  CHECK(z.shape() == Shape{2, 3});
+  CHECK(z.dtype() == sg::kFloat32);
+  CHECK(z.is_contiguous());
+  check_values(z, std::vector<double>(6, 0.0));
+
+  Tensor o = sg::ones({4}, sg::kFloat64);
+  CHECK(o.dtype() == sg::kFloat64);
+  check_values(o, {1, 1, 1, 1});
+
+  Tensor f = sg::full({2, 2}, -2.5);
+  check_values(f, {-2.5, -2.5, -2.5, -2.5});
+  Tensor fi = sg::full({3}, 7, sg::kInt64);
+  CHECK(fi.to_vector<int64_t>() == std::vector<int64_t>{7, 7, 7});
+  Tensor fb = sg::full({2}, 1, sg::kBool);
+  CHECK(fb.to_vector<bool>() == std::vector<bool>{true, true});
+
+  Tensor s = sg::scalar_tensor(4.5);
+  CHECK(s.dim() == 0);
+  CHECK(s.numel() == 1);
+  CHECK(s.item<float>() == 4.5f);
+
+  Tensor like = sg::ones_like(sg::zeros({3, 1}, sg::kFloat64));
+  CHECK(like.shape() == Shape{3, 1});
+  CHECK(like.dtype() == sg::kFloat64);
+  check_values(like, {1, 1, 1});
+  CHECK(sg::zeros({0, 4}).numel() == 0);
+  check_error([] { sg::zeros({2, -1}); }, {"[2, -1]"});
+}
+
+TEST_CASE("arange") {
+  Tensor a = sg::arange(5);
+  CHECK(a.dtype() == sg::kInt64);
+  CHECK(a.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4});
+
+  Tensor f = sg::arange(0.0, 1.0, 0.25, sg::kFloat32);
+  CHECK(f.dtype() == sg::kFloat32);
+  check_values(f, {0, 0.25, 0.5, 0.75});  // end excluded
+
+  Tensor g = sg::arange(1.0, 2.0, 0.3, sg::kFloat64);  // 1, 1.3, 1.6, 1.9: ceil((end - start) / step)
+  CHECK(g.numel() == 4);
+  check_values(g, {1.0, 1.3, 1.6, 1.9}, 1e-12);
+
+  Tensor neg = sg::arange(5.0, 0.0, -2.0);
+  CHECK(neg.to_vector<int64_t>() == std::vector<int64_t>{5, 3, 1});
+  Tensor negf = sg::arange(1.0, -1.0, -0.5, sg::kFloat64);
+  check_values(negf, {1.0, 0.5, 0.0, -0.5});
+
+  CHECK(sg::arange(3.0, 3.0).numel() == 0);
+  check_error([] { sg::arange(0.0, 1.0, 0.0); }, {"arange", "step=0"});
+  check_error([] { sg::arange(0.0, 5.0, -1.0); }, {"arange", "-1"});
+}
+
+TEST_CASE("linspace") {
+  Tensor l = sg::linspace(0.0, 1.0, 5);
+  CHECK(l.dtype() == sg::kFloat32);
+  check_values(l, {0, 0.25, 0.5, 0.75, 1.0});
+
+  // Endpoints are exact even when the step is not representable.
+  Tensor m = sg::linspace(-1.1, 3.3, 7, sg::kFloat64);
+  const auto v = m.to_vector<double>();
+  CHECK(v.front() == -1.1);
+  CHECK(v.back() == 3.3);
+  for (size_t i = 0; i < v.size(); ++i) CHECK(v[i] == doctest::Approx(-1.1 + 4.4 * static_cast<double>(i) / 6.0));
+  Tensor m32 = sg::linspace(-1.1, 3.3, 8);
+  CHECK(m32.to_vector<float>().front() == -1.1f);
+  CHECK(m32.to_vector<float>().back() == 3.3f);
+
+  // One step gives the start (as PyTorch); none gives an empty tensor.
+  check_values(sg::linspace(2.0, 5.0, 1), {2.0});
+  CHECK(sg::linspace(2.0, 5.0, 0).numel() == 0);
+  check_error([] { sg::linspace(0.0, 1.0, -1); }, {"linspace", "-1"});
+}
+
+TEST_CASE("tensor from initializer lists") {
+  Tensor i = sg::tensor({1, 2, 3});
+  CHECK(i.dtype() == sg::kInt64);
+  CHECK(i.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 3});
+  Tensor i64 = sg::tensor({int64_t{1} << 40, int64_t{-5}});
+  CHECK(i64.dtype() == sg::kInt64);
+  CHECK(i64.to_vector<int64_t>() == std::vector<int64_t>{int64_t{1} << 40, -5});
+
+  Tensor f = sg::tensor({1.5, -2.0});
+  CHECK(f.dtype() == sg::kFloat32);
+  CHECK(f.shape() == Shape{2});
+  check_values(f, {1.5, -2.0});
+  Tensor d = sg::tensor({0.1}, sg::kFloat64);
+  CHECK(d.dtype() == sg::kFloat64);
+  CHECK(d.item<double>() == 0.1);  // not rounded through float32
+
+  Tensor b = sg::tensor({true, false});
+  CHECK(b.dtype() == sg::kBool);
+  CHECK(b.to_vector<bool>() == std::vector<bool>{true, false});
+
+  Tensor m = sg::tensor({{1.0, 2.0, 3.0}, {4.0, 5.0, 6.0}});
+  CHECK(m.shape() == Shape{2, 3});
+  CHECK(m.dtype() == sg::kFloat32);
+  CHECK(m.at<float>({1, 0}) == 4.0f);
+  check_error([] { sg::tensor({{1.0, 2.0}, {3.0}}); }, {"tensor", "ragged", "2", "1"});
+}
+
+TEST_CASE("from_vector") {
+  Tensor t = sg::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
+  CHECK(t.dtype() == sg::kFloat64);
+  CHECK(t.shape() == Shape{2, 3});
+  CHECK(t.at<double>({1, 2}) == 6.0);
+  check_error([] { sg::from_vector(std::vector<float>{1, 2, 3, 4, 5}, {2, 3}); }, {"from_vector", "5", "[2, 3]"});
+}
+
+TEST_CASE("rand and randn are reproducible per seed") {
+  sg::Generator g1(7), g2(7), g3(8);
+  const auto a = sg::rand({100}, g1).to_vector<float>();
+  const auto b = sg::rand({100}, g2).to_vector<float>();
+  const auto c = sg::rand({100}, g3).to_vector<float>();
+  CHECK(a == b);
+  CHECK(a != c);
+  for (float x : a) {
+    CHECK(x >= 0.0f);
+    CHECK(x < 1.0f);
+  }
+  // The stream continues: a second draw from the same generator differs from the first.
+  CHECK(sg::rand({100}, g1).to_vector<float>() != a);
+
+  sg::Generator h1(3), h2(3), h3(4);
+  const auto n1 = sg::randn({50}, h1, sg::kFloat64).to_vector<double>();
+  CHECK(n1 == sg::randn({50}, h2, sg::kFloat64).to_vector<double>());
+  CHECK(n1 != sg::randn({50}, h3, sg::kFloat64).to_vector<double>());
+  check_error([&] { sg::rand({2}, g1, sg::kInt64); }, {"rand", "int64"});
+}
+
+TEST_CASE("randn mean and std") {
+  sg::Generator gen(123);
+  const auto v = sg::randn({100000}, gen, sg::kFloat64).to_vector<double>();
+  double mean = 0;
+  for (double x : v) mean += x;
+  mean /= static_cast<double>(v.size());
+  double var = 0;
+  for (double x : v) var += (x - mean) * (x - mean);
+  const double sd = std::sqrt(var / static_cast<double>(v.size() - 1));
+  // Standard errors: 0.0032 for the mean, 0.0022 for the std; these bounds are ~6 sigma.
+  CHECK(std::abs(mean) < 0.02);
+  CHECK(std::abs(sd - 1.0) < 0.015);
+
+  // Uniform: mean 1/2, variance 1/12.
+  const auto u = sg::rand({100000}, gen, sg::kFloat64).to_vector<double>();
+  double um = 0;
+  for (double x : u) um += x;
+  um /= static_cast<double>(u.size());
+  CHECK(std::abs(um - 0.5) < 0.006);
+}
+
+TEST_CASE("randint range") {
+  sg::Generator gen(5);
+  Tensor r = sg::randint(-3, 4, {2000}, gen);
+  CHECK(r.dtype() == sg::kInt64);
+  std::vector<int> counts(7, 0);
+  for (int64_t x : r.to_vector<int64_t>()) {
+    REQUIRE(x >= -3);
+    REQUIRE(x < 4);
+    ++counts[static_cast<size_t>(x + 3)];
+  }
+  for (int c : counts) CHECK(c > 200);  // every value in [-3, 4) turns up (expected ~286)
+  check_error([&] { sg::randint(5, 5, {2}, gen); }, {"randint", "5"});
+}
+
+// ---- element access and conversions ----
+
+TEST_CASE("item") {
+  CHECK(sg::scalar_tensor(2.5, sg::kFloat64).item<double>() == 2.5);
+  CHECK(sg::tensor({-4.0}).item<float>() == -4.0f);  // one element, 1-D
+  CHECK(sg::tensor({3.7}).item<int64_t>() == 3);     // converted to the asked type
+  CHECK(sg::tensor({9}).item<double>() == 9.0);
+  check_error([] { sg::zeros({2, 3}).item<float>(); }, {"item", "[2, 3]", "6"});
+}
+
+TEST_CASE("at with negative indices and bounds") {
+  Tensor t = iota({2, 3});
+  CHECK(t.at<float>({0, 0}) == 0.0f);
+  CHECK(t.at<float>({1, 2}) == 5.0f);
+  CHECK(t.at<float>({-1, -1}) == 5.0f);
+  CHECK(t.at<float>({-2, 1}) == 1.0f);
+  t.at<float>({1, -3}) = 42.0f;  // writes through the reference
+  check_values(t, {0, 1, 2, 42, 4, 5});
+  check_error([&] { t.at<float>({0, 3}); }, {"at", "3", "[2, 3]"});
+  check_error([&] { t.at<float>({-3, 0}); }, {"at", "-3", "[2, 3]"});
+  check_error([&] { t.at<float>({0}); }, {"at", "[2, 3]"});
+  check_error([&] { t.at<double>({0, 0}); }, {"float32", "float64"});
+}
+
+TEST_CASE("data_ptr checks the dtype") {
+  Tensor t = sg::zeros({3});
+  CHECK(t.data_ptr<float>() != nullptr);
+  check_error([&] { t.data_ptr<double>(); }, {"data_ptr", "float32", "float64"});
+  check_error([&] { sg::arange(3).data_ptr<float>(); }, {"data_ptr", "int64", "float32"});
+}
+
+TEST_CASE("to_vector and to(dtype)") {
+  Tensor t = sg::tensor({2.7, -2.7, 0.0, 0.5});
+  CHECK(t.to_vector<double>() == std::vector<double>{2.7f, -2.7f, 0.0, 0.5});
+  // float -> int64 truncates toward zero; -> bool is "nonzero" (as PyTorch).
+  Tensor i = t.to(sg::kInt64);
+  CHECK(i.dtype() == sg::kInt64);
+  CHECK(i.to_vector<int64_t>() == std::vector<int64_t>{2, -2, 0, 0});
+  Tensor b = t.to(sg::kBool);
+  CHECK(b.dtype() == sg::kBool);
+  CHECK(b.to_vector<bool>() == std::vector<bool>{true, true, false, true});
+  Tensor d = sg::tensor({1, -3}).to(sg::kFloat64);
+  CHECK(d.dtype() == sg::kFloat64);
+  CHECK(d.to_vector<double>() == std::vector<double>{1.0, -3.0});
+  Tensor fb = sg::tensor({true, false}).to(sg::kFloat32);
+  CHECK(fb.to_vector<float>() == std::vector<float>{1.0f, 0.0f});
+  // float64 -> float32 rounds.
+  CHECK(sg::tensor({0.1}, sg::kFloat64).to(sg::kFloat32).item<float>() == 0.1f);
+  // to_vector of a transposed view walks logical order.
+  CHECK(iota({2, 3}).t().to_vector<float>() == std::vector<float>{0, 3, 1, 4, 2, 5});
+  CHECK(sg::zeros({0}).to_vector<float>().empty());
+}
+
+// ---- autograd flags ----
+
+TEST_CASE("detach shares storage and drops grad") {
+  Tensor x = iota({3}).requires_grad_();
+  Tensor d = x.detach();
+  CHECK(shares_storage(d, x));
+  CHECK_FALSE(d.requires_grad());
+  CHECK(d.is_leaf());
+  CHECK(x.requires_grad());
+  d.at<float>({1}) = 10.0f;
+  CHECK(x.at<float>({1}) == 10.0f);
+}
+
+TEST_CASE("requires_grad_ only on floating tensors") {
+  check_error([] { sg::arange(3).requires_grad_(); }, {"requires_grad_", "int64"});
+  check_error([] { sg::tensor({true}).requires_grad_(); }, {"requires_grad_", "bool"});
+  Tensor x = sg::zeros({2}, sg::kFloat64).requires_grad_();
+  CHECK(x.requires_grad());
+  x.requires_grad_(false);
+  CHECK_FALSE(x.requires_grad());
+  sg::arange(3).requires_grad_(false);  // turning it off is always fine
+}
+
+TEST_CASE("set_num_threads") {
+  const int before = sg::get_num_threads();
+  CHECK(before >= 1);
+  sg::set_num_threads(1);
+  CHECK(sg::get_num_threads() == 1);
+  sg::set_num_threads(2);
+  CHECK(sg::get_num_threads() == 2);
+  sg::set_num_threads(before);
+  CHECK(sg::get_num_threads() == before);
+  check_error([] { sg::set_num_threads(0); }, {"set_num_threads", "0"});
+}
+
+// ---- views share storage ----
+
+TEST_CASE("reshape and view share storage") {
+  Tensor base = iota({2, 3});
+  Tensor r = base.reshape({3, 2});
+  CHECK(r.shape() == Shape{3, 2});
+  CHECK(shares_storage(r, base));
+  r.at<float>({2, 1}) = -1.0f;
+  CHECK(base.at<float>({1, 2}) == -1.0f);
+
+  Tensor v = base.view({6});
+  CHECK(shares_storage(v, base));
+  CHECK(base.reshape({-1, 2}).shape() == Shape{3, 2});
+  v.at<float>({0}) = 100.0f;
+  CHECK(base.at<float>({0, 0}) == 100.0f);
+
+  // A transposed view cannot be flattened without a copy: view throws, reshape copies.
+  Tensor tr = base.t();
+  check_error([&] { tr.view({6}); }, {"view", "[6]", "[3, 2]"});
+  Tensor flat = tr.reshape({6});
+  CHECK_FALSE(shares_storage(flat, base));
+  check_values(flat, {100, 3, 1, 4, 2, -1});
+  check_error([&] { base.reshape({4}); }, {"reshape", "[4]", "[2, 3]"});
+}
+
+TEST_CASE("transpose and permute share storage") {
+  Tensor base = iota({2, 3, 4});
+  Tensor tr = base.transpose(0, 2);
+  CHECK(tr.shape() == Shape{4, 3, 2});
+  CHECK(shares_storage(tr, base));
+  CHECK_FALSE(tr.is_contiguous());
+  CHECK(tr.at<float>({3, 1, 0}) == base.at<float>({0, 1, 3}));
+  tr.at<float>({3, 2, 1}) = -7.0f;
+  CHECK(base.at<float>({1, 2, 3}) == -7.0f);
+
+  Tensor p = base.permute({1, 2, 0});
+  CHECK(p.shape() == Shape{3, 4, 2});
+  CHECK(shares_storage(p, base));
+  CHECK(p.at<float>({2, 1, 1}) == base.at<float>({1, 2, 1}));
+  p.at<float>({0, 0, 1}) = 55.0f;
+  CHECK(base.at<float>({1, 0, 0}) == 55.0f);
+
+  Tensor m = iota({2, 3});
+  CHECK(m.is_contiguous());
+  CHECK_FALSE(m.t().is_contiguous());
+  CHECK(m.t().t().is_contiguous());
+}
+
+TEST_CASE("narrow squeeze unsqueeze expand share storage") {
+  Tensor base = iota({4, 3});
+  Tensor n = base.narrow(0, 1, 2);
+  CHECK(n.shape() == Shape{2, 3});
+  CHECK(shares_storage(n, base));
+  check_values(n, {3, 4, 5, 6, 7, 8});
+  n.at<float>({1, 1}) = -1.0f;
+  CHECK(base.at<float>({2, 1}) == -1.0f);
+  Tensor nc = base.narrow(1, 2, 1);
+  CHECK_FALSE(nc.is_contiguous());
+  check_values(nc, {2, 5, 8, 11});
+  check_error([&] { base.narrow(0, 3, 2); }, {"narrow", "[4, 3]"});
+
+  Tensor col = iota({3, 1});
+  Tensor s = col.squeeze(1);
+  CHECK(s.shape() == Shape{3});
+  CHECK(shares_storage(s, col));
+  s.at<float>({2}) = 9.5f;
+  CHECK(col.at<float>({2, 0}) == 9.5f);
+  CHECK(col.squeeze(0).shape() == Shape{3, 1});  // size 3: left alone, as PyTorch
+
+  Tensor u = s.unsqueeze(0);
+  CHECK(u.shape() == Shape{1, 3});
+  CHECK(s.unsqueeze(-1).shape() == Shape{3, 1});
+  CHECK(shares_storage(u, col));
+  u.at<float>({0, 0}) = -3.0f;
+  CHECK(col.at<float>({0, 0}) == -3.0f);
+
+  Tensor row = sg::tensor({1.0, 2.0, 3.0});
+  Tensor e = row.expand({2, 3});
+  CHECK(e.shape() == Shape{2, 3});
+  CHECK(e.stride(0) == 0);
+  CHECK(shares_storage(e, row));
+  check_values(e, {1, 2, 3, 1, 2, 3});
+  row.at<float>({1}) = 20.0f;  // one element of the base shows up in every expanded row
+  check_values(e, {1, 20, 3, 1, 20, 3});
+  check_error([&] { row.expand({2, 4}); }, {"expand", "[3]", "[2, 4]"});
+}
+
+TEST_CASE("contiguous and clone copy") {
+  Tensor base = iota({2, 3});
+  CHECK(shares_storage(base.contiguous(), base));  // already contiguous: no copy
+
+  Tensor tr = base.t();
+  Tensor c = tr.contiguous();
+  CHECK(c.is_contiguous());
+  CHECK(c.shape() == Shape{3, 2});
+  CHECK_FALSE(shares_storage(c, base));
+  CHECK(c.strides() == sg::Strides{2, 1});
+  check_values(c, {0, 3, 1, 4, 2, 5});
+  // Its raw memory is in the new row-major order.
+  const float* p = c.data_ptr<float>();
+  CHECK(std::vector<float>(p, p + 6) == std::vector<float>{0, 3, 1, 4, 2, 5});
+  c.at<float>({0, 0}) = 99.0f;
+  CHECK(base.at<float>({0, 0}) == 0.0f);
+
+  Tensor cl = base.clone();
+  CHECK_FALSE(shares_storage(cl, base));
+  cl.at<float>({1, 1}) = 99.0f;
+  CHECK(base.at<float>({1, 1}) == 4.0f);
+}
