@@ -6,7 +6,8 @@ namespace sg {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape)
+    SG_CHECK(!__builtin_mul_overflow(n, s, &n), "shape {} has more elements than int64 can count", shape);
   return n;
 }
 

@@ -32,11 +32,12 @@ Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, cons
   int64_t known = 1, infer_at = -1;
   for (size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == -1) {
-      SG_CHECK(infer_at < 0, "{}: only one dimension can be -1, got {}", op, requested);
+      SG_CHECK(infer_at < 0, "{}: only one dimension can be -1, got {} for input of shape {}", op, requested, from);
       infer_at = static_cast<int64_t>(d);
     } else {
-      SG_CHECK(shape[d] >= 0, "{}: invalid size {} in shape {}", op, shape[d], requested);
-      known *= shape[d];
+      SG_CHECK(shape[d] >= 0, "{}: invalid size {} in shape {} for input of shape {}", op, shape[d], requested, from);
+      SG_CHECK(!__builtin_mul_overflow(known, shape[d], &known),
+               "{}: shape {} has too many elements for input of shape {}", op, requested, from);
     }
   }
   if (infer_at >= 0) {
@@ -117,8 +118,8 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
 }
 
 Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
-  if (x.dim() == 0) return reshape(x, {1});
   const int64_t s = wrap_dim(start_dim, x.dim(), "flatten"), e = wrap_dim(end_dim, x.dim(), "flatten");
+  if (x.dim() == 0) return reshape(x, {1});
   SG_CHECK(s <= e, "flatten: start_dim {} comes after end_dim {} for shape {}", start_dim, end_dim, x.shape());
   Shape shape(x.shape().begin(), x.shape().begin() + s);
   int64_t n = 1;
@@ -138,7 +139,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   Strides strides(dims.size());
   for (size_t i = 0; i < dims.size(); ++i) {
     perm[i] = wrap_dim(dims[i], nd, "permute");
-    SG_CHECK(!seen[perm[i]], "permute: dim {} repeats in {}", perm[i], dims);
+    SG_CHECK(!seen[perm[i]], "permute: dim {} repeats in {} for input of shape {}", perm[i], dims, x.shape());
     seen[perm[i]] = true;
     shape[i] = x.shape()[perm[i]];
     strides[i] = x.strides()[perm[i]];
@@ -153,10 +154,11 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
+  const int64_t d0 = wrap_dim(dim0, x.dim(), "transpose"), d1 = wrap_dim(dim1, x.dim(), "transpose");
   if (x.dim() == 0) return permute(x, {});
   std::vector<int64_t> perm(static_cast<size_t>(x.dim()));
   std::iota(perm.begin(), perm.end(), 0);
-  std::swap(perm[wrap_dim(dim0, x.dim(), "transpose")], perm[wrap_dim(dim1, x.dim(), "transpose")]);
+  std::swap(perm[d0], perm[d1]);
   return permute(x, perm);
 }
 
@@ -167,15 +169,16 @@ Tensor t(const Tensor& x) {
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  SG_CHECK(x.dim() > 0, "slice: cannot be applied to a 0-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "slice");
   SG_CHECK(step > 0, "slice: step must be positive, got {}", step);
   const int64_t n = x.shape()[d];
   // Python slice semantics: negative indices count from the end, then clamp.
-  auto clampi = [n](int64_t i) { return std::clamp(i < 0 ? i + n : i, int64_t{0}, n); };
+  auto clampi = [n](int64_t i) { return i < 0 ? std::max(i, -n) + n : std::min(i, n); };
   const int64_t s = clampi(start), e = std::max(clampi(end), s);
   Shape shape = x.shape();
   Strides strides = x.strides();
-  shape[d] = (e - s + step - 1) / step;
+  shape[d] = e == s ? 0 : (e - s - 1) / step + 1;  // written so that a huge step cannot overflow
   strides[d] *= step;
   Tensor out = make_view(x, shape, strides, x.offset() + s * x.strides()[d]);
   if (any_requires_grad({x})) {
@@ -188,16 +191,18 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
 }
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  SG_CHECK(x.dim() > 0, "narrow: cannot be applied to a 0-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "narrow");
   const int64_t n = x.shape()[d];
   const int64_t s = start < 0 ? start + n : start;
-  SG_CHECK(s >= 0 && length >= 0 && s + length <= n,
+  SG_CHECK(s >= 0 && s <= n && length >= 0 && length <= n - s,
            "narrow: start {} with length {} is out of range for dim {} of size {} (shape {})", start, length, d, n,
            x.shape());
   return slice(x, d, s, s + length, 1);
 }
 
 Tensor select(const Tensor& x, int64_t dim, int64_t index) {
+  SG_CHECK(x.dim() > 0, "select: cannot be applied to a 0-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "select");
   const int64_t n = x.shape()[d];
   SG_CHECK(index >= -n && index < n, "select: index {} is out of range for dim {} of size {} (shape {})", index, d, n,
@@ -231,8 +236,8 @@ Tensor squeeze(const Tensor& x) {
 }
 
 Tensor squeeze(const Tensor& x, int64_t dim) {
-  if (x.dim() == 0) return squeeze(x);
   const int64_t d = wrap_dim(dim, x.dim(), "squeeze");
+  if (x.dim() == 0) return squeeze(x);
   Shape shape = x.shape();
   Strides strides = x.strides();
   if (shape[d] == 1) {  // as PyTorch: squeezing a dim of size > 1 leaves it alone
@@ -270,6 +275,8 @@ Tensor expand(const Tensor& x, const Shape& shape) {
       continue;
     }
     const int64_t in = x.shape()[d - extra];
+    SG_CHECK(shape[d] >= -1, "expand: invalid size {} for dim {} when expanding {} to {}", shape[d], d, x.shape(),
+             shape);
     const int64_t want = shape[d] == -1 ? in : shape[d];
     SG_CHECK(want == in || in == 1, "expand: the size of dim {} must match ({} vs {}) or be 1 when expanding {} to {}",
              d, in, shape[d], x.shape(), shape);
@@ -313,7 +320,8 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   shape[d] = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
     const Tensor& x = xs[i];
-    SG_CHECK(x.dtype() == first.dtype(), "cat: tensor {} is {} but tensor 0 is {}", i, x.dtype(), first.dtype());
+    SG_CHECK(x.dtype() == first.dtype(), "cat: tensor {} ({} {}) has a different dtype from tensor 0 ({} {})", i,
+             x.shape(), x.dtype(), first.shape(), first.dtype());
     bool same = x.dim() == first.dim();
     for (int64_t k = 0; same && k < x.dim(); ++k) same = k == d || x.shape()[k] == first.shape()[k];
     SG_CHECK(same, "cat: tensor {} has shape {} but tensor 0 has shape {} (sizes must match except in dim {})", i,
@@ -456,15 +464,16 @@ template <typename Fn> void gather_walk(const Tensor& x, int64_t dim, const Tens
 }  // namespace
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-  SG_CHECK(index.dtype() == kInt64, "gather: index must be int64, got {}", index.dtype());
+  SG_CHECK(index.dtype() == kInt64, "gather: index must be int64, got {} index of shape {} for input of shape {}",
+           index.dtype(), index.shape(), x.shape());
   SG_CHECK(index.dim() == x.dim(), "gather: index shape {} must have as many dims as input shape {}", index.shape(),
            x.shape());
   const int64_t d = wrap_dim(dim, std::max<int64_t>(x.dim(), 1), "gather");
   for (int64_t k = 0; k < x.dim(); ++k)
     SG_CHECK(k == d || index.shape()[k] <= x.shape()[k],
              "gather: index shape {} is larger than input shape {} in dim {}", index.shape(), x.shape(), k);
+  check_index_values(index, x.dim() == 0 ? 1 : x.shape()[d], d, x.shape(), "gather");
   if (x.dim() == 0) return clone(x);  // a 0-d gather reads the single element
-  check_index_values(index, x.shape()[d], d, x.shape(), "gather");
   Tensor out = empty(index.shape(), x.dtype());
   visit_dtype(x.dtype(), [&]<typename T>() {
     const T* xp = x.data_ptr<T>();
