@@ -1,0 +1,51 @@
+# softgrad: a thin wrapper around CMake, so that a fresh Debian 12 machine needs nothing
+# else. Each target installs missing packages first (tools/install-deps.sh).
+#   make demo     build and train the tiny example model
+#   make test     build and run every test (ctest)
+#   make bench    build and run the benchmarks (also installs PyTorch, dev-only)
+#   make clean    remove the build directory
+# Variables: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS.
+
+BUILD_DIR  ?= build
+BUILD_TYPE ?= Release
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+# Quieter output from the make that CMake runs underneath.
+MAKEFLAGS += --no-print-directory
+
+.PHONY: all help deps bench-deps configure build test demo bench clean
+
+all: build
+
+help:
+	@sed -n '1,8p' Makefile
+
+deps:
+	bash tools/install-deps.sh
+
+bench-deps:
+	bash tools/install-deps.sh --bench
+
+configure: deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=error
+
+demo: build
+	$(BUILD_DIR)/examples/tiny_mlp
+
+# Every bench/*.cpp is a program; run each in turn.
+bench: bench-deps build
+	@set -e; for src in bench/*.cpp; do \
+	  [ -e "$$src" ] || { echo "no benchmarks yet"; break; }; \
+	  prog=$(BUILD_DIR)/bench/$$(basename "$$src" .cpp); \
+	  echo "== $$prog"; "$$prog"; \
+	done
+
+clean:
+	rm -rf $(BUILD_DIR)
