@@ -13,7 +13,9 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = fal
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 // Variance with Bessel's correction by default (correction = 1, PyTorch's unbiased=true).
-Tensor var(const Tensor& x, int64_t correction = 1);
+// NOTE: there is deliberately no var(x, correction) overload: var(x, {1}) must mean dim 1.
+// For all elements with another correction, list every dim.
+Tensor var(const Tensor& x);
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false, int64_t correction = 1);
 
 struct ValuesIndices {

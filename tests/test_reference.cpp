@@ -191,7 +191,7 @@ const std::map<std::string, CaseFn>& mirrored_cases() {
       {"mean_dim1", [](const Args& x) { return sg::mean(x["x"], {1}); }},
       {"mean_dims02_keepdim", [](const Args& x) { return sg::mean(x["x"], {0, 2}, true); }},
       {"var_all", [](const Args& x) { return sg::var(x["x"]); }},
-      {"var_all_correction0", [](const Args& x) { return sg::var(x["x"], int64_t{0}); }},
+      {"var_all_correction0", [](const Args& x) { return sg::var(x["x"], sgtest::all_dims(x["x"]), false, 0); }},
       // NOTE: sg::var(x, {1}) would pick var(x, correction = 1) (braced int64 beats the
       // vector's initializer_list), so the dims are spelled out.
       {"var_dim1", [](const Args& x) { return sg::var(x["x"], std::vector<int64_t>{1}); }},

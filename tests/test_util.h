@@ -15,6 +15,13 @@ namespace sgtest {
 using sg::Shape;
 using sg::Tensor;
 
+// Every dim of x: {0, 1, ..., dim - 1} (for all-element reductions with options).
+inline std::vector<int64_t> all_dims(const Tensor& x) {
+  std::vector<int64_t> dims(static_cast<size_t>(x.dim()));
+  for (size_t d = 0; d < dims.size(); ++d) dims[d] = static_cast<int64_t>(d);
+  return dims;
+}
+
 // Uniform float64 leaf in [lo, hi) that requires grad.
 inline Tensor leaf(const Shape& shape, sg::Generator& gen, double lo = -1.0, double hi = 1.0) {
   Tensor u = sg::rand(shape, gen, sg::kFloat64);
