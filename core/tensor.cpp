@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -15,13 +16,48 @@
 namespace sg {
 
 // ---- Storage ----
-Storage::Storage(size_t n) : nbytes(n) {
-  const size_t rounded = (n + 63) / 64 * 64;
-  data = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (!data) fail("out of memory allocating {} bytes", n);
-  std::memset(data, 0, rounded == 0 ? 64 : rounded);
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
 }
-Storage::~Storage() { std::free(data); }
+
+Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
+  if (n >= kHugePage) {
+    // Fresh anonymous pages are zero. Over-map by a huge page and trim so the buffer is
+    // 2 MiB aligned: the kernel can then back it with huge pages (far fewer page faults).
+    const size_t len = (n + kHugePage - 1) / kHugePage * kHugePage;
+    void* p = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail("out of memory mapping {} bytes", n);
+    const auto addr = reinterpret_cast<uintptr_t>(p);
+    const uintptr_t aligned = (addr + kHugePage - 1) / kHugePage * kHugePage;
+    if (aligned > addr) munmap(p, aligned - addr);
+    const uintptr_t end = addr + len + kHugePage;
+    if (end > aligned + len) munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
+    data = reinterpret_cast<void*>(aligned);
+    mapped_ = len;
+    madvise(data, len, MADV_HUGEPAGE);
+#ifdef SOFTGRAD_POISON_EMPTY
+    if (!zero_fill) std::memset(data, 0xff, n);
+#endif
+    return;
+  }
+  const size_t rounded = n == 0 ? 64 : (n + 63) / 64 * 64;
+  data = std::aligned_alloc(64, rounded);
+  if (!data) fail("out of memory allocating {} bytes", n);
+  if (zero_fill) {
+    std::memset(data, 0, rounded);
+  } else {
+#ifdef SOFTGRAD_POISON_EMPTY  // debug builds: make reads of unwritten memory show up as NaN / -1
+    std::memset(data, 0xff, rounded);
+#endif
+  }
+}
+
+Storage::~Storage() {
+  if (mapped_)
+    munmap(data, mapped_);
+  else
+    std::free(data);
+}
 
 // ---- Tensor metadata ----
 TensorImpl& Tensor::checked() const {
@@ -135,17 +171,20 @@ Tensor Tensor::detach() const {
 }
 
 // ---- creation ----
-Tensor empty(const Shape& shape, Dtype dtype) {
+namespace {
+Tensor allocate(const Shape& shape, Dtype dtype, bool zero_fill) {
   for (int64_t s : shape) SG_CHECK(s >= 0, "empty: negative size in shape {}", shape);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype));
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), zero_fill);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
 }
+}  // namespace
 
-Tensor zeros(const Shape& shape, Dtype dtype) { return empty(shape, dtype); }  // storage is zero-filled
+Tensor empty(const Shape& shape, Dtype dtype) { return allocate(shape, dtype, /*zero_fill=*/false); }
+Tensor zeros(const Shape& shape, Dtype dtype) { return allocate(shape, dtype, /*zero_fill=*/true); }
 
 Tensor full(const Shape& shape, double value, Dtype dtype) {
   Tensor t = empty(shape, dtype);

@@ -34,14 +34,19 @@ namespace sg {
 class Node;
 
 // A 64-byte-aligned buffer. `version` counts in-place writes through any view.
+// Buffers of 2 MiB and more are mapped from the OS (already zero, backed by huge pages
+// where the kernel allows), so a large zeros() costs no extra pass over memory.
 struct Storage {
-  explicit Storage(size_t nbytes);  // zero-filled
+  Storage(size_t nbytes, bool zero_fill);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data = nullptr;
   size_t nbytes = 0;
   uint64_t version = 0;
+
+ private:
+  size_t mapped_ = 0;  // bytes mapped with mmap (0: from aligned_alloc)
 };
 
 struct TensorImpl {
@@ -120,7 +125,7 @@ class Tensor {
 };
 
 // ---- creation ----
-Tensor empty(const Shape& shape, Dtype dtype = kFloat32);  // contents unspecified (zeroed)
+Tensor empty(const Shape& shape, Dtype dtype = kFloat32);  // contents unspecified
 Tensor zeros(const Shape& shape, Dtype dtype = kFloat32);
 Tensor ones(const Shape& shape, Dtype dtype = kFloat32);
 Tensor full(const Shape& shape, double value, Dtype dtype = kFloat32);

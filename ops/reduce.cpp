@@ -610,10 +610,8 @@ Tensor sum_forward(const Tensor& x, const std::vector<bool>& reduced, const Shap
   Tensor out = empty(out_shape, x.dtype());
   const int64_t R = reduced_count(x.shape(), reduced);
   if (out.numel() == 0) return out;
-  if (R == 0) {  // empty reduction: zeros, or NaN for mean
-    if (mean) out = full(out_shape, std::numeric_limits<double>::quiet_NaN(), x.dtype());
-    return out;
-  }
+  if (R == 0)  // empty reduction: zeros, or NaN for mean
+    return full(out_shape, mean ? std::numeric_limits<double>::quiet_NaN() : 0.0, x.dtype());
   const RowLayout L = row_layout(x, reduced, false);
   visit_numeric(x.dtype(), [&]<typename T>() {
     sum_oRi(static_cast<const T*>(L.data.raw_data()), L.outer, L.R, L.inner, mean ? static_cast<double>(R) : 1.0,
