@@ -8,5 +8,7 @@
 namespace sg {
 
 Tensor matmul(const Tensor& a, const Tensor& b);
+// The triple-loop reference (no BLAS, no autograd) the tests compare matmul with.
+Tensor matmul_naive(const Tensor& a, const Tensor& b);
 
 }  // namespace sg
