@@ -313,23 +313,32 @@ int get_num_threads() { return omp_get_max_threads(); }
 std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << to_string(t); }
 
 // ---- core kernels ----
+namespace {
+// dst[i] = update(dst[i], src[i]) over two same-shape strided tensors, in parallel runs;
+// the unit-stride case is a plain loop the compiler vectorizes.
+template <typename D, typename S, typename Update>
+void update_strided(const Tensor& dst, const Tensor& src, Update&& update) {
+  const auto L = coalesce<2>(dst.shape(), {dst.strides(), src.strides()});
+  D* d = static_cast<D*>(dst.raw_data());
+  const S* s = static_cast<const S*>(src.raw_data());
+  parallel_runs(L, [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> st) {
+    D* dp = d + off[0];
+    const S* sp = s + off[1];
+    if (st[0] == 1 && st[1] == 1) {
+      for (int64_t i = 0; i < n; ++i) dp[i] = update(dp[i], sp[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) dp[i * st[0]] = update(dp[i * st[0]], sp[i * st[1]]);
+    }
+  });
+}
+}  // namespace
+
 void copy_kernel(const Tensor& dst, const Tensor& src) {
   SG_CHECK(dst.shape() == src.shape(), "copy: shapes {} and {} differ", dst.shape(), src.shape());
   if (dst.numel() == 0) return;
-  auto L = coalesce<2>(dst.shape(), {dst.strides(), src.strides()});
   visit_dtype(dst.dtype(), [&]<typename D>() {
     visit_dtype(src.dtype(), [&]<typename S>() {
-      D* d = static_cast<D*>(dst.raw_data());
-      const S* s = static_cast<const S*>(src.raw_data());
-      parallel_runs(L, [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> st) {
-        D* dp = d + off[0];
-        const S* sp = s + off[1];
-        if (st[0] == 1 && st[1] == 1) {
-          for (int64_t i = 0; i < n; ++i) dp[i] = static_cast<D>(sp[i]);
-        } else {
-          for (int64_t i = 0; i < n; ++i) dp[i * st[0]] = static_cast<D>(sp[i * st[1]]);
-        }
-      });
+      update_strided<D, S>(dst, src, [](D, S v) { return static_cast<D>(v); });
     });
   });
 }
@@ -337,24 +346,10 @@ void copy_kernel(const Tensor& dst, const Tensor& src) {
 void add_into_kernel(const Tensor& dst, const Tensor& src) {
   SG_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), "accumulate: {} {} += {} {}", dst.shape(),
            dst.dtype(), src.shape(), src.dtype());
+  SG_CHECK(is_floating(dst.dtype()), "accumulate: gradients must be floating, got {}", dst.dtype());
   if (dst.numel() == 0) return;
-  auto L = coalesce<2>(dst.shape(), {dst.strides(), src.strides()});
   visit_dtype(dst.dtype(), [&]<typename T>() {
-    if constexpr (std::is_floating_point_v<T>) {
-      T* d = static_cast<T*>(dst.raw_data());
-      const T* s = static_cast<const T*>(src.raw_data());
-      parallel_runs(L, [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> st) {
-        T* dp = d + off[0];
-        const T* sp = s + off[1];
-        if (st[0] == 1 && st[1] == 1) {
-          for (int64_t i = 0; i < n; ++i) dp[i] += sp[i];
-        } else {
-          for (int64_t i = 0; i < n; ++i) dp[i * st[0]] += sp[i * st[1]];
-        }
-      });
-    } else {
-      fail("accumulate: gradients must be floating, got {}", dst.dtype());
-    }
+    if constexpr (std::is_floating_point_v<T>) update_strided<T, T>(dst, src, [](T a, T b) { return a + b; });
   });
 }
 

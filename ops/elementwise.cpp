@@ -333,11 +333,16 @@ struct GeluErfOp : FullRange {
   // float32 lanes are widened to float64 so that the exp argument -z^2 (up to ~100) keeps
   // its digits: in float32 its rounding alone costs ~1e-7 x^2 relative error.
   template <class D, class V> static V vec(D d, V x) {
+#if HWY_TARGET == HWY_SCALAR  // portable builds (no -march): one lane, widen it directly
+    const hn::Rebind<double, D> dd;
+    return hn::DemoteTo(d, vec_f64(dd, hn::PromoteTo(dd, x)));
+#else
     const hn::Half<D> dh;
     const hn::Rebind<double, decltype(dh)> dd;
     const auto lo = vec_f64(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, x)));
     const auto hi = vec_f64(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
     return hn::Combine(d, hn::DemoteTo(dh, hi), hn::DemoteTo(dh, lo));
+#endif
   }
 };
 
