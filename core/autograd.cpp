@@ -189,7 +189,7 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     try {
       input_grads = node->backward(g);
     } catch (const Error& e) {
-      throw Error(fmt::format("in backward of '{}': {}", node->name(), e.what()));
+      throw Error(fmt::format("in backward of '{}' (output shape {}): {}", node->name(), g.shape(), e.what()));
     }
     const auto& edges = node->next_edges();
     SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} gradients for {} inputs",

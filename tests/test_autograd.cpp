@@ -91,7 +91,7 @@ TEST_CASE("a second backward through freed buffers throws unless retain_graph") 
   y.backward();  // buffers were retained
   const double e1 = std::exp(1.0), e2 = std::exp(2.0);
   check_values(x.grad(), {2 * e1, 2 * e2});
-  check_error([&] { y.backward(); }, {"second time", "retain_graph"});
+  check_error([&] { y.backward(); }, {"sum", "second time", "retain_graph", "output shape []"});
 }
 
 TEST_CASE("backward on a tensor that does not require grad throws") {
@@ -178,7 +178,7 @@ TEST_CASE("modifying a saved tensor in place makes backward throw") {
     sg::NoGradGuard g;
     sg::mul_(y, 2.0);
   }
-  check_error([&] { loss.backward(); }, {"exp", "modified in place", "[2]"});
+  check_error([&] { loss.backward(); }, {"exp", "output shape [2]", "modified in place"});
 }
 
 TEST_CASE("in-place ops refuse tensors that require grad while grad mode is on") {
