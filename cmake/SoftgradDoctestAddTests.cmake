@@ -6,13 +6,19 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${TEST_EXECUTABLE} --list-test-cases failed (${rc}):\n${output}")
 endif()
 
-# NOTE: CMake lists are ';'-separated, so hide ';' before splitting the output into lines.
+# NOTE: CMake lists are ';'-separated and never split inside '[...]', so hide ';', '[' and
+# ']' before splitting the output into lines (a name like "x in [0, 1)" would otherwise
+# swallow every line after it).
 set(semi "@SOFTGRAD_SEMICOLON@")
 string(REPLACE ";" "${semi}" output "${output}")
+string(REPLACE "[" "@SOFTGRAD_LBRACKET@" output "${output}")
+string(REPLACE "]" "@SOFTGRAD_RBRACKET@" output "${output}")
 string(REPLACE "\n" ";" lines "${output}")
 
 set(script "")
 foreach(line IN LISTS lines)
+  string(REPLACE "@SOFTGRAD_LBRACKET@" "[" line "${line}")
+  string(REPLACE "@SOFTGRAD_RBRACKET@" "]" line "${line}")
   if(line STREQUAL "" OR line MATCHES "^=+$" OR line MATCHES "^\\[doctest\\] ")
     continue()
   endif()

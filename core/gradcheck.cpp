@@ -115,14 +115,15 @@ std::string check_projected(const TensorFn& fn, const std::vector<Tensor>& input
     for (size_t j = 0; j < v.size(); ++j) a += gx[j] * v[j];
     // numerical: <u, (f(x + eps v) - f(x - eps v)) / 2eps>
     double* base = static_cast<double*>(x.raw_data());
-    auto shift = [&](double s) {
+    const Tensor original = make_contiguous_copy(x);
+    auto shifted_eval = [&](double s) {  // f(x + s v), then x restored exactly
       for (int64_t j = 0; j < x.numel(); ++j) base[strided_offset(x, j)] += s * v[static_cast<size_t>(j)];
+      std::vector<double> out = eval(fn, inputs);
+      copy_kernel(x, original);
+      return out;
     };
-    shift(o.eps);
-    const std::vector<double> plus = eval(fn, inputs);
-    shift(-2 * o.eps);
-    const std::vector<double> minus = eval(fn, inputs);
-    shift(o.eps);
+    const std::vector<double> plus = shifted_eval(o.eps);
+    const std::vector<double> minus = shifted_eval(-o.eps);
     const std::vector<double> uv = u.to_vector<double>();
     double n = 0;
     for (size_t k = 0; k < uv.size(); ++k) n += uv[k] * (plus[k] - minus[k]) / (2 * o.eps);
@@ -156,6 +157,33 @@ std::string check_linearity(Analytic& an, Generator& gen, const GradcheckOptions
   return "";
 }
 
+// Puts the caller's inputs (values) and their gradients back when gradcheck ends, even
+// when fn or a backward throws halfway through a perturbation.
+class RestoreInputs {
+ public:
+  explicit RestoreInputs(const std::vector<Tensor>& inputs) : inputs_(inputs) {
+    for (const Tensor& x : inputs_) {
+      const bool checked = x.defined() && x.requires_grad();
+      values_.push_back(checked ? make_contiguous_copy(x) : Tensor());
+      grads_.push_back(checked ? x.impl()->grad : nullptr);
+    }
+  }
+  ~RestoreInputs() {
+    for (size_t i = 0; i < inputs_.size(); ++i) {
+      if (!values_[i].defined()) continue;
+      copy_kernel(inputs_[i], values_[i]);
+      inputs_[i].impl()->grad = grads_[i];
+    }
+  }
+  RestoreInputs(const RestoreInputs&) = delete;
+  RestoreInputs& operator=(const RestoreInputs&) = delete;
+
+ private:
+  const std::vector<Tensor>& inputs_;
+  std::vector<Tensor> values_;
+  std::vector<std::shared_ptr<TensorImpl>> grads_;
+};
+
 }  // namespace
 
 std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& o) {
@@ -168,13 +196,16 @@ std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inpu
              x.shape(), x.dtype());
     SG_CHECK(x.is_leaf(), "gradcheck: input {} (shape {}) is not a leaf; pass x.detach().requires_grad_()", i,
              x.shape());
+    for (int64_t d = 0; d < x.dim() && x.numel() > 0; ++d)
+      SG_CHECK(x.strides()[d] != 0 || x.shape()[d] <= 1,
+               "gradcheck: input {} (shape {}, strides {}) is an expanded view whose elements share memory; "
+               "perturbing one would move several (pass a contiguous copy)",
+               i, x.shape(), x.strides());
   }
   SG_CHECK(any, "gradcheck: no input requires grad");
 
-  // Keep the callers' gradients: gradcheck works on its own.
-  std::vector<Tensor> saved_grads;
-  for (const Tensor& x : inputs) saved_grads.push_back(x.defined() ? x.grad() : Tensor());
-
+  AutoGradMode grad_on(true);        // the analytic pass needs a graph, whatever the caller's mode
+  RestoreInputs restore(inputs);     // gradcheck works on its own: values and grads come back
   Generator gen(o.seed);
   Analytic an(fn, inputs);
   SG_CHECK(an.out.defined() && an.out.dtype() == kFloat64, "gradcheck: the function must return a float64 tensor");
@@ -198,9 +229,6 @@ std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inpu
       report = check_projected(fn, inputs, i, an, o, gen);
   }
   if (report.empty() && m > 0) report = check_linearity(an, gen, o);
-
-  for (size_t i = 0; i < inputs.size(); ++i)
-    if (inputs[i].defined() && inputs[i].requires_grad()) Tensor(inputs[i]).set_grad(saved_grads[i]);
   return report;
 }
 
@@ -212,6 +240,7 @@ bool gradcheck(const TensorFn& fn, const std::vector<Tensor>& inputs, const Grad
 
 Tensor jacobian(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x) {
   SG_CHECK(is_floating(x.dtype()), "jacobian: input must be floating, got {}", x.dtype());
+  AutoGradMode grad_on(true);
   Tensor xl = make_contiguous_copy(x);
   xl.requires_grad_();
   const std::vector<Tensor> inputs{xl};

@@ -90,17 +90,34 @@ template <typename T> T Tensor::item() const {
   return visit_dtype(dtype(), [&]<typename S>() { return static_cast<T>(*static_cast<const S*>(raw_data())); });
 }
 
-template <typename T> T& Tensor::at(std::initializer_list<int64_t> index) const {
-  SG_CHECK(static_cast<int64_t>(index.size()) == dim(), "at: {} indices for a tensor of shape {}", index.size(),
-           shape());
-  int64_t off = 0, d = 0;
-  for (int64_t i : index) {
-    const int64_t n = shape()[d];
-    SG_CHECK(i >= -n && i < n, "at: index {} is out of range for dim {} of size {} (shape {})", i, d, n, shape());
-    off += (i < 0 ? i + n : i) * strides()[d];
-    ++d;
+namespace {
+// Element offset of `index` in t (bounds checked, negative indices from the end).
+int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const char* op) {
+  SG_CHECK(static_cast<int64_t>(index.size()) == t.dim(), "{}: {} indices for a tensor of shape {}", op, index.size(),
+           t.shape());
+  int64_t off = 0;
+  for (size_t d = 0; d < index.size(); ++d) {
+    const int64_t i = index[d], n = t.shape()[d];
+    SG_CHECK(i >= -n && i < n, "{}: index {} is out of range for dim {} of size {} (shape {})", op, i, d, n,
+             t.shape());
+    off += (i < 0 ? i + n : i) * t.strides()[d];
   }
-  return data_ptr<T>()[off];
+  return off;
+}
+}  // namespace
+
+template <typename T> T Tensor::at(const std::vector<int64_t>& index) const {
+  return data_ptr<T>()[element_offset(*this, index, "at")];
+}
+
+template <typename T> void Tensor::set(const std::vector<int64_t>& index, T value) {
+  const int64_t off = element_offset(*this, index, "set");
+  SG_CHECK(!(requires_grad() && GradMode::is_enabled()),
+           "set: cannot write into a tensor of shape {} that requires grad while grad mode is on (use a "
+           "NoGradGuard)",
+           shape());
+  visit_dtype(dtype(), [&]<typename S>() { static_cast<S*>(raw_data())[off] = static_cast<S>(value); });
+  ++impl_->storage->version;
 }
 
 template <typename T> std::vector<T> Tensor::to_vector() const {
@@ -113,16 +130,18 @@ template <typename T> std::vector<T> Tensor::to_vector() const {
   return out;
 }
 
-#define SG_INSTANTIATE(T)                                                    \
-  template T Tensor::item<T>() const;                                        \
-  template T& Tensor::at<T>(std::initializer_list<int64_t>) const;           \
-  template std::vector<T> Tensor::to_vector<T>() const;                      \
+#define SG_INSTANTIATE(T)                                          \
+  template T Tensor::item<T>() const;                              \
+  template T Tensor::at<T>(const std::vector<int64_t>&) const;     \
+  template void Tensor::set<T>(const std::vector<int64_t>&, T);    \
+  template std::vector<T> Tensor::to_vector<T>() const;            \
   template Tensor from_vector<T>(const std::vector<T>&, const Shape&);
 SG_INSTANTIATE(float)
 SG_INSTANTIATE(double)
 SG_INSTANTIATE(int64_t)
 SG_INSTANTIATE(bool)
 #undef SG_INSTANTIATE
+template void Tensor::set<int>(const std::vector<int64_t>&, int);
 
 // ---- autograd accessors ----
 Tensor& Tensor::requires_grad_(bool on) {
@@ -142,11 +161,16 @@ Tensor Tensor::grad() const {
 
 void Tensor::set_grad(const Tensor& g) {
   auto& impl = checked();
-  if (g.defined()) {
-    SG_CHECK(g.shape() == impl.shape && g.dtype() == impl.dtype,
-             "set_grad: gradient {} {} does not match tensor {} {}", g.shape(), g.dtype(), impl.shape, impl.dtype);
+  if (!g.defined()) {
+    impl.grad.reset();
+    return;
   }
-  impl.grad = g.impl();
+  SG_CHECK(g.shape() == impl.shape && g.dtype() == impl.dtype, "set_grad: gradient {} {} does not match tensor {} {}",
+           g.shape(), g.dtype(), impl.shape, impl.dtype);
+  // A private contiguous copy: backward accumulates into it in place, so it must not
+  // alias another tensor (or itself, through an expanded view), and it must carry no
+  // history (a grad pointing back into the graph would be an ownership cycle).
+  impl.grad = make_contiguous_copy(g).impl();
 }
 
 void Tensor::zero_grad() { checked().grad.reset(); }
@@ -174,8 +198,11 @@ Tensor Tensor::detach() const {
 namespace {
 Tensor allocate(const Shape& shape, Dtype dtype, bool zero_fill) {
   for (int64_t s : shape) SG_CHECK(s >= 0, "empty: negative size in shape {}", shape);
+  const int64_t numel = shape_numel(shape);
+  SG_CHECK(numel <= PTRDIFF_MAX / static_cast<int64_t>(dtype_size(dtype)),
+           "empty: shape {} of {} needs more bytes than memory can address", shape, dtype);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), zero_fill);
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(numel) * dtype_size(dtype), zero_fill);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -206,7 +233,12 @@ Tensor arange(double start, double end, double step, Dtype dtype) {
   SG_CHECK(step != 0 && std::isfinite(start) && std::isfinite(end) && std::isfinite(step),
            "arange: invalid range start={} end={} step={}", start, end, step);
   SG_CHECK((end - start) / step >= 0, "arange: step {} does not lead from {} to {}", step, start, end);
-  const auto n = static_cast<int64_t>(std::ceil((end - start) / step));
+  SG_CHECK(is_floating(dtype) || (start == std::trunc(start) && step == std::trunc(step)),
+           "arange: start={} step={} are not integers but the dtype is {} (pass kFloat32 or kFloat64)", start, step,
+           dtype);
+  const double count = std::ceil((end - start) / step);
+  SG_CHECK(count < 0x1p62, "arange: start={} end={} step={} gives {} elements, too many", start, end, step, count);
+  const auto n = static_cast<int64_t>(count);
   Tensor t = empty({n}, dtype);
   visit_dtype(dtype, [&]<typename T>() {
     T* p = t.data_ptr<T>();
@@ -247,6 +279,9 @@ template <typename Draw> Tensor random_fill(const Shape& shape, Dtype dtype, con
 }  // namespace
 
 Tensor rand(const Shape& shape, Generator& gen, Dtype dtype) {
+  // NOTE: float32 draws 24 bits: rounding a 53-bit double to float could give exactly 1.
+  if (dtype == kFloat32)
+    return random_fill(shape, dtype, "rand", [&] { return static_cast<double>(gen.next_u64() >> 40) * 0x1.0p-24; });
   return random_fill(shape, dtype, "rand", [&] { return gen.uniform(); });
 }
 Tensor randn(const Shape& shape, Generator& gen, Dtype dtype) {
@@ -256,8 +291,9 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen) {
   SG_CHECK(low < high, "randint: empty range [{}, {})", low, high);
   Tensor t = empty(shape, kInt64);
   int64_t* p = t.data_ptr<int64_t>();
-  const auto span = static_cast<uint64_t>(high - low);
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = low + static_cast<int64_t>(gen.below(span));
+  const uint64_t span = static_cast<uint64_t>(high) - static_cast<uint64_t>(low);  // no signed overflow
+  for (int64_t i = 0; i < t.numel(); ++i)
+    p[i] = static_cast<int64_t>(static_cast<uint64_t>(low) + gen.below(span));
   return t;
 }
 
@@ -303,6 +339,8 @@ Tensor tensor(std::initializer_list<bool> values) {
 }
 
 // ---- threads ----
+// NOTE: OpenMP's thread count is per calling thread: call this from the thread that runs
+// the ops (as torch.set_num_threads).
 void set_num_threads(int n) {
   SG_CHECK(n >= 1, "set_num_threads: need at least one thread, got {}", n);
   omp_set_num_threads(n);

@@ -79,12 +79,17 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
 
   // Pointer to the first element (storage offset applied). Throws on a dtype mismatch.
+  // NOTE: a raw escape hatch for kernels and I/O: writes through it are not tracked by the
+  // version counter, so never use it to modify a tensor that autograd has saved.
   template <typename T> T* data_ptr() const;
   void* raw_data() const;
   // The single value of a one-element tensor, converted to T.
   template <typename T> T item() const;
-  // Typed element access by index (negative indices count from the end); bounds checked.
-  template <typename T> T& at(std::initializer_list<int64_t> index) const;
+  // Typed read of one element (negative indices count from the end); bounds checked.
+  template <typename T> T at(const std::vector<int64_t>& index) const;
+  // Writes one element, converted to the tensor's dtype. An in-place write: refused on a
+  // tensor that requires grad while grad mode is on, and bumps the storage version.
+  template <typename T> void set(const std::vector<int64_t>& index, T value);
   // All elements in row-major order, converted to T.
   template <typename T> std::vector<T> to_vector() const;
 

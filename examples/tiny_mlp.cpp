@@ -19,9 +19,9 @@ void make_spiral(int64_t per_class, sg::Generator& gen, sg::Tensor& x, sg::Tenso
       const double r = static_cast<double>(i) / per_class;
       const double theta = 4.0 * r + 2.0 * std::numbers::pi * c / classes + 0.2 * gen.normal();
       const int64_t k = c * per_class + i;
-      x.at<float>({k, 0}) = static_cast<float>(r * std::cos(theta));
-      x.at<float>({k, 1}) = static_cast<float>(r * std::sin(theta));
-      y.at<int64_t>({k}) = c;
+      x.set({k, 0}, static_cast<float>(r * std::cos(theta)));
+      x.set({k, 1}, static_cast<float>(r * std::sin(theta)));
+      y.set({k}, c);
     }
 }
 

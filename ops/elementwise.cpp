@@ -449,6 +449,13 @@ Tensor reduce_grad(bool needed, const Tensor& g, const Shape& shape) { return ne
 
 void check_inplace(const char* op, const Tensor& self) {
   SG_CHECK(self.defined(), "{}: undefined tensor", op);
+  // NOTE: an expanded view (stride 0 over a dim of size > 1) holds one element in many
+  // places; writing to it in place would apply the update several times (and race).
+  for (int64_t d = 0; d < self.dim() && self.numel() > 0; ++d)
+    SG_CHECK(self.strides()[d] != 0 || self.shape()[d] <= 1,
+             "{}: cannot write in place into a tensor of shape {} with strides {}: several of its elements share "
+             "one memory location (an expanded view); clone() it first",
+             op, self.shape(), self.strides());
   SG_CHECK(!(GradMode::is_enabled() && self.requires_grad()),
            "{}: a tensor of shape {} that requires grad cannot be modified in place while grad mode is on "
            "(wrap the update in sg::NoGradGuard, or use detach())",
@@ -505,7 +512,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// y = a^b;  da = dy b a^(b-1);  db = dy y log(a), 0 where a == 0 and b >= 0 (as PyTorch).
+// y = a^b;  da = dy b a^(b-1), 0 where b == 0;  db = dy y log(a), 0 where a == 0 and b >= 0
+// (both masks as PyTorch: a^0 is constant 1, so 0 * 0^-1 = NaN must not leak out).
 Tensor pow(const Tensor& a, const Tensor& b) {
   Tensor out = binary_arith("pow", a, b, false, [](auto x, auto y) { return std::pow(x, y); });
   record("pow", {a, b}, out,
@@ -513,9 +521,12 @@ Tensor pow(const Tensor& a, const Tensor& b) {
           gb = b.requires_grad()](const Tensor& dy) {
            const Tensor av = as.get(), bv = bs.get();
            Tensor da, db;
-           if (ga) da = sum_to(mul(mul(dy, bv), pow(av, sub(bv, scalar_tensor(1.0, bv.dtype())))), av.shape());
+           const Tensor zero = scalar_tensor(0.0, av.dtype());
+           if (ga) {
+             const Tensor dpow = mul(mul(dy, bv), pow(av, sub(bv, scalar_tensor(1.0, bv.dtype()))));
+             da = sum_to(masked_fill(dpow, eq(bv, zero), 0.0), av.shape());
+           }
            if (gb) {
-             const Tensor zero = scalar_tensor(0.0, av.dtype());
              const Tensor at_zero = where(eq(av, zero), ge(bv, zero), scalar_tensor(0.0, kBool));
              db = sum_to(masked_fill(mul(mul(dy, ys.get()), log(av)), at_zero, 0.0), bv.shape());
            }
@@ -743,6 +754,8 @@ Tensor& add_(Tensor& self, const Tensor& other, double alpha) {
   check_inplace("add_", self);
   check_numeric("add_", self);
   check_same_dtype("add_", self, other);
+  SG_CHECK(is_floating(self.dtype()) || alpha == std::trunc(alpha),
+           "add_: alpha {} is not an integer but self of shape {} is {}", alpha, self.shape(), self.dtype());
   SG_CHECK(broadcast_shapes(self.shape(), other.shape(), "add_") == self.shape(),
            "add_: other of shape {} cannot be broadcast to self of shape {}", other.shape(), self.shape());
   if (self.numel() == 0) return self;
@@ -766,6 +779,8 @@ Tensor& add_(Tensor& self, const Tensor& other, double alpha) {
 Tensor& mul_(Tensor& self, double factor) {
   check_inplace("mul_", self);
   check_numeric("mul_", self);
+  SG_CHECK(is_floating(self.dtype()) || factor == std::trunc(factor),
+           "mul_: factor {} is not an integer but self of shape {} is {}", factor, self.shape(), self.dtype());
   if (self.numel() > 0) {
     const auto L = coalesce<1>(self.shape(), {self.strides()});
     visit_numeric(self.dtype(), [&]<typename T>() {
@@ -817,21 +832,32 @@ Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 Tensor operator-(const Tensor& x) { return neg(x); }
-Tensor operator+(const Tensor& a, double b) { return add(a, scalar_tensor(b, a.dtype())); }
-Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_tensor(b, a.dtype())); }
-Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_tensor(b, a.dtype())); }
-Tensor operator/(const Tensor& a, double b) { return div(a, scalar_tensor(b, a.dtype())); }
-Tensor operator+(double a, const Tensor& b) { return add(scalar_tensor(a, b.dtype()), b); }
-Tensor operator-(double a, const Tensor& b) { return sub(scalar_tensor(a, b.dtype()), b); }
-Tensor operator*(double a, const Tensor& b) { return mul(scalar_tensor(a, b.dtype()), b); }
-Tensor operator/(double a, const Tensor& b) { return div(scalar_tensor(a, b.dtype()), b); }
+namespace {
+// A C++ scalar as a 0-d tensor of x's dtype. NOTE: an integer tensor with a fractional
+// scalar would silently truncate it (x * 0.5 == 0): that is an error instead.
+Tensor scalar_like(const char* op, const Tensor& x, double value) {
+  SG_CHECK(is_floating(x.dtype()) || value == std::trunc(value),
+           "{}: scalar {} is not an integer but the tensor of shape {} is {} (convert with to(kFloat32))", op, value,
+           x.shape(), x.dtype());
+  return scalar_tensor(value, x.dtype());
+}
+}  // namespace
+
+Tensor operator+(const Tensor& a, double b) { return add(a, scalar_like("add", a, b)); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_like("sub", a, b)); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_like("mul", a, b)); }
+Tensor operator/(const Tensor& a, double b) { return div(a, scalar_like("div", a, b)); }
+Tensor operator+(double a, const Tensor& b) { return add(scalar_like("add", b, a), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(scalar_like("sub", b, a), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(scalar_like("mul", b, a), b); }
+Tensor operator/(double a, const Tensor& b) { return div(scalar_like("div", b, a), b); }
 Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
 Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
 Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
-Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_tensor(b, a.dtype())); }
-Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_tensor(b, a.dtype())); }
-Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_tensor(b, a.dtype())); }
-Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_tensor(b, a.dtype())); }
+Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_like("lt", a, b)); }
+Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_like("le", a, b)); }
+Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_like("gt", a, b)); }
+Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_like("ge", a, b)); }
 
 }  // namespace sg

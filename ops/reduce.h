@@ -1,5 +1,7 @@
 #pragma once
 // Reductions. `dims` may be negative and must be distinct; keepdim keeps them as size 1.
+// NOTE: an empty `dims` list reduces nothing (NumPy's axis=()), unlike PyTorch's dim=[]
+// which reduces everything: use the overloads without dims for that.
 // sum/mean/var/max/min of floating tensors are differentiable; sum/max/min/argmax also
 // take int64. float32 sums accumulate in double.
 #include <vector>

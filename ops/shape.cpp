@@ -414,6 +414,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   const int64_t d = wrap_dim(dim, std::max<int64_t>(x.dim(), 1), "index_select");
   SG_CHECK(index.dtype() == kInt64 && index.dim() <= 1, "index_select: index must be a 1-D int64 tensor, got {} {}",
            index.shape(), index.dtype());
+  SG_CHECK(x.dim() > 0 || index.numel() == 1,
+           "index_select: a 0-dim input takes exactly one index, got index of shape {}", index.shape());
   Tensor xs = x.dim() == 0 ? reshape(x, {1}) : x;
   check_index_values(index, xs.shape()[d], d, x.shape(), "index_select");
   Tensor xc = contiguous(xs.detach());

@@ -702,3 +702,35 @@ TEST_CASE("float-only ops reject int64 and bool") {
   check_error([&] { sg::where(sg::ones({2}), sg::ones({2}), sg::ones({2})); }, {"where", "cond", "float32"});
   check_error([&] { sg::masked_fill(sg::ones({2}), sg::ones({2}), 0.0); }, {"masked_fill", "mask", "float32"});
 }
+
+TEST_CASE("in-place ops refuse expanded views (one element in several places)") {
+  Tensor x = sg::ones({1});
+  Tensor e = sg::expand(x, {3});
+  sgtest::check_error([&] { sg::mul_(e, 2.0); }, {"mul_", "[3]", "expanded"});
+  sgtest::check_error([&] { sg::add_(e, sg::ones({3})); }, {"add_", "[3]", "expanded"});
+  sgtest::check_error([&] { sg::copy_(e, sg::tensor({1.0, 2.0, 3.0})); }, {"copy_", "[3]", "expanded"});
+  sgtest::check_error([&] { sg::fill_(e, 2.0); }, {"fill_", "[3]", "expanded"});
+  sgtest::check_values(x, {1.0});
+  Tensor one = sg::expand(sg::ones({1}), {1});  // stride 0 on a size-1 dim is harmless
+  sg::mul_(one, 2.0);
+  sgtest::check_values(one, {2.0});
+}
+
+TEST_CASE("an int64 tensor with a fractional scalar is an error, not a truncation") {
+  Tensor i = sg::tensor({1, 2, 3});
+  sgtest::check_error([&] { (void)(i * 0.5); }, {"mul", "0.5", "int64", "[3]"});
+  sgtest::check_error([&] { (void)(i + 0.5); }, {"add", "0.5", "int64"});
+  sgtest::check_error([&] { (void)(i < 1.5); }, {"lt", "1.5", "int64"});
+  sgtest::check_error([&] { sg::add_(i, sg::tensor({1, 1, 1}), 0.5); }, {"add_", "alpha 0.5", "int64"});
+  sgtest::check_error([&] { sg::mul_(i, 0.5); }, {"mul_", "0.5", "int64"});
+  sgtest::check_values(i * 2.0, {2, 4, 6});
+  sgtest::check_values((i < 2.0).to(sg::kInt64), {1, 0, 0});
+}
+
+TEST_CASE("pow(a, b) has zero gradient wherever the exponent is 0 (a^0 is constant), as PyTorch") {
+  Tensor a = sg::tensor({0.0, 2.0, 0.0}, sg::kFloat64).requires_grad_();
+  Tensor b = sg::tensor({0.0, 0.0, 2.0}, sg::kFloat64).requires_grad_();
+  sg::sum(sg::pow(a, b)).backward();
+  sgtest::check_values(a.grad(), {0.0, 0.0, 0.0});            // 0 * 0^-1 must not leak NaN
+  sgtest::check_values(b.grad(), {0.0, std::log(2.0), 0.0});  // a^b log a, masked where a == 0
+}

@@ -16,7 +16,7 @@ struct WrongCube : sg::Function<WrongCube> {
     Tensor x = ctx.get_saved_variables()[0];
     Tensor g = dy * 3.0 * x * x;
     Tensor bump = sg::zeros_like(g);
-    bump.at<double>({1}) = 0.01;  // entry 1 is wrong by a little
+    bump.set({1}, 0.01);  // entry 1 is wrong by a little
     return {g + bump * dy};
   }
 };
@@ -87,4 +87,35 @@ TEST_CASE("jacobian and numerical_jacobian agree: exp has a diagonal Jacobian") 
   CHECK(J.shape() == sg::Shape{3, 3});
   sgtest::check_values(J, {std::exp(0.5), 0, 0, 0, std::exp(-1.0), 0, 0, 0, std::exp(2.0)});
   sgtest::check_close(N, J, 1e-7, 1e-9);
+}
+
+TEST_CASE("gradcheck leaves its inputs bit-for-bit unchanged, also in projected mode and on errors") {
+  sg::Generator gen(6);
+  Tensor x = sgtest::leaf({40, 30}, gen);
+  const std::vector<double> before = x.to_vector<double>();
+  sg::GradcheckOptions opts;
+  opts.max_full_entries = 16;  // projected mode
+  CHECK(sg::gradcheck([](const std::vector<Tensor>& in) { return sg::tanh(in[0]); }, {x}, opts));
+  CHECK(x.to_vector<double>() == before);
+  int calls = 0;
+  auto throws_later = [&calls](const std::vector<Tensor>& in) {
+    if (++calls > 3) throw sg::Error("boom");
+    return sg::exp(in[0]);
+  };
+  CHECK_THROWS_AS(sg::gradcheck(throws_later, {x}), sg::Error);
+  CHECK(x.to_vector<double>() == before);
+}
+
+TEST_CASE("gradcheck works under a NoGradGuard and rejects expanded inputs") {
+  sg::Generator gen(7);
+  Tensor x = sgtest::leaf({3}, gen);
+  {
+    sg::NoGradGuard no_grad;
+    CHECK(sg::gradcheck([](const std::vector<Tensor>& in) { return sg::exp(in[0]); }, {x}));
+    CHECK(!sg::GradMode::is_enabled());
+  }
+  Tensor e = sg::expand(sg::zeros({1}, sg::kFloat64), {3}).detach();
+  e.requires_grad_();
+  check_error([&] { sg::gradcheck([](const std::vector<Tensor>& in) { return in[0] * 2.0; }, {e}); },
+              {"gradcheck", "input 0", "expanded"});
 }

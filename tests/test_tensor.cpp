@@ -1,5 +1,7 @@
 // Tensor creation, element access, conversions and view semantics.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "test_util.h"
@@ -206,7 +208,7 @@ TEST_CASE("at with negative indices and bounds") {
   CHECK(t.at<float>({1, 2}) == 5.0f);
   CHECK(t.at<float>({-1, -1}) == 5.0f);
   CHECK(t.at<float>({-2, 1}) == 1.0f);
-  t.at<float>({1, -3}) = 42.0f;  // writes through the reference
+  t.set({1, -3}, 42.0f);  // writes through the reference
   check_values(t, {0, 1, 2, 42, 4, 5});
   check_error([&] { t.at<float>({0, 3}); }, {"at", "3", "[2, 3]"});
   check_error([&] { t.at<float>({-3, 0}); }, {"at", "-3", "[2, 3]"});
@@ -252,7 +254,7 @@ TEST_CASE("detach shares storage and drops grad") {
   CHECK_FALSE(d.requires_grad());
   CHECK(d.is_leaf());
   CHECK(x.requires_grad());
-  d.at<float>({1}) = 10.0f;
+  d.set({1}, 10.0f);
   CHECK(x.at<float>({1}) == 10.0f);
 }
 
@@ -285,13 +287,13 @@ TEST_CASE("reshape and view share storage") {
   Tensor r = base.reshape({3, 2});
   CHECK(r.shape() == Shape{3, 2});
   CHECK(shares_storage(r, base));
-  r.at<float>({2, 1}) = -1.0f;
+  r.set({2, 1}, -1.0f);
   CHECK(base.at<float>({1, 2}) == -1.0f);
 
   Tensor v = base.view({6});
   CHECK(shares_storage(v, base));
   CHECK(base.reshape({-1, 2}).shape() == Shape{3, 2});
-  v.at<float>({0}) = 100.0f;
+  v.set({0}, 100.0f);
   CHECK(base.at<float>({0, 0}) == 100.0f);
 
   // A transposed view cannot be flattened without a copy: view throws, reshape copies.
@@ -310,14 +312,14 @@ TEST_CASE("transpose and permute share storage") {
   CHECK(shares_storage(tr, base));
   CHECK_FALSE(tr.is_contiguous());
   CHECK(tr.at<float>({3, 1, 0}) == base.at<float>({0, 1, 3}));
-  tr.at<float>({3, 2, 1}) = -7.0f;
+  tr.set({3, 2, 1}, -7.0f);
   CHECK(base.at<float>({1, 2, 3}) == -7.0f);
 
   Tensor p = base.permute({1, 2, 0});
   CHECK(p.shape() == Shape{3, 4, 2});
   CHECK(shares_storage(p, base));
   CHECK(p.at<float>({2, 1, 1}) == base.at<float>({1, 2, 1}));
-  p.at<float>({0, 0, 1}) = 55.0f;
+  p.set({0, 0, 1}, 55.0f);
   CHECK(base.at<float>({1, 0, 0}) == 55.0f);
 
   Tensor m = iota({2, 3});
@@ -332,7 +334,7 @@ TEST_CASE("narrow squeeze unsqueeze expand share storage") {
   CHECK(n.shape() == Shape{2, 3});
   CHECK(shares_storage(n, base));
   check_values(n, {3, 4, 5, 6, 7, 8});
-  n.at<float>({1, 1}) = -1.0f;
+  n.set({1, 1}, -1.0f);
   CHECK(base.at<float>({2, 1}) == -1.0f);
   Tensor nc = base.narrow(1, 2, 1);
   CHECK_FALSE(nc.is_contiguous());
@@ -343,7 +345,7 @@ TEST_CASE("narrow squeeze unsqueeze expand share storage") {
   Tensor s = col.squeeze(1);
   CHECK(s.shape() == Shape{3});
   CHECK(shares_storage(s, col));
-  s.at<float>({2}) = 9.5f;
+  s.set({2}, 9.5f);
   CHECK(col.at<float>({2, 0}) == 9.5f);
   CHECK(col.squeeze(0).shape() == Shape{3, 1});  // size 3: left alone, as PyTorch
 
@@ -351,7 +353,7 @@ TEST_CASE("narrow squeeze unsqueeze expand share storage") {
   CHECK(u.shape() == Shape{1, 3});
   CHECK(s.unsqueeze(-1).shape() == Shape{3, 1});
   CHECK(shares_storage(u, col));
-  u.at<float>({0, 0}) = -3.0f;
+  u.set({0, 0}, -3.0f);
   CHECK(col.at<float>({0, 0}) == -3.0f);
 
   Tensor row = sg::tensor({1.0, 2.0, 3.0});
@@ -360,7 +362,7 @@ TEST_CASE("narrow squeeze unsqueeze expand share storage") {
   CHECK(e.stride(0) == 0);
   CHECK(shares_storage(e, row));
   check_values(e, {1, 2, 3, 1, 2, 3});
-  row.at<float>({1}) = 20.0f;  // one element of the base shows up in every expanded row
+  row.set({1}, 20.0f);  // one element of the base shows up in every expanded row
   check_values(e, {1, 20, 3, 1, 20, 3});
   check_error([&] { row.expand({2, 4}); }, {"expand", "[3]", "[2, 4]"});
 }
@@ -379,11 +381,74 @@ TEST_CASE("contiguous and clone copy") {
   // Its raw memory is in the new row-major order.
   const float* p = c.data_ptr<float>();
   CHECK(std::vector<float>(p, p + 6) == std::vector<float>{0, 3, 1, 4, 2, 5});
-  c.at<float>({0, 0}) = 99.0f;
+  c.set({0, 0}, 99.0f);
   CHECK(base.at<float>({0, 0}) == 0.0f);
 
   Tensor cl = base.clone();
   CHECK_FALSE(shares_storage(cl, base));
-  cl.at<float>({1, 1}) = 99.0f;
+  cl.set({1, 1}, 99.0f);
   CHECK(base.at<float>({1, 1}) == 4.0f);
+}
+
+TEST_CASE("shapes whose byte size overflows are rejected, not allocated short") {
+  check_error([] { sg::empty({int64_t{1} << 61}, sg::kFloat64); }, {"empty", "2305843009213693952", "float64"});
+  check_error([] { sg::ones({int64_t{1} << 62}); }, {"empty", "float32"});
+  check_error([] { sg::zeros({int64_t{1} << 40, int64_t{1} << 40}); }, {"more elements than int64"});
+}
+
+TEST_CASE("rand float32 stays in [0, 1)") {
+  sg::Generator gen(0);
+  const std::vector<float> v = sg::rand({1 << 22}, gen).to_vector<float>();
+  CHECK(*std::max_element(v.begin(), v.end()) < 1.0f);
+  CHECK(*std::min_element(v.begin(), v.end()) >= 0.0f);
+}
+
+TEST_CASE("randint covers the full int64 range without overflow") {
+  sg::Generator gen(1);
+  const int64_t lo = std::numeric_limits<int64_t>::min(), hi = std::numeric_limits<int64_t>::max();
+  const std::vector<int64_t> v = sg::randint(lo, hi, {1000}, gen).to_vector<int64_t>();
+  CHECK(std::any_of(v.begin(), v.end(), [](int64_t x) { return x < 0; }));
+  CHECK(std::any_of(v.begin(), v.end(), [](int64_t x) { return x > 0; }));
+}
+
+TEST_CASE("arange refuses fractional values for an integer dtype and absurd lengths") {
+  check_error([] { sg::arange(0.0, 1.0, 0.25); }, {"arange", "0.25", "int64", "kFloat32"});
+  check_error([] { sg::arange(0.0, 1e300); }, {"arange", "too many"});
+  check_values(sg::arange(0.0, 1.0, 0.25, sg::kFloat64), {0, 0.25, 0.5, 0.75});
+}
+
+TEST_CASE("set() is a tracked in-place write; at() only reads") {
+  Tensor x = sg::tensor({1.0, 2.0}, sg::kFloat64).requires_grad_();
+  check_error([&] { x.set({0}, 5.0); }, {"set", "[2]", "requires grad"});
+  {
+    sg::NoGradGuard g;
+    x.set({0}, 5.0);
+  }
+  CHECK(x.at<double>({0}) == 5.0);
+  Tensor y = sg::exp(x);  // saves y
+  const uint64_t before = y.impl()->storage->version;
+  {
+    sg::NoGradGuard g;
+    y.set({0}, 100.0);
+  }
+  CHECK(y.impl()->storage->version == before + 1);
+  check_error([&] { sg::sum(y).backward(); }, {"exp", "modified in place"});
+  Tensor i = sg::zeros({2}, sg::kInt64);
+  i.set({1}, int64_t{7});
+  CHECK(i.at<int64_t>({1}) == 7);
+}
+
+TEST_CASE("set_grad stores a private copy: no cycle through history, no aliasing") {
+  std::weak_ptr<sg::TensorImpl> alive;
+  {
+    Tensor x = sg::ones({2}, sg::kFloat64).requires_grad_();
+    alive = x.impl();
+    Tensor y = x * x;
+    x.set_grad(y);  // a gradient with history must not keep the graph (and x) alive
+  }
+  CHECK(alive.expired());
+  Tensor x = sg::ones({2}, sg::kFloat64).requires_grad_();
+  x.set_grad(sg::expand(sg::zeros({1}, sg::kFloat64), {2}));  // one element seen twice
+  sg::sum(x * 3.0).backward();
+  check_values(x.grad(), {3.0, 3.0});
 }
