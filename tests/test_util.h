@@ -30,15 +30,18 @@ inline Tensor leaf(const Shape& shape, sg::Generator& gen, double lo = -1.0, dou
   return u.requires_grad_();
 }
 
-// Same, but a non-contiguous view: allocated with the last two dims swapped, then
-// transposed back (for < 2 dims: every other element of a buffer twice as long).
+// Same, but a non-contiguous view with a storage offset: allocated with the last two dims
+// swapped and one extra leading column, narrowed past that column, then transposed back
+// (for < 2 dims: every other element of a buffer twice as long).
 inline Tensor leaf_noncontig(const Shape& shape, sg::Generator& gen, double lo = -1.0, double hi = 1.0) {
   Tensor base;
   if (shape.size() >= 2) {
     Shape swapped = shape;
     std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
+    const int64_t cols = swapped.back();
+    swapped.back() += 1;
     base = leaf(swapped, gen, lo, hi).detach();
-    base = base.transpose(-1, -2);
+    base = sg::narrow(base, -1, 1, cols).transpose(-1, -2);
   } else {
     const int64_t n = shape.empty() ? 1 : shape[0];
     base = sg::slice(leaf({2 * n}, gen, lo, hi).detach(), 0, 0, 2 * n, 2);
