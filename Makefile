@@ -39,8 +39,11 @@ test: build
 demo: build
 	$(BUILD_DIR)/examples/tiny_mlp
 
-# Every bench/*.cpp is a program; run each in turn.
-bench: bench-deps build
+# Every bench/*.cpp is a program; build only those and run each in turn. Each one times
+# PyTorch on the same shapes in the same run (bench/torch_peer.py, /usr/bin/python3).
+BENCH_PROGRAMS := $(basename $(notdir $(wildcard bench/*.cpp)))
+bench: bench-deps configure
+	$(if $(BENCH_PROGRAMS),cmake --build $(BUILD_DIR) -j $(JOBS) --target $(BENCH_PROGRAMS))
 	@set -e; for src in bench/*.cpp; do \
 	  [ -e "$$src" ] || { echo "no benchmarks yet"; break; }; \
 	  prog=$(BUILD_DIR)/bench/$$(basename "$$src" .cpp); \

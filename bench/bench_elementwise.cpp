@@ -1,76 +1,26 @@
-// Elementwise ops against the machine's own limit: memory bandwidth.
+// Elementwise ops against the machine's own limit, memory bandwidth, and against PyTorch.
 //
-// Measures, in one process, the copy bandwidth (a parallel copy loop over 256 MB buffers,
-// read + write bytes counted, best of 10), then the median time of sg::add on two
-// contiguous float32 tensors of 64M elements (12 bytes moved per element), sg::exp, a
-// broadcast add (N, C) + (C), the allocation of a fresh output alone (sg::empty), and
-// in-place add_ (no output allocation), and prints each
-// as GB/s and as a share of the copy bandwidth. Two threads (the machine has two cores).
+// Measures, in one process, the copy bandwidth (bench_util.h: a parallel copy over 256 MB
+// buffers with plain stores, memcpy and streaming stores, read + write bytes counted, the
+// best run), once at the start and again between the timed calls of each row, since this
+// machine's bandwidth drifts; then the median time of sg::add on two contiguous
+// float32 tensors of 64M elements (12 bytes moved per element), sg::exp, a broadcast add
+// (N, C) + (C), in-place add_ (no output allocation), and two diagnostics of what a fresh
+// output costs: sg::empty alone and sg::full (a new tensor written once) next to fill_ (the
+// same writes into memory already faulted in). Prints each as GB/s and as a share of the
+// copy bandwidth, and beside it PyTorch's time for the same op and shapes, measured in the
+// same run by bench/torch_peer.py. Two threads (the machine has two cores).
 //
 //   build-*/bench/bench_elementwise
 #include <fmt/format.h>
-#include <omp.h>
 
-#include <algorithm>
-#include <chrono>
-#include <cstring>
 #include <functional>
-#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "softgrad.h"
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Best-of-`reps` copy bandwidth in GB/s (1 GB = 1e9 bytes), bytes read + written.
-double copy_bandwidth(size_t nbytes, int reps) {
-  auto free_fn = [](char* p) { std::free(p); };
-  std::unique_ptr<char, decltype(free_fn)> src(static_cast<char*>(std::aligned_alloc(64, nbytes)), free_fn);
-  std::unique_ptr<char, decltype(free_fn)> dst(static_cast<char*>(std::aligned_alloc(64, nbytes)), free_fn);
-  std::memset(src.get(), 1, nbytes);
-  std::memset(dst.get(), 0, nbytes);  // fault the pages in before timing
-  double best = 0;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
-    // Odd reps: glibc memcpy (non-temporal stores at this size); even reps: a plain
-    // vectorized float loop (ordinary stores, like the kernels). The better one counts.
-    const bool use_memcpy = r % 2 == 1;
-#pragma omp parallel
-    {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      const size_t b = nbytes * t / nt / 64 * 64, e = t == nt - 1 ? nbytes : nbytes * (t + 1) / nt / 64 * 64;
-      if (use_memcpy) {
-        std::memcpy(dst.get() + b, src.get() + b, e - b);
-      } else {
-        float* __restrict d = reinterpret_cast<float*>(dst.get() + b);
-        const float* __restrict s = reinterpret_cast<const float*>(src.get() + b);
-        const size_t n = (e - b) / sizeof(float);
-        for (size_t i = 0; i < n; ++i) d[i] = s[i];
-      }
-    }
-    best = std::max(best, 2.0 * static_cast<double>(nbytes) / seconds_since(t0) / 1e9);
-  }
-  return best;
-}
-
-double median_ms(const std::function<void()>& fn, int reps) {
-  fn();  // warm-up
-  std::vector<double> ms;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
-    fn();
-    ms.push_back(seconds_since(t0) * 1e3);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-}  // namespace
 
 int main() {
   sg::set_num_threads(2);
@@ -78,7 +28,9 @@ int main() {
   constexpr int64_t kN = int64_t{64} << 20;  // 64M float32 = 256 MB per tensor
   constexpr int kReps = 9;
 
-  const double copy_gbs = copy_bandwidth(size_t{256} << 20, 10);
+  sgbench::TorchPeer peer(threads, kReps);  // started now: torch's import stays out of the timings
+  sgbench::CopyProbe probe(size_t{256} << 20, threads);
+  const sgbench::CopyBandwidth copy = sgbench::copy_bandwidth(probe, 12);
 
   sg::Generator gen(0);
   const sg::Tensor a = sg::rand({kN}, gen);
@@ -90,31 +42,42 @@ int main() {
 
   struct Row {
     std::string op, shape;
-    double ms, bytes;
+    double ms, bytes;  // bytes moved per call; 0: not a bandwidth figure
+    double copy_gbs;   // the limit, measured between this row's timed calls
+    std::optional<double> torch_ms;
   };
   std::vector<Row> rows;
   const double n = static_cast<double>(kN);
-  rows.push_back({"add", fmt::format("({}) + ({})", kN, kN), median_ms([&] { sg::add(a, b); }, kReps), 12 * n});
-  rows.push_back({"exp", fmt::format("({})", kN), median_ms([&] { sg::exp(a); }, kReps), 8 * n});
-  rows.push_back({"add (broadcast)", fmt::format("({}, {}) + ({})", kRows, kC, kC),
-                  median_ms([&] { sg::add(m, row); }, kReps), 8 * n + 4 * kC});
-  // Diagnostic: what every op that returns a new 256 MB tensor pays before its kernel runs.
-  rows.push_back({"empty (alloc)", fmt::format("({})", kN), median_ms([&] { sg::empty({kN}); }, kReps), 4 * n});
-  rows.push_back({"add_ (in place)", fmt::format("({}) += ({})", kN, kN),
-                  median_ms([&] { sg::add_(acc, b); }, kReps), 12 * n});
+  // Times fn with copies in between, then the same op in PyTorch (`spec`, see torch_peer.py).
+  auto bench = [&](const std::string& op, const std::string& shape, double bytes, const std::string& spec,
+                   const std::function<void()>& fn) {
+    const sgbench::Beside t = sgbench::median_ms_beside_copy(fn, kReps, probe);
+    rows.push_back({op, shape, t.ms, bytes, t.copy_gbs, peer.time(spec)});
+  };
+  bench("add", fmt::format("({}) + ({})", kN, kN), 12 * n, fmt::format("add {} {}", kN, kN), [&] { sg::add(a, b); });
+  bench("exp", fmt::format("({})", kN), 8 * n, fmt::format("exp {}", kN), [&] { sg::exp(a); });
+  bench("add (broadcast)", fmt::format("({}, {}) + ({})", kRows, kC, kC), 8 * n + 4 * kC,
+        fmt::format("add {}x{} {}", kRows, kC, kC), [&] { sg::add(m, row); });
+  bench("add_ (in place)", fmt::format("({}) += ({})", kN, kN), 12 * n, fmt::format("add_ {} {}", kN, kN),
+        [&] { sg::add_(acc, b); });
+  // Diagnostics: what every op that returns a new 256 MB tensor pays around its kernel.
+  // empty() maps fresh pages and touches none; full() writes them once (page faults + 4
+  // bytes/elem); fill_ does the same writes into pages already there.
+  bench("empty (alloc)", fmt::format("({})", kN), 0, fmt::format("empty {}", kN), [&] { sg::empty({kN}); });
+  bench("full (new output)", fmt::format("({})", kN), 4 * n, fmt::format("full {}", kN), [&] { sg::full({kN}, 1.0); });
+  bench("fill_ (in place)", fmt::format("({})", kN), 4 * n, fmt::format("fill_ {}", kN), [&] { sg::fill_(acc, 1.0); });
 
-  fmt::print("softgrad elementwise benchmark: {} threads, float32, copy bandwidth {:.2f} GB/s "
-             "(256 MB, read+write, best of 10)\n\n",
-             threads, copy_gbs);
-  fmt::print("| {:<16} | {:<26} | {:>9} | {:>7} | {:>7} |\n", "op", "shape", "median ms", "GB/s", "% copy");
-  fmt::print("|{:-<18}|{:-<28}|{:->11}|{:->9}|{:->9}|\n", "", "", "", "", "");
-  for (const Row& r : rows) {
-    const double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
-    fmt::print("| {:<16} | {:<26} | {:>9.2f} | {:>7.2f} | {:>6.1f}% |\n", r.op, r.shape, r.ms, gbs,
-               100.0 * gbs / copy_gbs);
-  }
-  fmt::print("\nBytes counted: add 12/elem (2 reads, 1 write), exp and broadcast add 8/elem, add_ 12/elem.\n"
-             "Ops that return a new tensor include allocating (and zero-filling) the output;\n"
-             "the empty row is that cost alone (4 bytes/elem written).\n");
+  sgbench::print_bandwidth_title(
+      fmt::format("softgrad elementwise benchmark: {} threads, float32, median of {} runs", threads, kReps), copy);
+  peer.print_about();
+  sgbench::Table table = peer.table(sgbench::bandwidth_columns());
+  for (const Row& r : rows)
+    peer.add_row(table, sgbench::bandwidth_cells(r.op, r.shape, r.ms, r.bytes / (r.ms * 1e-3) / 1e9, r.copy_gbs),
+                 r.torch_ms, r.ms);
+  peer.print(table);
+  fmt::print("\nBytes counted: add and add_ 12/elem (2 reads, 1 write), exp and broadcast add 8/elem, full and\n"
+             "fill_ 4/elem. Ops that return a new tensor pay for faulting in its fresh pages (outputs >= 2 MiB\n"
+             "are mmapped with MADV_HUGEPAGE) and for unmapping them when it dies, inside the timed call;\n"
+             "the in-place rows show the kernels alone.\n");
   return 0;
 }

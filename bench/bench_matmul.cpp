@@ -1,35 +1,31 @@
 // bench_matmul: sg::matmul against direct cblas_sgemm calls on the same buffers, in the
-// same process (the machine's measured GEMM limit). float32, 2 threads by default.
+// same process (the machine's measured GEMM limit), and against PyTorch's matmul on the same
+// shapes in the same run (bench/torch_peer.py). float32, 2 threads by default.
 //
 //   build/bench/bench_matmul [threads]
 //
 // Each row times sg::matmul (output allocation and dispatch included) and the BLAS calls
 // it stands for, interleaved rep by rep so that noise from a shared machine hits both.
 // For batched rows the direct side is a serial loop of cblas_sgemm calls (OpenBLAS
-// threading each one), i.e. what a straightforward implementation would do.
+// threading each one), i.e. what a straightforward implementation would do. PyTorch's
+// matmul on the same shapes runs right after each row, with the same warm-up and reps.
 #include <cblas.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "softgrad.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using sgbench::Clock;
+using sgbench::ms_since;
 
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
+constexpr int kWarmup = 3;
 
 struct Timing {
   double sg_ms, ref_ms;
@@ -38,7 +34,7 @@ struct Timing {
 // Interleaves the two candidates; medians after a few warm-up calls each (the first
 // calls also pay for faulting in fresh output pages until malloc settles).
 Timing time_pair(const std::function<void()>& sg_fn, const std::function<void()>& ref_fn, int reps) {
-  for (int w = 0; w < 3; ++w) {
+  for (int w = 0; w < kWarmup; ++w) {
     sg_fn();
     ref_fn();
   }
@@ -51,13 +47,20 @@ Timing time_pair(const std::function<void()>& sg_fn, const std::function<void()>
     ref_fn();
     b.push_back(ms_since(t0));
   }
-  return {median(a), median(b)};
+  return {sgbench::median(a), sgbench::median(b)};
 }
 
-void print_row(const std::string& shape, double flops, Timing t) {
-  const double gf = flops / (t.sg_ms * 1e6), gf_ref = flops / (t.ref_ms * 1e6);
-  fmt::print("{:<44} {:>9.3f} {:>8.1f} {:>11.3f} {:>8.1f} {:>8.1f}%\n", shape, t.sg_ms, gf, t.ref_ms, gf_ref,
-             100.0 * t.ref_ms / t.sg_ms);
+struct Row {
+  std::string shape;
+  double flops;
+  Timing t;
+  std::optional<double> torch_ms;  // PyTorch's time for the same matmul
+};
+
+// torch_peer.py's spec of a matmul ("matmul 2048x2048 t2048x2048 reps=7 warmup=3": a
+// leading t marks a transposed view), with this bench's repetitions and warm-up.
+std::string peer_spec(const std::string& a, const std::string& b, int reps) {
+  return fmt::format("matmul {} {} reps={} warmup={}", a, b, reps, kWarmup);
 }
 
 // C (M, N) = op(A) @ op(B), row-major, on raw buffers.
@@ -71,13 +74,12 @@ void sgemm(bool ta, bool tb, int M, int N, int K, const float* a, int lda, const
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   sg::set_num_threads(threads);
+  sgbench::TorchPeer peer(threads);  // started now: torch's import stays out of the timings
   sg::NoGradGuard no_grad;
   sg::Generator gen(0);
   auto randn = [&](const sg::Shape& s) { return sg::randn(s, gen, sg::kFloat32); };
 
-  fmt::print("matmul, float32, {} threads; median ms; % = direct sgemm time / sg::matmul time\n", threads);
-  fmt::print("{:<44} {:>9} {:>8} {:>11} {:>8} {:>9}\n", "shape", "sg ms", "GFLOP/s", "direct ms", "GFLOP/s",
-             "% direct");
+  std::vector<Row> rows;
 
   // Plain 2-D GEMMs, and the transposed views a backward pass feeds in (no copies).
   struct Gemm2 {
@@ -99,7 +101,9 @@ int main(int argc, char** argv) {
                          g.reps);
     const std::string shape = fmt::format("({}{}, {}) @ ({}{}, {})", g.ta ? "T " : "", g.M, g.K, g.tb ? "T " : "",
                                           g.K, g.N);
-    print_row(shape, 2.0 * g.M * g.N * g.K, t);
+    rows.push_back({shape, 2.0 * g.M * g.N * g.K, t,
+                    peer.time(peer_spec(fmt::format("{}{}x{}", g.ta ? "t" : "", g.M, g.K),
+                                        fmt::format("{}{}x{}", g.tb ? "t" : "", g.K, g.N), g.reps))});
   }
 
   // Linear on a 3-D input: (B, T, C) @ (C, C) is one (B*T, C) @ (C, C) GEMM.
@@ -110,7 +114,8 @@ int main(int argc, char** argv) {
     const float *px = x.data_ptr<float>(), *pw = w.data_ptr<float>();
     Timing t = time_pair([&] { sg::Tensor out = sg::matmul(x, w); },
                          [&] { sgemm(false, false, B * T, C, C, px, C, pw, C, c.data()); }, 30);
-    print_row("(32, 128, 512) @ (512, 512) folded", 2.0 * B * T * C * C, t);
+    rows.push_back({"(32, 128, 512) @ (512, 512) folded", 2.0 * B * T * C * C, t,
+                    peer.time(peer_spec(fmt::format("{}x{}x{}", B, T, C), fmt::format("{}x{}", C, C), 30))});
   }
 
   // Batched small GEMMs: OpenMP over the batch, BLAS single-threaded inside.
@@ -137,8 +142,27 @@ int main(int argc, char** argv) {
                                    c.data() + i * sc);
                          },
                          g.reps);
-    print_row(g.label, 2.0 * g.B * g.M * g.N * g.K, t);
+    rows.push_back({g.label, 2.0 * g.B * g.M * g.N * g.K, t,
+                    peer.time(peer_spec(fmt::format("{}x{}x{}", g.B, g.M, g.K),
+                                        fmt::format("{}{}x{}x{}", g.tb ? "t" : "", g.B, g.K, g.N), g.reps))});
   }
+
+  fmt::print("matmul, float32, {} threads; median ms after {} warm-up calls; % direct = direct sgemm time / "
+             "sg::matmul time\n",
+             threads, kWarmup);
+  peer.print_about();
+  sgbench::Table table =
+      peer.table({{"shape", true}, {"sg ms"}, {"sg GFLOP/s"}, {"direct ms"}, {"direct GFLOP/s"}, {"% direct"}});
+  for (const Row& r : rows) {
+    std::vector<std::string> cells = {r.shape,
+                                      sgbench::fmt_ms(r.t.sg_ms),
+                                      fmt::format("{:.1f}", r.flops / (r.t.sg_ms * 1e6)),
+                                      sgbench::fmt_ms(r.t.ref_ms),
+                                      fmt::format("{:.1f}", r.flops / (r.t.ref_ms * 1e6)),
+                                      fmt::format("{:.1f}%", 100.0 * r.t.ref_ms / r.t.sg_ms)};
+    peer.add_row(table, std::move(cells), r.torch_ms, r.t.sg_ms);
+  }
+  peer.print(table);
 
   return 0;
 }
