@@ -155,8 +155,8 @@ template <typename Derived> struct Function {
     std::vector<Tensor> inputs;
     detail::collect_tensors(inputs, args...);
     if (GradMode::is_enabled() && any_requires_grad(inputs)) {
-      // forward may return one of its inputs: give the output its own handle first.
-      out = Tensor(std::make_shared<TensorImpl>(*out.detach().impl()));
+      // forward may return one of its inputs: detach() gives the output a handle of its own.
+      out = out.detach();
       record(detail::demangle(typeid(Derived).name()), inputs, out,
              [ctx](const Tensor& dy) { return Derived::backward(*ctx, dy); });
     }

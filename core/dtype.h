@@ -6,6 +6,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include "core/error.h"
+
 namespace sg {
 
 enum class Dtype : uint8_t { Float32, Float64, Int64, Bool };
@@ -55,6 +57,15 @@ template <typename Fn> decltype(auto) visit_dtype(Dtype t, Fn&& fn) {
     case Dtype::Bool: return fn.template operator()<bool>();
   }
   return fn.template operator()<float>();  // unreachable
+}
+
+// Like visit_dtype for the arithmetic dtypes (float32, float64, int64). Ops reject bool
+// with their own message first; reaching here with bool is a bug, not bad input.
+template <typename Fn> decltype(auto) visit_numeric(Dtype t, Fn&& fn) {
+  SG_CHECK(t != Dtype::Bool, "visit_numeric: bool tensors are not supported here");
+  if (t == Dtype::Float64) return fn.template operator()<double>();
+  if (t == Dtype::Int64) return fn.template operator()<int64_t>();
+  return fn.template operator()<float>();
 }
 
 }  // namespace sg

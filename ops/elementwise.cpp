@@ -17,6 +17,7 @@
 #include "core/kernels.h"
 #include "core/strided.h"
 #include "ops/reduce.h"
+#include "ops/shape.h"
 
 namespace sg {
 
@@ -30,13 +31,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 template <typename Fn> decltype(auto) visit_floating(Dtype t, Fn&& fn) {
   if (t == kFloat64) return fn.template operator()<double>();
-  return fn.template operator()<float>();
-}
-
-// float32, float64, int64 (bool is rejected by the checks before this is reached).
-template <typename Fn> decltype(auto) visit_numeric(Dtype t, Fn&& fn) {
-  if (t == kFloat64) return fn.template operator()<double>();
-  if (t == kInt64) return fn.template operator()<int64_t>();
   return fn.template operator()<float>();
 }
 
@@ -73,17 +67,6 @@ Strides broadcast_strides(const Tensor& x, const Shape& shape) {
   const size_t lead = shape.size() - x.shape().size();
   for (size_t d = 0; d < x.shape().size(); ++d) s[lead + d] = x.shape()[d] == 1 ? 0 : x.strides()[d];
   return s;
-}
-
-// A view of x broadcast to `shape` (no history): stride 0 on broadcast dims.
-Tensor broadcast_view(const Tensor& x, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = x.impl()->storage;
-  impl->shape = shape;
-  impl->strides = broadcast_strides(x, shape);
-  impl->offset = x.offset();
-  impl->dtype = x.dtype();
-  return Tensor(std::move(impl));
 }
 
 // ============================================================================================
@@ -817,7 +800,7 @@ Tensor& copy_(Tensor& self, const Tensor& src) {
            "copy_: source of shape {} cannot be broadcast to self of shape {}", src.shape(), self.shape());
   if (self.numel() > 0) {
     const Tensor from = src.impl()->storage == self.impl()->storage ? make_contiguous_copy(src) : src;
-    copy_kernel(self, broadcast_view(from, self.shape()));
+    copy_kernel(self, expand(from.detach(), self.shape()));
   }
   bump_version(self);
   return self;

@@ -593,15 +593,6 @@ void check_dtype(const Tensor& x, bool floating_only, const char* op) {
              x.dtype(), x.shape());
 }
 
-// Numeric dtypes only (bool is rejected by check_dtype before this runs).
-template <typename Fn> void visit_numeric(Dtype t, Fn&& fn) {
-  switch (t) {
-    case Dtype::Float32: fn.template operator()<float>(); break;
-    case Dtype::Float64: fn.template operator()<double>(); break;
-    case Dtype::Int64: fn.template operator()<int64_t>(); break;
-    case Dtype::Bool: fail("reduce: bool tensors are not supported here");
-  }
-}
 
 // ---- forward passes, no autograd; `out_shape` is any shape with the output's numel ----
 
