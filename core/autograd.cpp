@@ -98,15 +98,20 @@ Tensor SavedTensor::get() const {
 }
 
 // ---- recording ----
-bool any_requires_grad(const std::vector<Tensor>& inputs) {
+namespace {
+// Called by every op on its inputs: a plain loop, no copies of the handles.
+bool any_requires_grad(const Tensor* begin, const Tensor* end) {
   if (!GradMode::is_enabled()) return false;
-  for (const Tensor& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
+  for (const Tensor* t = begin; t != end; ++t)
+    if (t->defined() && t->requires_grad()) return true;
   return false;
 }
-bool any_requires_grad(std::initializer_list<Tensor> inputs) {
-  return any_requires_grad(std::vector<Tensor>(inputs));
+}  // namespace
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  return any_requires_grad(inputs.data(), inputs.data() + inputs.size());
 }
+bool any_requires_grad(std::initializer_list<Tensor> inputs) { return any_requires_grad(inputs.begin(), inputs.end()); }
 
 void record_node(std::shared_ptr<Node> node, const std::vector<Tensor>& inputs, Tensor& output) {
   if (!any_requires_grad(inputs)) return;
