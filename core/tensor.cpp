@@ -4,9 +4,12 @@
 #include <omp.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <ostream>
 
 #include "core/autograd.h"
@@ -18,15 +21,92 @@ namespace sg {
 // ---- Storage ----
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
+
+std::atomic<int64_t> g_current_bytes{0};
+std::atomic<int64_t> g_peak_bytes{0};
+
+// Freed large buffers are kept for reuse, up to kCacheLimit bytes. A training step
+// allocates the same sizes every time, and a fresh mapping pays a page fault and the
+// kernel's zeroing for every page it touches: for a 64 MiB output that costs more than
+// the op itself. Leaked on purpose (no static destruction order to get wrong).
+constexpr size_t kCacheLimit = size_t{512} << 20;
+
+class MappingCache {
+ public:
+  void* take(size_t len) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(len);
+    if (it == free_.end()) return nullptr;
+    void* p = it->second;
+    free_.erase(it);
+    bytes_ -= len;
+    return p;
+  }
+  bool give(void* p, size_t len) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (bytes_ + len > kCacheLimit) return false;
+    free_.emplace(len, p);
+    bytes_ += len;
+    return true;
+  }
+  void release_all() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [len, p] : free_) munmap(p, len);
+    free_.clear();
+    bytes_ = 0;
+  }
+  size_t bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return bytes_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t bytes_ = 0;
+};
+
+MappingCache& mapping_cache() {
+  static auto* cache = new MappingCache;
+  return *cache;
 }
 
+void count_allocation(int64_t bytes) {
+  const int64_t now = g_current_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak_bytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
+MemoryStats memory_stats() {
+  return {g_current_bytes.load(std::memory_order_relaxed), g_peak_bytes.load(std::memory_order_relaxed),
+          static_cast<int64_t>(mapping_cache().bytes())};
+}
+void empty_cache() { mapping_cache().release_all(); }
+void reset_peak_memory() { g_peak_bytes.store(g_current_bytes.load(std::memory_order_relaxed)); }
+
 Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
+  count_allocation(static_cast<int64_t>(n));
   if (n >= kHugePage) {
     // Fresh anonymous pages are zero. Over-map by a huge page and trim so the buffer is
     // 2 MiB aligned: the kernel can then back it with huge pages (far fewer page faults).
     const size_t len = (n + kHugePage - 1) / kHugePage * kHugePage;
+    if (void* reused = mapping_cache().take(len)) {
+      data = reused;
+      mapped_ = len;
+      if (zero_fill) std::memset(data, 0, n);
+#ifdef SOFTGRAD_POISON_EMPTY
+      else
+        std::memset(data, 0xff, n);
+#endif
+      return;
+    }
     void* p = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) fail("out of memory mapping {} bytes", n);
+    if (p == MAP_FAILED) {
+      g_current_bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+      fail("out of memory mapping {} bytes", n);
+    }
     const auto addr = reinterpret_cast<uintptr_t>(p);
     const uintptr_t aligned = (addr + kHugePage - 1) / kHugePage * kHugePage;
     if (aligned > addr) munmap(p, aligned - addr);
@@ -42,7 +122,10 @@ Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
   }
   const size_t rounded = n == 0 ? 64 : (n + 63) / 64 * 64;
   data = std::aligned_alloc(64, rounded);
-  if (!data) fail("out of memory allocating {} bytes", n);
+  if (!data) {
+    g_current_bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+    fail("out of memory allocating {} bytes", n);
+  }
   if (zero_fill) {
     std::memset(data, 0, rounded);
   } else {
@@ -53,8 +136,10 @@ Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
 }
 
 Storage::~Storage() {
-  if (mapped_)
-    munmap(data, mapped_);
+  g_current_bytes.fetch_sub(static_cast<int64_t>(nbytes), std::memory_order_relaxed);
+  if (mapped_) {
+    if (!mapping_cache().give(data, mapped_)) munmap(data, mapped_);
+  }
   else
     std::free(data);
 }

@@ -34,8 +34,9 @@ namespace sg {
 class Node;
 
 // A 64-byte-aligned buffer. `version` counts in-place writes through any view.
-// Buffers of 2 MiB and more are mapped from the OS (already zero, backed by huge pages
-// where the kernel allows), so a large zeros() costs no extra pass over memory.
+// Buffers of 2 MiB and more are mapped from the OS (backed by huge pages where the kernel
+// allows) and, once freed, kept for reuse by the next buffer of the same size (see
+// memory_stats below); a reused buffer asked to be zero is cleared with memset.
 struct Storage {
   Storage(size_t nbytes, bool zero_fill);
   ~Storage();
@@ -159,6 +160,20 @@ template <typename T> Tensor from_vector(const std::vector<T>& values, const Sha
 // Number of threads used by softgrad's kernels and OpenBLAS (default: all cores).
 void set_num_threads(int n);
 int get_num_threads();
+
+// Bytes held by live tensor storages (all threads), and the most held at once since
+// start or the last reset_peak_memory(): what a benchmark reports as peak memory.
+// Freed buffers of 2 MiB and more are kept (up to 512 MiB) for reuse by the next
+// allocation of the same size, which then skips the page faults of fresh memory;
+// cached_bytes counts them and empty_cache() returns them to the OS.
+struct MemoryStats {
+  int64_t current_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t cached_bytes = 0;
+};
+MemoryStats memory_stats();
+void reset_peak_memory();  // peak := current
+void empty_cache();
 
 std::string to_string(const Tensor& t);  // PyTorch's print layout, large tensors truncated
 std::ostream& operator<<(std::ostream& os, const Tensor& t);

@@ -452,3 +452,33 @@ TEST_CASE("set_grad stores a private copy: no cycle through history, no aliasing
   sg::sum(x * 3.0).backward();
   check_values(x.grad(), {3.0, 3.0});
 }
+
+TEST_CASE("memory stats count live storage, the peak, and the reuse cache") {
+  using sg::Tensor;
+  const int64_t n = int64_t{3} << 20;  // 12 MiB of float32: a mapped, cacheable buffer
+  const int64_t bytes = n * 4;
+  sg::empty_cache();
+  const sg::MemoryStats before = sg::memory_stats();
+  CHECK(before.cached_bytes == 0);
+  {
+    Tensor a = sg::empty({n});
+    sg::reset_peak_memory();
+    CHECK(sg::memory_stats().current_bytes == before.current_bytes + bytes);
+    {
+      Tensor b = sg::full({n}, 7.0);
+      CHECK(sg::memory_stats().peak_bytes == before.current_bytes + 2 * bytes);
+    }
+    // b's buffer went to the cache; a zeros() of the same size reuses it and must clear it
+    CHECK(sg::memory_stats().cached_bytes >= bytes);
+    Tensor z = sg::zeros({n});
+    CHECK(sg::memory_stats().cached_bytes == 0);
+    const float* pz = z.data_ptr<float>();
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < n; ++i) nonzero += pz[i] != 0.0f;
+    CHECK(nonzero == 0);
+  }
+  CHECK(sg::memory_stats().current_bytes == before.current_bytes);
+  CHECK(sg::memory_stats().cached_bytes > 0);
+  sg::empty_cache();
+  CHECK(sg::memory_stats().cached_bytes == 0);
+}
