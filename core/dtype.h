@@ -68,4 +68,11 @@ template <typename Fn> decltype(auto) visit_numeric(Dtype t, Fn&& fn) {
   return fn.template operator()<float>();
 }
 
+// Like visit_dtype for the floating dtypes (float32, float64), for ops that checked
+// is_floating first: anything else runs as float.
+template <typename Fn> decltype(auto) visit_floating(Dtype t, Fn&& fn) {
+  if (t == Dtype::Float64) return fn.template operator()<double>();
+  return fn.template operator()<float>();
+}
+
 }  // namespace sg
