@@ -23,7 +23,8 @@
 //   5.3 Gelem/s vs 3.0 for hn::Exp in the same process, ~10.9 cycles a vector. The fast path
 //   has 10 ops for the two FMA pipes (the bound: ~5.7 Gelem/s without the range check);
 //   degree 5 would save one but errs by 2.3 ulp.
-// float64 lanes: Highway's hn::Exp (1 ulp on [-708, 706]; the caller handles the rest).
+// float64 lanes: Highway's hn::Exp (1 ulp on [-708, 706]), with NaN -> NaN and
+// x > 709.78 -> +inf added here.
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
@@ -74,7 +75,7 @@ template <class D, class V> HWY_NOINLINE V exp_f32_edges(D d, V x, V y) {
 }  // namespace detail
 
 // exp on every lane. float32: <= 1.02 ulp everywhere, subnormal results correctly rounded;
-// float64: Highway's hn::Exp (1 ulp on [-708, 706]).
+// float64: Highway's hn::Exp (1 ulp on [-708, 706]), NaN -> NaN, x > 709.78 -> +inf.
 template <class D, class V = hn::Vec<D>> HWY_INLINE V Exp(D d, V x) {
   if constexpr (sizeof(hn::TFromD<D>) == 4) {
     using namespace detail;
@@ -93,7 +94,10 @@ template <class D, class V = hn::Vec<D>> HWY_INLINE V Exp(D d, V x) {
     if (HWY_LIKELY(hn::AllFalse(d, hn::Gt(hn::Abs(x), hn::Set(d, kExpFastMax))))) return y;
     return exp_f32_edges(d, x, y);
   } else {
-    return hn::Exp(d, x);
+    // Highway 1.0.3's Exp maps NaN to 0 and is only valid up to 706: pass NaN through and
+    // give +inf past the overflow point. Both are one compare and blend.
+    const V y = hn::IfThenElse(hn::Gt(x, hn::Set(d, 709.782712893384)), hn::Inf(d), hn::Exp(d, x));
+    return hn::IfThenElse(hn::IsNaN(x), x, y);
   }
 }
 
