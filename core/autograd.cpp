@@ -34,8 +34,24 @@ class FunctionNode final : public Node {
 
 // Adds g into the gradient slot `acc`, copying on first use so that later in-place
 // accumulation never writes into a tensor someone else holds.
+// True when g is a dense buffer that nothing else refers to: a gradient a node just made.
+bool sole_owner(const Tensor& g) {
+  const std::shared_ptr<TensorImpl>& impl = g.impl();
+  return impl.use_count() == 1 && impl->storage.use_count() == 1 && !impl->grad_fn && impl->offset == 0 &&
+         g.is_contiguous() && impl->storage->nbytes == static_cast<size_t>(g.numel()) * dtype_size(g.dtype());
+}
+
 void accumulate(std::shared_ptr<TensorImpl>& acc, const Tensor& g) {
   if (!acc) {
+    if (sole_owner(g)) {  // take the buffer over: a copy would cost a pass and a second buffer
+      auto impl = std::make_shared<TensorImpl>();
+      impl->storage = g.impl()->storage;
+      impl->shape = g.shape();
+      impl->strides = g.strides();
+      impl->dtype = g.dtype();
+      acc = std::move(impl);
+      return;
+    }
     acc = make_contiguous_copy(g).impl();
   } else {
     add_into_kernel(Tensor(acc), g);
