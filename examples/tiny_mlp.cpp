@@ -25,14 +25,6 @@ void make_spiral(int64_t per_class, sg::Generator& gen, sg::Tensor& x, sg::Tenso
     }
 }
 
-// Mean cross-entropy from logits (N, C) and int64 labels (N), via log-sum-exp.
-sg::Tensor cross_entropy(const sg::Tensor& logits, const sg::Tensor& labels) {
-  sg::Tensor m = sg::max(logits, 1, /*keepdim=*/true).values.detach();
-  sg::Tensor lse = sg::log(sg::sum(sg::exp(logits - m), {1}, true)) + m;        // (N, 1)
-  sg::Tensor picked = sg::gather(logits, 1, sg::unsqueeze(labels, 1));            // (N, 1)
-  return sg::mean(lse - picked);
-}
-
 sg::Tensor init(const sg::Shape& shape, sg::Generator& gen) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(shape[0]));  // PyTorch Linear's default range
   sg::Tensor w = (sg::rand(shape, gen) * 2.0 - 1.0) * bound;
@@ -55,7 +47,7 @@ int main() {
 
   const double lr = 0.5;
   for (int step = 0; step <= 2000; ++step) {
-    sg::Tensor loss = cross_entropy(forward(x), y);
+    sg::Tensor loss = sg::cross_entropy(forward(x), y);
     for (sg::Tensor& p : params) p.zero_grad();
     loss.backward();
     {
