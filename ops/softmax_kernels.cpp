@@ -76,6 +76,28 @@ template <bool kStream, class D, class V, typename T> HWY_INLINE void store_vec(
 
 // ---- contiguous rows --------------------------------------------------------------------
 
+// A sum of blocks of 4 vectors, exact enough for float32: each lane adds at most
+// kFlushEvery blocks in T before the partial sums move into a double.
+template <typename T> struct BlockSum {
+  Vec<T> a0 = hn::Zero(Tag<T>()), a1 = a0, a2 = a0, a3 = a0;
+  double total = 0;
+  int pending = 0;
+  HWY_INLINE void add(Vec<T> v0, Vec<T> v1, Vec<T> v2, Vec<T> v3) {
+    a0 = hn::Add(a0, v0);
+    a1 = hn::Add(a1, v1);
+    a2 = hn::Add(a2, v2);
+    a3 = hn::Add(a3, v3);
+    if (++pending == kFlushEvery) flush();
+  }
+  HWY_INLINE void flush() {
+    if (pending == 0) return;
+    const Tag<T> d;
+    total += static_cast<double>(hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)))));
+    a0 = a1 = a2 = a3 = hn::Zero(d);
+    pending = 0;
+  }
+};
+
 // Pass 1 over a contiguous row x: (n). With kStore it also writes e_i = exp(x_i - m_b) to
 // e: (n) and the max m_b in force for each block of 4 vectors to block_max.
 template <bool kStore, typename T>
@@ -85,31 +107,21 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
   const int64_t L = static_cast<int64_t>(hn::Lanes(d)), B = 4 * L;
   T m = kLowest<T>;
   V vm = hn::Set(d, m);
-  V a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-  double total = 0;
-  int pending = 0;
-  auto flush = [&] {
-    total += static_cast<double>(hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)))));
-    a0 = a1 = a2 = a3 = hn::Zero(d);
-    pending = 0;
-  };
+  BlockSum<T> sum;
   auto block = [&](const T* xp, T* ep, int64_t b) HWY_ATTR {
     const V v0 = hn::LoadU(d, xp), v1 = hn::LoadU(d, xp + L);
     const V v2 = hn::LoadU(d, xp + 2 * L), v3 = hn::LoadU(d, xp + 3 * L);
     const V top = hn::Max(hn::Max(v0, v1), hn::Max(v2, v3));
     if (HWY_UNLIKELY(!hn::AllFalse(d, hn::Gt(top, vm)))) {  // the running max rises
-      if (pending) flush();
+      sum.flush();
       const T m_new = hn::GetLane(hn::MaxOfLanes(d, top));
-      if (total != 0) total *= std::exp(static_cast<double>(m) - static_cast<double>(m_new));
+      if (sum.total != 0) sum.total *= std::exp(static_cast<double>(m) - static_cast<double>(m_new));
       m = m_new;
       vm = hn::Set(d, m);
     }
     const V e0 = simd::Exp(d, hn::Sub(v0, vm)), e1 = simd::Exp(d, hn::Sub(v1, vm));
     const V e2 = simd::Exp(d, hn::Sub(v2, vm)), e3 = simd::Exp(d, hn::Sub(v3, vm));
-    a0 = hn::Add(a0, e0);
-    a1 = hn::Add(a1, e1);
-    a2 = hn::Add(a2, e2);
-    a3 = hn::Add(a3, e3);
+    sum.add(e0, e1, e2, e3);
     if constexpr (kStore) {
       hn::StoreU(e0, d, ep);
       hn::StoreU(e1, d, ep + L);
@@ -117,7 +129,6 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
       hn::StoreU(e3, d, ep + 3 * L);
       block_max[b] = m;
     }
-    if (++pending == kFlushEvery) flush();
   };
   int64_t i = 0, b = 0;
   for (; i + B <= n; i += B, ++b) block(x + i, kStore ? e + i : nullptr, b);
@@ -129,8 +140,8 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
     block(xt, et, b);
     if constexpr (kStore) std::copy(et, et + (n - i), e + i);
   }
-  flush();
-  return {m, total};
+  sum.flush();
+  return {m, sum.total};
 }
 
 // y[i] = f(i, a[i], b[i]) over a contiguous row, a vector at a time; the last partial
@@ -157,30 +168,17 @@ template <bool kDot, typename T> double row_sum(const T* HWY_RESTRICT a, const T
   const Tag<T> d;
   using V = Vec<T>;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d)), B = 4 * L;
-  V a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-  double total = 0;
-  int pending = 0;
-  auto flush = [&] {
-    total += static_cast<double>(hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)))));
-    a0 = a1 = a2 = a3 = hn::Zero(d);
-    pending = 0;
-  };
+  BlockSum<T> sum;
   auto term = [&](int64_t k) HWY_ATTR {
     const V va = hn::LoadU(d, a + k);
     if constexpr (kDot) return hn::Mul(va, hn::LoadU(d, b + k));
     return va;
   };
   int64_t i = 0;
-  for (; i + B <= n; i += B) {
-    a0 = hn::Add(a0, term(i));
-    a1 = hn::Add(a1, term(i + L));
-    a2 = hn::Add(a2, term(i + 2 * L));
-    a3 = hn::Add(a3, term(i + 3 * L));
-    if (++pending == kFlushEvery) flush();
-  }
-  flush();
-  for (; i < n; ++i) total += kDot ? static_cast<double>(a[i]) * b[i] : static_cast<double>(a[i]);
-  return total;
+  for (; i + B <= n; i += B) sum.add(term(i), term(i + L), term(i + 2 * L), term(i + 3 * L));
+  sum.flush();
+  for (; i < n; ++i) sum.total += kDot ? static_cast<double>(a[i]) * b[i] : static_cast<double>(a[i]);
+  return sum.total;
 }
 
 // Rows whose normalizer is not ordinary (all -inf, +inf entries, NaN): entry by entry.
