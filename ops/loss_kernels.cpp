@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/prefetch.h"
 #include "core/simd_exp.h"
 #include "core/strided.h"
 #include "ops/softmax_kernels.h"
@@ -164,6 +165,7 @@ void index_backward_vec(const T* HWY_RESTRICT z, const T* HWY_RESTRICT w, T* HWY
   };
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
+    prefetch_lines_ahead(z + i, 2 * L);
     const V v0 = value(z + i, w + i), v1 = value(z + i + L, w + i + L);
     store_vec<kStream>(v0, d, dz + i);
     store_vec<kStream>(v1, d, dz + i + L);
@@ -269,7 +271,11 @@ void prob_backward_vec(const T* HWY_RESTRICT z, const T* HWY_RESTRICT t, const T
   };
   auto store_out = [&](V v, T* p) HWY_ATTR { store_vec<kStream>(v, d, p); };
   int64_t i = 0;
-  for (; i + L <= n; i += L) step(z + i, t + i, w + i, dz + i, kTargetGrad ? dt + i : dz, store_out);
+  for (; i + L <= n; i += L) {
+    prefetch_lines_ahead(z + i, L);
+    prefetch_lines_ahead(t + i, L);
+    step(z + i, t + i, w + i, dz + i, kTargetGrad ? dt + i : dz, store_out);
+  }
   if (i < n) {
     HWY_ALIGN T zt[kMaxLanes], tt[kMaxLanes] = {}, wt[kMaxLanes] = {}, yt[kMaxLanes], gt[kMaxLanes];
     std::fill(zt, zt + L, -std::numeric_limits<T>::infinity());

@@ -23,6 +23,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/prefetch.h"
 #include "core/simd_exp.h"
 #include "core/strided.h"
 
@@ -108,7 +109,9 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
   T m = kLowest<T>;
   V vm = hn::Set(d, m);
   BlockSum<T> sum;
-  auto block = [&](const T* xp, T* ep, int64_t b) HWY_ATTR {
+  // NOTE: forced inline: called from two places, GCC otherwise keeps it out of line and the
+  // running sums live on the stack (2x slower pass 1).
+  auto block = [&](const T* xp, T* ep, int64_t b) HWY_ATTR __attribute__((always_inline)) {
     const V v0 = hn::LoadU(d, xp), v1 = hn::LoadU(d, xp + L);
     const V v2 = hn::LoadU(d, xp + 2 * L), v3 = hn::LoadU(d, xp + 3 * L);
     const V top = hn::Max(hn::Max(v0, v1), hn::Max(v2, v3));
@@ -131,7 +134,10 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
     }
   };
   int64_t i = 0, b = 0;
-  for (; i + B <= n; i += B, ++b) block(x + i, kStore ? e + i : nullptr, b);
+  for (; i + B <= n; i += B, ++b) {
+    prefetch_lines_ahead(x + i, B);
+    block(x + i, kStore ? e + i : nullptr, b);
+  }
   if (i < n) {  // the last partial block, padded with -inf (exp gives 0, the max is unchanged)
     HWY_ALIGN T xt[4 * kMaxLanes];
     HWY_ALIGN T et[4 * kMaxLanes];
@@ -175,7 +181,11 @@ template <bool kDot, typename T> double row_sum(const T* HWY_RESTRICT a, const T
     return va;
   };
   int64_t i = 0;
-  for (; i + B <= n; i += B) sum.add(term(i), term(i + L), term(i + 2 * L), term(i + 3 * L));
+  for (; i + B <= n; i += B) {
+    prefetch_lines_ahead(a + i, B);
+    if constexpr (kDot) prefetch_lines_ahead(b + i, B);
+    sum.add(term(i), term(i + L), term(i + 2 * L), term(i + 3 * L));
+  }
   sum.flush();
   for (; i < n; ++i) sum.total += kDot ? static_cast<double>(a[i]) * b[i] : static_cast<double>(a[i]);
   return sum.total;
@@ -221,6 +231,7 @@ template <Kind kKind, bool kStream, typename T> bool short_row(const T* x, T* y,
   using V = Vec<T>;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const V neg_inf = hn::Set(d, -kInf<T>);
+  prefetch_lines_ahead(x, n);  // rows come one after another: this asks for a later one
   V v[4];
   for (int k = 0; k < 4; ++k) {
     const int64_t left = n - k * L;
@@ -263,19 +274,21 @@ template <bool kStream, typename T> void softmax_row(const T* x, T* y, int64_t n
     T* block_max = scratch<T>(n / B + 2, 1);
     MaxSum<T> ms = settle_infinite_max(x, n, 1, online_max_sum<true>(x, n, e, block_max));
     if (!is_ordinary(ms)) return softmax_edge_row(x, y, n, 1, ms);
-    // y = e * exp(m_block - M) / S; m_block changes only where the running max rose.
+    // y = e * exp(m_block - M) / S, a block of 4 vectors at a time; m_block changes only
+    // where the running max rose. NOTE: walk blocks rather than look up block_max[i / B]
+    // per vector: a 64-bit division per vector made this pass 3x slower on Intel.
     const Tag<T> d;
     T last_max = kLowest<T>;
     Vec<T> factor = hn::Zero(d);
-    map_row<kStream>(e, e, y, n, [&](int64_t i, Vec<T> v, Vec<T>) HWY_ATTR {
-      const T mb = block_max[i / B];
-      if (HWY_UNLIKELY(mb != last_max)) {
-        last_max = mb;
-        const double rescale = mb == ms.max ? 1.0 : std::exp(static_cast<double>(mb) - ms.max);
+    for (int64_t b = 0, i = 0; i < n; ++b, i += B) {
+      if (HWY_UNLIKELY(block_max[b] != last_max)) {
+        last_max = block_max[b];
+        const double rescale = last_max == ms.max ? 1.0 : std::exp(static_cast<double>(last_max) - ms.max);
         factor = hn::Set(d, static_cast<T>(rescale / ms.sum));
       }
-      return hn::Mul(v, factor);
-    });
+      map_row<kStream>(e + i, e + i, y + i, std::min(B, n - i),
+                       [&](int64_t, Vec<T> v, Vec<T>) HWY_ATTR { return hn::Mul(v, factor); });
+    }
     return;
   }
   const MaxSum<T> ms = settle_infinite_max(x, n, 1, online_max_sum<false, T>(x, n, nullptr, nullptr));
