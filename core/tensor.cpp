@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <map>
+#include <deque>
 #include <mutex>
 #include <ostream>
 
@@ -28,30 +28,45 @@ std::atomic<int64_t> g_peak_bytes{0};
 // Freed large buffers are kept for reuse, up to kCacheLimit bytes. A training step
 // allocates the same sizes every time, and a fresh mapping pays a page fault and the
 // kernel's zeroing for every page it touches: for a 64 MiB output that costs more than
-// the op itself. Leaked on purpose (no static destruction order to get wrong).
+// the op itself. When a freed buffer does not fit, the oldest cached ones are unmapped to
+// make room: the sizes a program uses now are the ones worth keeping. (Refusing the new
+// buffer instead left a cache full of last phase's sizes and every new output faulting.)
+// Leaked on purpose (no static destruction order to get wrong).
 constexpr size_t kCacheLimit = size_t{512} << 20;
 
 class MappingCache {
  public:
   void* take(size_t len) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.find(len);
-    if (it == free_.end()) return nullptr;
-    void* p = it->second;
-    free_.erase(it);
-    bytes_ -= len;
-    return p;
+    // The newest buffer of this size: the most likely to be still in the CPU's caches.
+    for (auto it = free_.rbegin(); it != free_.rend(); ++it) {
+      if (it->len != len) continue;
+      void* p = it->data;
+      free_.erase(std::next(it).base());
+      bytes_ -= len;
+      return p;
+    }
+    return nullptr;
   }
   bool give(void* p, size_t len) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (bytes_ + len > kCacheLimit) return false;
-    free_.emplace(len, p);
-    bytes_ += len;
+    if (len > kCacheLimit) return false;
+    std::vector<Mapping> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (bytes_ + len > kCacheLimit) {  // oldest first
+        evicted.push_back(free_.front());
+        bytes_ -= free_.front().len;
+        free_.pop_front();
+      }
+      free_.push_back({p, len});
+      bytes_ += len;
+    }
+    for (const Mapping& m : evicted) munmap(m.data, m.len);
     return true;
   }
   void release_all() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [len, p] : free_) munmap(p, len);
+    for (const Mapping& m : free_) munmap(m.data, m.len);
     free_.clear();
     bytes_ = 0;
   }
@@ -61,8 +76,12 @@ class MappingCache {
   }
 
  private:
+  struct Mapping {
+    void* data;
+    size_t len;
+  };
   std::mutex mu_;
-  std::multimap<size_t, void*> free_;
+  std::deque<Mapping> free_;  // oldest first
   size_t bytes_ = 0;
 };
 

@@ -482,3 +482,23 @@ TEST_CASE("memory stats count live storage, the peak, and the reuse cache") {
   sg::empty_cache();
   CHECK(sg::memory_stats().cached_bytes == 0);
 }
+
+TEST_CASE("the reuse cache makes room for new sizes by dropping the oldest buffers") {
+  using sg::Tensor;
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  constexpr int64_t kLimit = 512 * kMiB;  // MappingCache's kCacheLimit
+  sg::empty_cache();
+  {  // 40 buffers of 16 MiB freed together: 640 MiB, more than the cache keeps
+    std::vector<Tensor> old;
+    for (int k = 0; k < 40; ++k) old.push_back(sg::empty({4 * kMiB}));  // never touched: no page is faulted in
+  }
+  CHECK(sg::memory_stats().cached_bytes == kLimit);
+  const int64_t odd = 6 * kMiB;  // 24 MiB: a size the full cache does not hold
+  { Tensor fresh = sg::empty({odd}); }
+  // Kept (two 16 MiB buffers made room) rather than unmapped: the next one reuses it.
+  CHECK(sg::memory_stats().cached_bytes == kLimit - 2 * 16 * kMiB + 4 * odd);
+  Tensor again = sg::empty({odd});
+  CHECK(sg::memory_stats().cached_bytes == kLimit - 2 * 16 * kMiB);
+  sg::empty_cache();
+  CHECK(sg::memory_stats().cached_bytes == 0);
+}
