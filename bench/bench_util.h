@@ -1,7 +1,8 @@
 #pragma once
-// What the bench/ programs share: median timing, the copy-bandwidth limit, a markdown
-// table printer, and the PyTorch peer (bench/torch_peer.py run by /usr/bin/python3 in the
-// same run, on the same shapes, with the same methodology).
+// What the bench/ programs share: median timing, the copy-bandwidth limit, the exp
+// throughput limit (sg::simd::Exp on cache-resident data), a markdown table printer, and
+// the PyTorch peer (bench/torch_peer.py run by /usr/bin/python3 in the same run, on the
+// same shapes, with the same methodology).
 //
 //   sgbench::TorchPeer peer(2);                                    // threads
 //   const double sg_ms = sgbench::median_ms([&] { sg::exp(x); }, 9);
@@ -32,6 +33,8 @@
 #include <string>
 #include <vector>
 
+#include "core/simd_exp.h"
+
 namespace sgbench {
 
 using Clock = std::chrono::steady_clock;
@@ -49,15 +52,21 @@ inline double median(std::vector<double> v) {
 }
 
 // Median wall time in ms of `reps` calls of fn, after `warmup` untimed calls; `between`, if
-// given, runs untimed after timed call r. torch_peer.py times its side the same way.
+// given, runs untimed after timed call r; `after`, if given, runs untimed after every call,
+// warm-up ones included (before `between`), e.g. to drop a gradient the call accumulated.
+// torch_peer.py times its side the same way.
 inline double median_ms(const std::function<void()>& fn, int reps, int warmup = 1,
-                        const std::function<void(int)>& between = {}) {
-  for (int w = 0; w < warmup; ++w) fn();
+                        const std::function<void(int)>& between = {}, const std::function<void()>& after = {}) {
+  for (int w = 0; w < warmup; ++w) {
+    fn();
+    if (after) after();
+  }
   std::vector<double> ms;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
     fn();
     ms.push_back(ms_since(t0));
+    if (after) after();
     if (between) between(r);
   }
   return median(ms);
@@ -151,11 +160,79 @@ struct Beside {
 // Like median_ms, with a copy (the three ways in turn) after each timed call: this VM's
 // memory bandwidth drifts by up to 2x over seconds, so a limit measured once at the start
 // can be off for a row timed later. copy_gbs is the limit at the time of this row.
-inline Beside median_ms_beside_copy(const std::function<void()>& fn, int reps, CopyProbe& probe, int warmup = 1) {
+// `after` as in median_ms.
+inline Beside median_ms_beside_copy(const std::function<void()>& fn, int reps, CopyProbe& probe, int warmup = 1,
+                                    const std::function<void()>& after = {}) {
   double best_copy_ms = 1e300;
-  const double ms = median_ms(fn, reps, warmup,
-                              [&](int r) { best_copy_ms = std::min(best_copy_ms, probe.run(r % CopyProbe::kMethods)); });
+  const double ms = median_ms(
+      fn, reps, warmup, [&](int r) { best_copy_ms = std::min(best_copy_ms, probe.run(r % CopyProbe::kMethods)); },
+      after);
   return {ms, probe.gbs(best_copy_ms)};
+}
+
+// Throughput of sg::simd::Exp, the vector exp the softmax kernels call, on data that stays in
+// L1: each thread maps its own 2048-float buffer (inputs in [-10, 0], the range of x - max in
+// a softmax) into a second one, over and over. Taken both at the native vector width and at
+// 256 bits (on Zen 4 the 512-bit form runs on 256-bit units and may not be faster); the
+// limit is the better of the two, in Gelem/s over all threads.
+struct ExpRate {
+  double gelems;  // the best of the two widths
+  double native_gelems, v256_gelems;
+  size_t native_lanes;
+  int threads, reps;
+};
+
+namespace detail {
+// One run: every thread applies Exp to its L1 buffer `passes` times; returns the wall time in ms.
+template <class D> double exp_run(D d, int threads, int passes) {
+  namespace hn = hwy::HWY_NAMESPACE;
+  constexpr size_t kN = 2048;  // 8 KB in + 8 KB out: within Zen 4's 32 KB L1d
+  const auto t0 = Clock::now();
+#pragma omp parallel num_threads(threads)
+  {
+    alignas(64) float in[kN], out[kN];
+    for (size_t i = 0; i < kN; ++i) in[i] = -10.0f * static_cast<float>((i * 7919) % kN) / kN;
+    const size_t L = hn::Lanes(d);
+    for (int p = 0; p < passes; ++p) {
+      for (size_t i = 0; i < kN; i += L) hn::Store(sg::simd::Exp(d, hn::Load(d, in + i)), d, out + i);
+      // NOTE: without this the compiler may see that every pass stores the same values and
+      // keep only the last one; the clobber makes each pass's loads and stores happen.
+      asm volatile("" : : "r"(out), "r"(in) : "memory");
+    }
+  }
+  return ms_since(t0);
+}
+}  // namespace detail
+
+// Best of `reps` runs per width of 10000 passes each (after one warm-up run per width).
+inline ExpRate exp_rate(int threads, int reps = 5) {
+  namespace hn = hwy::HWY_NAMESPACE;
+  constexpr int kPasses = 10000;
+  const double elems = 2048.0 * kPasses * threads;
+  const hn::ScalableTag<float> dn;
+  const hn::CappedTag<float, 8> d8;
+  detail::exp_run(dn, threads, kPasses / 4);
+  detail::exp_run(d8, threads, kPasses / 4);
+  double best_n = 1e300, best_8 = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    best_n = std::min(best_n, detail::exp_run(dn, threads, kPasses));
+    best_8 = std::min(best_8, detail::exp_run(d8, threads, kPasses));
+  }
+  const double gn = elems / best_n / 1e6, g8 = elems / best_8 / 1e6;
+  return {std::max(gn, g8), gn, g8, hn::Lanes(dn), threads, reps};
+}
+
+// "exp rate 11.8 Gelem/s (sg::simd::Exp, 2 threads on L1-resident data; 16 lanes 11.8, 8 lanes 10.9; best of 5)"
+inline std::string describe(const ExpRate& e) {
+  return fmt::format("exp rate {:.2f} Gelem/s (sg::simd::Exp, {} threads on L1-resident data; {} lanes {:.2f}, "
+                     "8 lanes {:.2f}; best of {} runs each)",
+                     e.gelems, e.threads, e.native_lanes, e.native_gelems, e.v256_gelems, e.reps);
+}
+
+// The time an op cannot beat on this machine: moving `bytes` at `gbs` (GB/s, read + write
+// counted) or computing `exps` exponentials at `gelems` (Gelem/s), whichever is longer.
+inline double limit_ms(double bytes, double gbs, double exps, double gelems) {
+  return std::max(bytes / gbs / 1e6, exps / gelems / 1e6);
 }
 
 inline std::string fmt_ms(double ms) { return fmt::format("{:.3f}", ms); }

@@ -16,13 +16,24 @@ answered as soon as it arrives:
               t784x128 is a (784, 128) view of a (128, 784) buffer
     OP        add (two shapes, broadcasting), add_ (in place into the first), exp,
               empty, full (a new tensor of ones), fill_ (in place), sum, mean, var,
-              max (over all elements, or over dim=D), matmul
+              max (over all elements, or over dim=D), matmul;
+              softmax, log_softmax (forward along dim=D, default the last);
+              softmax_bwd, log_softmax_bwd (the backward alone: each input set x becomes
+              the saved output y = softmax(x) or log_softmax(x) and an upstream gradient
+              g = rand, both made before timing; a call is one
+              torch._softmax_backward_data / _log_softmax_backward_data, the function
+              autograd's node calls, with no engine and no leaf accumulation around it);
+              cross_entropy (forward + backward of F.cross_entropy, mean reduction, on
+              logits of shape (N, C) with random int64 labels in [0, C) made before
+              timing; a call is loss = F.cross_entropy(logits, labels); loss.backward(),
+              the logits' gradient being dropped untimed after each call)
     cycle=K   K input sets cut from one buffer K times the size, used in turn, so that
               inputs smaller than the cache are still read from memory on every call
 
 Methodology (the same as bench_util.h on the C++ side): float32 inputs from torch.rand,
 `warmup` untimed calls, then the median wall time of `reps` calls. Every call except add_
-and fill_ allocates a fresh output, as softgrad ops do, and frees it inside the timed call.
+and fill_ allocates a fresh output, as softgrad ops do, and frees it inside the timed call
+(cross_entropy keeps its gradient in logits.grad until the untimed reset after the call).
 
 Output: '# ...' comment lines, then one line per spec in input order: `MEDIAN_MS<TAB>SPEC`.
 """
@@ -75,20 +86,63 @@ def make_op(op, dim):
         "var": reduction(torch.var, torch.var, dim),
         "max": reduction(torch.max, lambda x, d: torch.max(x, d).values, dim),
         "matmul": lambda a, b: torch.matmul(a, b),
+        "softmax": lambda x: torch.softmax(x, -1 if dim is None else dim),
+        "log_softmax": lambda x: torch.log_softmax(x, -1 if dim is None else dim),
+        "softmax_bwd": lambda y, g, d: torch._softmax_backward_data(g, y, d, y.dtype),
+        "log_softmax_bwd": lambda y, g, d: torch._log_softmax_backward_data(g, y, d, y.dtype),
+        "cross_entropy": cross_entropy_step,
     }
     if op not in ops:
         raise ValueError(f"unknown op {op!r} (known: {', '.join(ops)})")
     return ops[op]
 
 
-def median_ms(fn, reps, warmup):
+# Ops whose timed call needs inputs prepared from the raw input set (x,): PREPARE[op](x, dim)
+# returns the call's arguments, made once per set before timing; AFTER[op](*args) runs
+# untimed after every call.
+def prepare_softmax_bwd(forward):
+    def prepare(x, dim):
+        return forward(x, dim), torch.rand_like(x), dim
+    return prepare
+
+
+def prepare_cross_entropy(x, dim):
+    if x.dim() != 2:
+        raise ValueError(f"cross_entropy wants an (N, C) shape, got {tuple(x.shape)}")
+    gen = torch.Generator().manual_seed(0)
+    return x.requires_grad_(), torch.randint(0, x.shape[1], (x.shape[0],), generator=gen)
+
+
+def cross_entropy_step(logits, labels):
+    with torch.enable_grad():
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+
+
+def drop_grad(logits, labels):
+    logits.grad = None
+
+
+PREPARE = {
+    "softmax_bwd": prepare_softmax_bwd(torch.softmax),
+    "log_softmax_bwd": prepare_softmax_bwd(torch.log_softmax),
+    "cross_entropy": prepare_cross_entropy,
+}
+AFTER = {"cross_entropy": drop_grad}
+
+
+def median_ms(fn, reps, warmup, after=None):
+    """`after`, if given, runs untimed after every call (warm-up ones too)."""
     for _ in range(warmup):
         fn()
+        if after:
+            after()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()  # the result is dropped (and freed) before the clock is read again
         times.append((time.perf_counter() - t0) * 1e3)
+        if after:
+            after()
     return statistics.median(times)
 
 
@@ -110,14 +164,24 @@ def run_spec(spec, reps, warmup):
     if op in SHAPE_OPS:  # they take the shape itself: no input tensor to make
         return median_ms(lambda: fn(shapes[0][0]), opts.get("reps", reps), opts.get("warmup", warmup))
     inputs = list(zip(*(make_input(s, t, cycle) for s, t in shapes)))  # cycle tuples
+    if op in PREPARE:
+        if len(shapes) != 1:
+            raise ValueError(f"{op} takes one shape")
+        dim = opts.get("dim", -1)
+        with torch.no_grad():
+            inputs = [PREPARE[op](x, dim) for (x,) in inputs]
     state = {"i": 0}
 
     def call():
-        args = inputs[state["i"] % cycle]
+        fn(*inputs[state["i"] % cycle])
         state["i"] += 1
-        fn(*args)
 
-    return median_ms(call, opts.get("reps", reps), opts.get("warmup", warmup))
+    after = None
+    if op in AFTER:
+        def after():
+            AFTER[op](*inputs[(state["i"] - 1) % cycle])
+
+    return median_ms(call, opts.get("reps", reps), opts.get("warmup", warmup), after)
 
 
 def main():
