@@ -150,7 +150,7 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
   return {m, sum.total};
 }
 
-// y[i] = f(i, a[i], b[i]) over a contiguous row, a vector at a time; the last partial
+// y[i] = f(a[i], b[i]) over a contiguous row, a vector at a time; the last partial
 // vector goes through a padded copy. With kStream, y + i must be vector-aligned (the
 // caller only streams rows whose length is a multiple of the vector).
 template <bool kStream, typename T, class F>
@@ -158,12 +158,12 @@ HWY_INLINE void map_row(const T* a, const T* b, T* y, int64_t n, F f) {
   const Tag<T> d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   int64_t i = 0;
-  for (; i + L <= n; i += L) store_vec<kStream>(f(i, hn::LoadU(d, a + i), hn::LoadU(d, b + i)), d, y + i);
+  for (; i + L <= n; i += L) store_vec<kStream>(f(hn::LoadU(d, a + i), hn::LoadU(d, b + i)), d, y + i);
   if (i < n) {
     HWY_ALIGN T at[kMaxLanes] = {}, bt[kMaxLanes] = {}, yt[kMaxLanes];
     std::copy(a + i, a + n, at);
     std::copy(b + i, b + n, bt);
-    hn::Store(f(i, hn::Load(d, at), hn::Load(d, bt)), d, yt);
+    hn::Store(f(hn::Load(d, at), hn::Load(d, bt)), d, yt);
     std::copy(yt, yt + (n - i), y + i);
   }
 }
@@ -205,7 +205,7 @@ template <bool kStream, typename T> void softmax_write(const T* x, T* y, int64_t
   const Tag<T> d;
   const auto vmax = hn::Set(d, ms.max);
   const auto vinv = hn::Set(d, static_cast<T>(1.0 / ms.sum));
-  map_row<kStream>(x, x, y, n, [&](int64_t, Vec<T> v, Vec<T>) HWY_ATTR {
+  map_row<kStream>(x, x, y, n, [&](Vec<T> v, Vec<T>) HWY_ATTR {
     return hn::Mul(simd::Exp(d, hn::Sub(v, vmax)), vinv);
   });
 }
@@ -215,7 +215,7 @@ template <bool kStream, typename T> void log_softmax_write(const T* x, T* y, int
   const auto vmax = hn::Set(d, ms.max);
   const auto vlog = hn::Set(d, static_cast<T>(std::log(ms.sum)));
   // (x - M) first: exact when x is near M, so large logits keep their small differences.
-  map_row<kStream>(x, x, y, n, [&](int64_t, Vec<T> v, Vec<T>) HWY_ATTR {
+  map_row<kStream>(x, x, y, n, [&](Vec<T> v, Vec<T>) HWY_ATTR {
     return hn::Sub(hn::Sub(v, vmax), vlog);
   });
 }
@@ -287,7 +287,7 @@ template <bool kStream, typename T> void softmax_row(const T* x, T* y, int64_t n
         factor = hn::Set(d, static_cast<T>(rescale / ms.sum));
       }
       map_row<kStream>(e + i, e + i, y + i, std::min(B, n - i),
-                       [&](int64_t, Vec<T> v, Vec<T>) HWY_ATTR { return hn::Mul(v, factor); });
+                       [&](Vec<T> v, Vec<T>) HWY_ATTR { return hn::Mul(v, factor); });
     }
     return;
   }
@@ -307,7 +307,7 @@ template <bool kStream, typename T> void log_softmax_row(const T* x, T* y, int64
 template <bool kStream, typename T> void softmax_backward_write(const T* s, const T* g, T* dx, int64_t n, double dot) {
   const Tag<T> d;
   const auto vdot = hn::Set(d, static_cast<T>(dot));
-  map_row<kStream>(s, g, dx, n, [&](int64_t, Vec<T> vs, Vec<T> vg) HWY_ATTR {
+  map_row<kStream>(s, g, dx, n, [&](Vec<T> vs, Vec<T> vg) HWY_ATTR {
     return hn::Mul(vs, hn::Sub(vg, vdot));
   });
 }
@@ -317,7 +317,7 @@ template <bool kStream, typename T>
 void log_softmax_backward_write(const T* y, const T* g, T* dx, int64_t n, double sum_g) {
   const Tag<T> d;
   const auto vsum = hn::Set(d, static_cast<T>(sum_g));
-  map_row<kStream>(y, g, dx, n, [&](int64_t, Vec<T> vy, Vec<T> vg) HWY_ATTR {
+  map_row<kStream>(y, g, dx, n, [&](Vec<T> vy, Vec<T> vg) HWY_ATTR {
     return hn::NegMulAdd(simd::Exp(d, vy), vsum, vg);
   });
 }
