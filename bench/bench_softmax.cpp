@@ -210,26 +210,20 @@ int main(int argc, char** argv) {
     std::vector<sg::Tensor> all_logits;
     for (int k = 0; k < sets; ++k) all_logits.push_back(sg::randn({sh.N, sh.C}, gen).requires_grad_());
     const sg::Tensor labels = sg::randint(0, sh.C, {sh.N}, gen);
+    auto step = [&](const sg::Tensor& z) { sg::cross_entropy(z, labels).backward(); };
     int i = 0;  // the set of the next call
-    sg::Tensor logits = all_logits[0];
-    auto step = [&] { sg::cross_entropy(logits, labels).backward(); };
-    const sgbench::Beside t = time_row(
-        [&] {
-          logits = all_logits[i++ % sets];
-          step();
-        },
-        reps, [&] { logits.zero_grad(); });
-    logits = all_logits[0];
+    const sgbench::Beside t = time_row([&] { step(all_logits[i++ % sets]); }, reps,
+                                       [&] { all_logits[(i - 1) % sets].zero_grad(); });
     const std::optional<double> torch_ms =
         peer.time(fmt::format("cross_entropy {} cycle={} reps={} warmup={}", shape_str(sh), sets, reps, warmup));
     rows.push_back({"cross_entropy fwd+bwd", shape_str(sh), t.ms, kCeBytes * n, kCeExps * n, t.copy_gbs, torch_ms});
 
     // Peak memory of one forward + backward beyond what was live before it and the
     // gradient it leaves in logits.grad.
-    logits.zero_grad();
+    sg::Tensor logits = all_logits[0];  // its gradient was dropped after its last timed call
     const int64_t before = sg::memory_stats().current_bytes;
     sg::reset_peak_memory();
-    step();
+    step(logits);
     const int64_t peak = sg::memory_stats().peak_bytes;
     const sg::Tensor grad = logits.grad();
     SG_CHECK(grad.defined(), "bench_softmax: cross_entropy backward left no logits.grad");

@@ -186,7 +186,7 @@ namespace detail {
 // One run: every thread applies Exp to its L1 buffer `passes` times; returns the wall time in ms.
 template <class D> double exp_run(D d, int threads, int passes) {
   namespace hn = hwy::HWY_NAMESPACE;
-  constexpr size_t kN = 2048;  // 8 KB in + 8 KB out: within Zen 4's 32 KB L1d
+  constexpr size_t kN = 2048;  // 8 KB in + 8 KB out: within any 32 KB L1d
   const auto t0 = Clock::now();
 #pragma omp parallel num_threads(threads)
   {
