@@ -1,6 +1,7 @@
 #pragma once
 // softgrad: a small autograd deep-learning framework. Include this one header.
 #include "core/autograd.h"
+#include "core/blas.h"
 #include "core/gradcheck.h"
 #include "core/tensor.h"
 #include "ops/elementwise.h"

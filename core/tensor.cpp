@@ -12,6 +12,7 @@
 #include <mutex>
 #include <ostream>
 
+#include "core/blas.h"
 #include "core/autograd.h"
 #include "core/kernels.h"
 #include "core/strided.h"
@@ -442,7 +443,11 @@ Tensor tensor(std::initializer_list<bool> values) {
   return from_vector(std::vector<bool>(values), {static_cast<int64_t>(values.size())});
 }
 
-// ---- threads ----
+// ---- threads and BLAS ----
+// OpenBLAS's kernel choice is corrected at start-up of every program that links tensors
+// (core/blas.h); OpenBLAS, a shared library, has finished its own start-up by then.
+[[maybe_unused]] static const bool g_blas_kernels_selected = (blas_info(), true);
+
 // NOTE: OpenMP's thread count is per calling thread: call this from the thread that runs
 // the ops (as torch.set_num_threads).
 void set_num_threads(int n) {

@@ -2,8 +2,10 @@
 // an index-based reference of PyTorch's promotion/broadcast rules, and the triple-loop
 // kernel (over transposed, permuted, strided and expanded layouts), and error messages.
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
+#include "core/blas.h"
 #include "tests/test_util.h"
 
 using namespace sgtest;
@@ -259,4 +261,16 @@ TEST_CASE("matmul errors") {
   check_error([] { sg::matmul(sg::zeros({2, 2, 3, 4}), sg::zeros({3, 1, 4, 5})); },
               {"matmul", "[2, 2, 3, 4]", "[3, 1, 4, 5]"});
   check_error([] { sg::matmul(Tensor(), sg::zeros({3})); }, {"matmul"});
+}
+
+TEST_CASE("OpenBLAS runs kernels for this CPU, not the Prescott fallback") {
+  // Debian's OpenBLAS 0.3.21 falls back to Prescott (SSE3) on CPU models it does not know;
+  // core/blas.cpp replaces that with the AVX-512 / AVX2 kernels (sgemm ~6x faster here).
+  const sg::BlasInfo& info = sg::blas_info();
+  CAPTURE(info.core);
+  CAPTURE(info.detected);
+  __builtin_cpu_init();
+  const bool user_choice = std::getenv("OPENBLAS_CORETYPE") != nullptr && !info.corrected;
+  if (!user_choice && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK(info.core != "Prescott");
+  CHECK(!info.core.empty());
 }
