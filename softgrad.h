@@ -4,6 +4,7 @@
 #include "core/blas.h"
 #include "core/gradcheck.h"
 #include "core/tensor.h"
+#include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"

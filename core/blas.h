@@ -7,9 +7,18 @@
 // BF16), SkylakeX (AVX-512) or Haswell (AVX2) instead and sets OPENBLAS_CORETYPE to the
 // same value, so child processes (the PyTorch peer of the benchmarks) get the same
 // kernels. An OPENBLAS_CORETYPE set by the user is always respected.
+#include <cstdint>
 #include <string>
 
 namespace sg {
+
+// Row-major GEMM through OpenBLAS (float: sgemm, double: dgemm):
+//   c (M, N) = alpha * op(a) @ op(b) + beta * c,  op(x) = x^T when its flag is set.
+// a is (M, K) with row stride lda (or (K, M) when transposed), b (K, N) with ldb (or
+// (N, K)), c has row stride ldc. Called inside a parallel region, it runs single-threaded.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t lda,
+          const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
 struct BlasInfo {
   std::string core;      // the kernel set in use, as OpenBLAS names it ("Cooperlake")

@@ -12,13 +12,13 @@
 // are views, which the forward hands to BLAS as a transpose flag: no copies.
 #include "ops/matmul.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <climits>
 #include <optional>
 
 #include "core/autograd.h"
+#include "core/blas.h"
 #include "core/kernels.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
@@ -50,17 +50,6 @@ std::optional<BlasMat> blas_layout(int64_t R, int64_t C, int64_t sr, int64_t sc)
   return std::nullopt;
 }
 
-void gemm(bool ta, bool tb, int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
-          int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, a,
-              lda, b, ldb, 0.0f, c, ldc);
-}
-void gemm(bool ta, bool tb, int M, int N, int K, const double* a, int lda, const double* b, int ldb, double* c,
-          int ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0, a,
-              lda, b, ldb, 0.0, c, ldc);
-}
-
 // A batch is split over OpenMP threads, each calling BLAS (which runs single-threaded
 // inside a parallel region), when its GEMMs are small (below this many multiply-adds,
 // 256^3, OpenBLAS's own threading loses to per-call thread sync) or when the batches
@@ -76,8 +65,7 @@ void matmul_forward(T* c, const T* a, const T* b, const int64_t* a_off, const in
                     int64_t M, int64_t N, int64_t K, BlasMat la, BlasMat lb) {
   const int64_t macs = M * N * K;
   auto one = [&](int64_t i) {
-    gemm(la.trans, lb.trans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), a + a_off[i],
-         static_cast<int>(la.ld), b + b_off[i], static_cast<int>(lb.ld), c + i * M * N, static_cast<int>(N));
+    gemm<T>(la.trans, lb.trans, M, N, K, T(1), a + a_off[i], la.ld, b + b_off[i], lb.ld, T(0), c + i * M * N, N);
   };
   const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), B));
   const bool balanced = B % threads == 0 || B >= 8 * threads;

@@ -1,0 +1,186 @@
+// scaled_dot_product_attention: argument checks, strided views for the kernels, and the
+// graph node. The kernels are in ops/attention_kernels.cpp.
+#include "ops/attention.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "ops/attention_kernels.h"
+#include "ops/shape.h"
+
+namespace sg {
+namespace {
+
+constexpr const char* kOp = "scaled_dot_product_attention";
+
+// q, k, v in the shapes the kernels see, and everything the node saves.
+struct Plan {
+  kernels::AttentionDims dims;
+  Shape out_shape;
+  Tensor q, k, v;  // detached; copies only when a last dim is not contiguous
+  Tensor mask;     // detached, expanded to (B, H, Nq, Nk) (or (B, Nq, Nk)); undefined if none
+  bool causal = false;
+  double scale = 1.0, dropout_p = 0.0;
+  uint64_t seed = 0;
+};
+
+void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o) {
+  SG_CHECK(q.defined() && k.defined() && v.defined(), "{}: q, k and v must be defined (got an undefined tensor)", kOp);
+  SG_CHECK(is_floating(q.dtype()) && q.dtype() == k.dtype() && q.dtype() == v.dtype(),
+           "{}: q, k and v must share one floating dtype (float32 or float64), got q {} {}, k {} {}, v {} {}", kOp,
+           q.shape(), q.dtype(), k.shape(), k.dtype(), v.shape(), v.dtype());
+  SG_CHECK((q.dim() == 3 || q.dim() == 4) && k.dim() == q.dim() && v.dim() == q.dim(),
+           "{}: expected q, k, v all (B, H, N, D) or all (B, N, D), got q {}, k {}, v {}", kOp, q.shape(), k.shape(),
+           v.shape());
+  for (int64_t d = 0; d < q.dim() - 2; ++d)
+    SG_CHECK(q.size(d) == k.size(d) && q.size(d) == v.size(d),
+             "{}: batch/head dims differ: q {}, k {}, v {} (dim {}: {}, {}, {})", kOp, q.shape(), k.shape(), v.shape(),
+             d, q.size(d), k.size(d), v.size(d));
+  SG_CHECK(k.size(-2) == v.size(-2), "{}: k {} and v {} need the same number of key rows ({} vs {})", kOp, k.shape(),
+           v.shape(), k.size(-2), v.size(-2));
+  SG_CHECK(q.size(-1) == k.size(-1), "{}: q {} and k {} need the same head dim ({} vs {})", kOp, q.shape(),
+           k.shape(), q.size(-1), k.size(-1));
+  SG_CHECK(q.size(-1) >= 1 && v.size(-1) >= 1, "{}: head dims must be positive, got q {} and v {}", kOp, q.shape(),
+           v.shape());
+  SG_CHECK(o.dropout_p >= 0.0 && o.dropout_p <= 1.0, "{}: dropout_p must be in [0, 1], got {}", kOp, o.dropout_p);
+  SG_CHECK(o.dropout_p == 0.0 || o.generator != nullptr,
+           "{}: dropout_p = {} needs a generator (SdpaOptions::generator)", kOp, o.dropout_p);
+  SG_CHECK(!o.scale || std::isfinite(*o.scale), "{}: scale must be finite, got {}", kOp, o.scale.value_or(0.0));
+}
+
+// The mask, checked and expanded to the scores' shape (a stride-0 view, no copy).
+Tensor expanded_mask(const Tensor& mask, const Tensor& q, const Shape& scores_shape) {
+  SG_CHECK(mask.dtype() == kBool || mask.dtype() == q.dtype(),
+           "{}: attn_mask must be bool or q's dtype {}, got {} of shape {}", kOp, q.dtype(), mask.dtype(),
+           mask.shape());
+  SG_CHECK(!(mask.requires_grad() && GradMode::is_enabled()),
+           "{}: attn_mask {} requires grad; the mask is a constant here, detach() it", kOp, mask.shape());
+  bool fits = mask.dim() <= static_cast<int64_t>(scores_shape.size());
+  for (int64_t d = 1; fits && d <= mask.dim(); ++d) {
+    const int64_t m = mask.size(-d), s = scores_shape[scores_shape.size() - d];
+    fits = m == s || m == 1;
+  }
+  SG_CHECK(fits, "{}: attn_mask of shape {} does not broadcast to the scores' shape {} (q {})", kOp, mask.shape(),
+           scores_shape, q.shape());
+  return expand(mask.detach(), scores_shape);
+}
+
+// Detached, with a contiguous last dim and a row stride BLAS accepts.
+Tensor rows_readable(const Tensor& x) {
+  const Tensor d = x.detach();
+  const int64_t rows = d.size(-2), cols = d.size(-1);
+  const bool unit_cols = cols == 1 || d.stride(-1) == 1;
+  const bool row_stride_ok = rows <= 1 || d.stride(-2) >= cols;
+  return unit_cols && row_stride_ok ? d : d.contiguous();
+}
+
+template <typename T> kernels::HeadsView<T> heads_view(const Tensor& x) {
+  kernels::HeadsView<T> view;
+  view.data = x.data_ptr<T>();
+  const bool four_d = x.dim() == 4;
+  view.sb = x.stride(0);
+  view.sh = four_d ? x.stride(1) : 0;
+  view.ld = x.size(-2) <= 1 ? x.size(-1) : x.stride(-2);
+  return view;
+}
+
+template <typename T> kernels::AttentionParams<T> params_of(const Plan& p) {
+  kernels::AttentionParams<T> params;
+  params.scale = static_cast<T>(p.scale);
+  params.causal = p.causal;
+  params.dropout_p = p.dropout_p;
+  params.dropout_seed = p.seed;
+  if (p.mask.defined()) {
+    const Tensor& m = p.mask;
+    params.mask.kind = m.dtype() == kBool ? kernels::MaskKind::kBool : kernels::MaskKind::kAdditive;
+    params.mask.data = m.raw_data();
+    const bool four_d = m.dim() == 4;
+    params.mask.sb = m.stride(0);
+    params.mask.sh = four_d ? m.stride(1) : 0;
+    params.mask.si = m.stride(-2);
+    params.mask.sj = m.stride(-1);
+  }
+  return params;
+}
+
+Plan make_plan(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o) {
+  check_inputs(q, k, v, o);
+  Plan p;
+  const bool four_d = q.dim() == 4;
+  p.dims.B = q.size(0);
+  p.dims.H = four_d ? q.size(1) : 1;
+  p.dims.Nq = q.size(-2);
+  p.dims.Nk = k.size(-2);
+  p.dims.D = q.size(-1);
+  p.dims.Dv = v.size(-1);
+  p.out_shape = q.shape();
+  p.out_shape.back() = p.dims.Dv;
+  Shape scores_shape = q.shape();
+  scores_shape.back() = p.dims.Nk;
+  if (o.attn_mask.defined()) p.mask = expanded_mask(o.attn_mask, q, scores_shape);
+  p.q = rows_readable(q);
+  p.k = rows_readable(k);
+  p.v = rows_readable(v);
+  p.causal = o.is_causal;
+  p.scale = o.scale.value_or(1.0 / std::sqrt(static_cast<double>(p.dims.D)));
+  p.dropout_p = o.dropout_p;
+  if (o.dropout_p > 0) p.seed = o.generator->next_u64();
+  return p;
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o, bool naive) {
+  auto plan = std::make_shared<const Plan>(make_plan(q, k, v, o));
+  const Plan& p = *plan;
+  const kernels::AttentionDims& d = p.dims;
+  Tensor out = empty(p.out_shape, q.dtype());
+  Tensor lse = empty({d.B, d.H, d.Nq}, q.dtype());  // row log-sum-exp, saved for backward
+  visit_floating(q.dtype(), [&]<typename T>() {
+    const auto params = params_of<T>(p);
+    auto forward = naive ? kernels::attention_forward_naive<T> : kernels::attention_forward<T>;
+    forward(heads_view<T>(p.q), heads_view<T>(p.k), heads_view<T>(p.v), params, d, out.data_ptr<T>(),
+            lse.data_ptr<T>());
+  });
+  if (any_requires_grad({q, k, v})) {
+    // The plan holds detached q, k, v and mask: their data, not their history. The
+    // SavedTensors make backward throw if any of them, out or lse was modified in place.
+    record(naive ? "scaled_dot_product_attention_naive" : kOp, {q, k, v}, out,
+           [plan, naive, saved_q = SavedTensor(p.q), saved_k = SavedTensor(p.k), saved_v = SavedTensor(p.v),
+            saved_out = SavedTensor(out), saved_lse = SavedTensor(lse),
+            saved_mask = p.mask.defined() ? SavedTensor(p.mask) : SavedTensor()](const Tensor& grad) {
+             const Plan& p = *plan;
+             if (saved_mask.defined()) saved_mask.get();  // throws if the mask was modified in place
+             const Tensor qs = saved_q.get(), ks = saved_k.get(), vs = saved_v.get();
+             const Tensor o = saved_out.get(), l = saved_lse.get();
+             const Tensor g = grad.contiguous();
+             Tensor dq = empty(qs.shape(), qs.dtype()), dk = empty(ks.shape(), ks.dtype()),
+                    dv = empty(vs.shape(), vs.dtype());
+             visit_floating(qs.dtype(), [&]<typename T>() {
+               const auto params = params_of<T>(p);
+               if (naive)
+                 kernels::attention_backward_naive<T>(heads_view<T>(qs), heads_view<T>(ks), heads_view<T>(vs),
+                                                      params, p.dims, g.data_ptr<T>(), dq.data_ptr<T>(),
+                                                      dk.data_ptr<T>(), dv.data_ptr<T>());
+               else
+                 kernels::attention_backward<T>(heads_view<T>(qs), heads_view<T>(ks), heads_view<T>(vs), params,
+                                                p.dims, o.data_ptr<T>(), g.data_ptr<T>(), l.data_ptr<T>(),
+                                                dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>());
+             });
+             return grads(dq, dk, dv);
+           });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& options) {
+  return attention(q, k, v, options, /*naive=*/false);
+}
+
+Tensor scaled_dot_product_attention_naive(const Tensor& q, const Tensor& k, const Tensor& v,
+                                          const SdpaOptions& options) {
+  return attention(q, k, v, options, /*naive=*/true);
+}
+
+}  // namespace sg

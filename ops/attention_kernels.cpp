@@ -1,0 +1,446 @@
+// Kernels of scaled_dot_product_attention (see ops/attention_kernels.h for the recurrences,
+// layouts and rules). Tile products go through OpenBLAS, called single-threaded inside our
+// parallel loops; the row work between them (mask, max, exp, sums) is Highway vector code
+// on a tile that stays in L1/L2.
+#include "ops/attention_kernels.h"
+
+#include <hwy/highway.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/simd_exp.h"
+
+namespace sg::kernels {
+namespace hn = hwy::HWY_NAMESPACE;
+
+namespace {
+
+// Tile sizes: a (kTileQ, kTileK) tile of S is 64 KB in float32 and stays in L2 with the
+// K/V tile it came from; the sgemms on these shapes run at ~110 GFLOP/s a core here.
+constexpr int64_t kTileQ = 128;  // Br: query rows per tile
+constexpr int64_t kTileK = 128;  // Bc: key/value rows per tile
+// Below this many multiply-adds in all, one thread is faster than waking the others.
+constexpr int64_t kSerialMacs = int64_t{1} << 18;
+
+template <typename T> constexpr T kInf = std::numeric_limits<T>::infinity();
+template <typename T> using Tag = hn::ScalableTag<T>;
+
+// A per-thread buffer that grows as needed and is reused across calls.
+template <typename T> T* scratch(int64_t n, int slot) {
+  thread_local std::vector<T> buffers[3];
+  auto& b = buffers[slot];
+  if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
+
+// ---- row operations on one tile row of n elements ----
+
+template <typename T> T row_max(const T* x, int64_t n) {
+  const Tag<T> d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  auto acc = hn::Set(d, -kInf<T>);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) acc = hn::Max(acc, hn::LoadU(d, x + i));
+  T m = hn::GetLane(hn::MaxOfLanes(d, acc));
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+// x = exp(x - shift); returns the sum of the new x when kSum.
+template <bool kSum, typename T> T exp_shifted(T* x, int64_t n, T shift) {
+  const Tag<T> d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const auto vshift = hn::Set(d, shift);
+  auto acc = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const auto e = simd::Exp(d, hn::Sub(hn::LoadU(d, x + i), vshift));
+    hn::StoreU(e, d, x + i);
+    if constexpr (kSum) acc = hn::Add(acc, e);
+  }
+  if (i < n) {  // the tail: one masked vector
+    const auto in = hn::FirstN(d, static_cast<size_t>(n - i));
+    const auto e = hn::IfThenElseZero(in, simd::Exp(d, hn::Sub(hn::MaskedLoad(in, d, x + i), vshift)));
+    hn::BlendedStore(e, in, d, x + i);
+    if constexpr (kSum) acc = hn::Add(acc, e);
+  }
+  if constexpr (kSum) return hn::GetLane(hn::SumOfLanes(d, acc));
+  return T(0);
+}
+
+template <typename T> void scale_row(T* x, int64_t n, T factor) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= factor;  // n = Dv: the compiler vectorizes it
+}
+
+// ds = p * (dp - delta), in place over dp.
+template <typename T> void softmax_vjp_row(const T* p, T* dp, int64_t n, T delta) {
+  for (int64_t i = 0; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
+}
+
+template <typename T> T dot(const T* a, const T* b, int64_t n) {
+  const Tag<T> d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  auto acc = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) acc = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), acc);
+  T s = hn::GetLane(hn::SumOfLanes(d, acc));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// ---- one tile of S: (br, bc) at query row i0, key row j0 of head (b, h) ----
+
+// S += mask; S = -inf where the mask is false or j > i under causality.
+template <typename T>
+void apply_masks(T* S, int64_t ldS, int64_t br, int64_t bc, int64_t b, int64_t h, int64_t i0, int64_t j0,
+                 const AttentionParams<T>& p) {
+  const MaskView& m = p.mask;
+  if (m.kind != MaskKind::kNone) {
+    for (int64_t r = 0; r < br; ++r) {
+      T* s = S + r * ldS;
+      const int64_t at = b * m.sb + h * m.sh + (i0 + r) * m.si + j0 * m.sj;
+      if (m.kind == MaskKind::kBool) {
+        const bool* keep = static_cast<const bool*>(m.data) + at;
+        if (m.sj == 1) {
+          for (int64_t c = 0; c < bc; ++c) s[c] = keep[c] ? s[c] : -kInf<T>;
+        } else {
+          for (int64_t c = 0; c < bc; ++c) s[c] = keep[c * m.sj] ? s[c] : -kInf<T>;
+        }
+      } else {
+        const T* add = static_cast<const T*>(m.data) + at;
+        if (m.sj == 1) {
+          for (int64_t c = 0; c < bc; ++c) s[c] += add[c];
+        } else {
+          for (int64_t c = 0; c < bc; ++c) s[c] += add[c * m.sj];
+        }
+      }
+    }
+  }
+  if (p.causal && j0 + bc - 1 > i0) {  // the tile reaches past the diagonal
+    for (int64_t r = 0; r < br; ++r) {
+      const int64_t first_masked = std::max<int64_t>(0, i0 + r + 1 - j0);
+      std::fill(S + r * ldS + std::min(first_masked, bc), S + r * ldS + bc, -kInf<T>);
+    }
+  }
+}
+
+// X *= keep / (1 - p) with the counter-based keep decisions of this tile.
+template <typename T>
+void apply_dropout(T* X, int64_t ldX, int64_t br, int64_t bc, int64_t b, int64_t h, int64_t i0, int64_t j0,
+                   const AttentionParams<T>& p, AttentionDims d) {
+  const uint32_t threshold = dropout_threshold(p.dropout_p);
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - p.dropout_p));
+  for (int64_t r = 0; r < br; ++r) {
+    T* x = X + r * ldX;
+    const uint64_t base = static_cast<uint64_t>(((b * d.H + h) * d.Nq + i0 + r) * d.Nk + j0);
+    for (int64_t c = 0; c < bc; ++c)
+      x[c] *= dropout_keep(p.dropout_seed, base + static_cast<uint64_t>(c), threshold) ? keep_scale : T(0);
+  }
+}
+
+// The thread count for a problem of `macs` multiply-adds split into `items`.
+int threads_for(int64_t macs, int64_t items) {
+  if (omp_in_parallel() || macs < kSerialMacs) return 1;
+  return static_cast<int>(std::clamp<int64_t>(items, 1, omp_get_max_threads()));
+}
+
+// ---- forward ----
+
+// Rows [i0, i0 + br) of head (b, h): the online-softmax sweep over the K/V tiles.
+template <typename T>
+void forward_q_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
+                    int64_t b, int64_t h, int64_t i0, int64_t br, T* out, T* lse) {
+  constexpr int64_t ldS = kTileK;
+  T* S = scratch<T>(kTileQ * kTileK, 0);  // (br, bc): scores, then P in place
+  T* m = scratch<T>(kTileQ, 1);           // running row max
+  T* l = scratch<T>(kTileQ, 2);           // running row sum of exp(S - m)
+  const T* Q = q.head(b, h) + i0 * q.ld;  // (br, D)
+  const T* K = k.head(b, h);              // (Nk, D)
+  const T* V = v.head(b, h);              // (Nk, Dv)
+  T* O = out + ((b * d.H + h) * d.Nq + i0) * d.Dv;  // (br, Dv), unnormalized until the end
+  std::fill(m, m + br, -kInf<T>);
+  std::fill(l, l + br, T(0));
+  std::fill(O, O + br * d.Dv, T(0));
+
+  // Under causality no row of this tile sees a key past its last row.
+  const int64_t j_end = p.causal ? std::min(d.Nk, i0 + br) : d.Nk;
+  for (int64_t j0 = 0; j0 < j_end; j0 += kTileK) {
+    const int64_t bc = std::min(kTileK, j_end - j0);
+    gemm<T>(false, true, br, bc, d.D, p.scale, Q, q.ld, K + j0 * k.ld, k.ld, T(0), S, ldS);
+    apply_masks(S, ldS, br, bc, b, h, i0, j0, p);
+    for (int64_t r = 0; r < br; ++r) {
+      T* s = S + r * ldS;
+      const T m_new = std::max(m[r], row_max(s, bc));
+      if (m_new == -kInf<T>) {  // every key so far masked: nothing to add
+        std::fill(s, s + bc, T(0));
+        continue;
+      }
+      const T alpha = std::exp(m[r] - m_new);  // rescales the old sum and output (0 from -inf)
+      l[r] = l[r] * alpha + exp_shifted<true>(s, bc, m_new);
+      m[r] = m_new;
+      if (alpha != T(1)) scale_row(O + r * d.Dv, d.Dv, alpha);
+    }
+    if (p.dropout_p > 0) apply_dropout(S, ldS, br, bc, b, h, i0, j0, p, d);
+    gemm<T>(false, false, br, d.Dv, bc, T(1), S, ldS, V + j0 * v.ld, v.ld, T(1), O, d.Dv);
+  }
+  T* L = lse + (b * d.H + h) * d.Nq + i0;
+  for (int64_t r = 0; r < br; ++r) {
+    T* o = O + r * d.Dv;
+    if (l[r] == T(0)) {  // a fully masked row: no mass, zero output, no gradient
+      std::fill(o, o + d.Dv, T(0));
+      L[r] = kInf<T>;
+    } else {
+      scale_row(o, d.Dv, T(1) / l[r]);
+      L[r] = m[r] + std::log(l[r]);
+    }
+  }
+}
+
+// ---- backward ----
+
+// Keys [j0, j0 + bc) of head (b, h) against every query tile that sees them: accumulates
+// dK_j and dV_j (owned by this call) and adds into dq_head (Nq, D), which the caller
+// makes private to the thread.
+template <typename T>
+void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
+                      int64_t b, int64_t h, int64_t j0, int64_t bc, const T* dout, const T* lse, const T* delta,
+                      T* dq_head, T* dk, T* dv) {
+  constexpr int64_t ldS = kTileK;
+  T* P = scratch<T>(kTileQ * kTileK, 0);   // (br, bc) probabilities
+  T* dP = scratch<T>(kTileQ * kTileK, 1);  // (br, bc) dP, then dS in place
+  T* Pdrop = p.dropout_p > 0 ? scratch<T>(kTileQ * kTileK, 2) : P;  // dropout(P)
+  const int64_t bh = b * d.H + h;
+  const T* Kj = k.head(b, h) + j0 * k.ld;  // (bc, D)
+  const T* Vj = v.head(b, h) + j0 * v.ld;  // (bc, Dv)
+  T* dKj = dk + (bh * d.Nk + j0) * d.D;    // (bc, D)
+  T* dVj = dv + (bh * d.Nk + j0) * d.Dv;   // (bc, Dv)
+
+  // Under causality the query tiles above key row j0 see none of these keys.
+  const int64_t i_begin = p.causal ? (j0 / kTileQ) * kTileQ : 0;
+  for (int64_t i0 = i_begin; i0 < d.Nq; i0 += kTileQ) {
+    const int64_t br = std::min(kTileQ, d.Nq - i0);
+    const T* Qi = q.head(b, h) + i0 * q.ld;              // (br, D)
+    const T* dOi = dout + (bh * d.Nq + i0) * d.Dv;       // (br, Dv)
+    const T* Li = lse + bh * d.Nq + i0;                  // (br)
+    const T* Di = delta + bh * d.Nq + i0;                // (br)
+    T* dQi = dq_head + i0 * d.D;                         // (br, D)
+
+    gemm<T>(false, true, br, bc, d.D, p.scale, Qi, q.ld, Kj, k.ld, T(0), P, ldS);
+    apply_masks(P, ldS, br, bc, b, h, i0, j0, p);
+    for (int64_t r = 0; r < br; ++r) {
+      if (Li[r] == kInf<T>)  // fully masked row
+        std::fill(P + r * ldS, P + r * ldS + bc, T(0));
+      else
+        exp_shifted<false>(P + r * ldS, bc, Li[r]);
+    }
+    if (p.dropout_p > 0) {
+      for (int64_t r = 0; r < br; ++r) std::copy(P + r * ldS, P + r * ldS + bc, Pdrop + r * ldS);
+      apply_dropout(Pdrop, ldS, br, bc, b, h, i0, j0, p, d);
+    }
+    gemm<T>(true, false, bc, d.Dv, br, T(1), Pdrop, ldS, dOi, d.Dv, T(1), dVj, d.Dv);  // dV_j += P'^T dO_i
+    gemm<T>(false, true, br, bc, d.Dv, T(1), dOi, d.Dv, Vj, v.ld, T(0), dP, ldS);      // dP' = dO_i V_j^T
+    if (p.dropout_p > 0) apply_dropout(dP, ldS, br, bc, b, h, i0, j0, p, d);            // dP = dP' * keep/(1-p)
+    for (int64_t r = 0; r < br; ++r) softmax_vjp_row(P + r * ldS, dP + r * ldS, bc, Di[r]);
+    gemm<T>(false, false, br, d.D, bc, p.scale, dP, ldS, Kj, k.ld, T(1), dQi, d.D);   // dQ_i += s dS K_j
+    gemm<T>(true, false, bc, d.D, br, p.scale, dP, ldS, Qi, q.ld, T(1), dKj, d.D);    // dK_j += s dS^T Q_i
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
+                       AttentionDims d, T* out, T* lse) {
+  const int64_t q_tiles = (d.Nq + kTileQ - 1) / kTileQ;
+  const int64_t items = d.B * d.H * q_tiles;
+  const int threads = threads_for(d.B * d.H * d.Nq * d.Nk * (d.D + d.Dv), items);
+  // Dynamic, last query tile first: under causality the later tiles cost the most.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t bh = item / q_tiles, qt = q_tiles - 1 - item % q_tiles;
+    const int64_t i0 = qt * kTileQ;
+    forward_q_tile(q, k, v, p, d, bh / d.H, bh % d.H, i0, std::min(kTileQ, d.Nq - i0), out, lse);
+  }
+}
+
+template <typename T>
+void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
+                        AttentionDims d, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv) {
+  const int64_t BH = d.B * d.H, rows = BH * d.Nq;
+  const int64_t k_tiles = (d.Nk + kTileK - 1) / kTileK;
+  const int64_t macs = BH * d.Nq * d.Nk * (2 * d.D + 2 * d.Dv);
+  std::fill(dq, dq + rows * d.D, T(0));
+  std::fill(dk, dk + BH * d.Nk * d.D, T(0));
+  std::fill(dv, dv + BH * d.Nk * d.Dv, T(0));
+  if (rows == 0 || d.Nk == 0) return;
+
+  // Delta = rowsum(dO * O) = rowsum(P * dP): (B, H, Nq).
+  std::vector<T> delta(static_cast<size_t>(rows));
+  const int row_threads = threads_for(rows * d.Dv * 64, rows);
+#pragma omp parallel for schedule(static) num_threads(row_threads) if (row_threads > 1)
+  for (int64_t r = 0; r < rows; ++r) delta[r] = dot(dout + r * d.Dv, out + r * d.Dv, d.Dv);
+
+  // Heads run in parallel, each over all its key tiles and writing dq directly, when they
+  // spread evenly over the threads; otherwise key tiles run in parallel and each thread
+  // adds its dq into a private copy (O(N) memory), summed at the end. Static schedules
+  // keep the summation order, and so the result, the same from run to run.
+  const int threads = threads_for(macs, BH * k_tiles);
+  const bool by_head = threads == 1 || BH % threads == 0 || BH >= 4 * threads;
+  if (by_head) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t bh = 0; bh < BH; ++bh)
+      for (int64_t j0 = 0; j0 < d.Nk; j0 += kTileK)
+        backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse,
+                         delta.data(), dq + bh * d.Nq * d.D, dk, dv);
+    return;
+  }
+  std::vector<std::vector<T>> dq_private(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T>& mine = dq_private[static_cast<size_t>(omp_get_thread_num())];
+    mine.assign(static_cast<size_t>(rows * d.D), T(0));
+#pragma omp for schedule(static, 1)
+    for (int64_t item = 0; item < BH * k_tiles; ++item) {
+      const int64_t bh = item / k_tiles, j0 = (item % k_tiles) * kTileK;
+      backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse,
+                       delta.data(), mine.data() + bh * d.Nq * d.D, dk, dv);
+    }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows * d.D; ++i) {
+      T s = 0;
+      for (const std::vector<T>& part : dq_private) s += part[static_cast<size_t>(i)];
+      dq[i] = s;
+    }
+  }
+}
+
+// ---- naive references ----
+
+namespace {
+
+// One head's scores row i in double: scale * q_i . k_j + mask, -inf where masked.
+template <typename T>
+void naive_scores(HeadsView<T> q, HeadsView<T> k, const AttentionParams<T>& p, AttentionDims d, int64_t b,
+                  int64_t h, int64_t i, std::vector<double>& s) {
+  const T* qi = q.head(b, h) + i * q.ld;
+  for (int64_t j = 0; j < d.Nk; ++j) {
+    const T* kj = k.head(b, h) + j * k.ld;
+    double acc = 0;
+    for (int64_t c = 0; c < d.D; ++c) acc += static_cast<double>(qi[c]) * static_cast<double>(kj[c]);
+    s[j] = static_cast<double>(p.scale) * acc;
+    const MaskView& m = p.mask;
+    const int64_t at = b * m.sb + h * m.sh + i * m.si + j * m.sj;
+    if (m.kind == MaskKind::kBool && !static_cast<const bool*>(m.data)[at]) s[j] = -kInf<double>;
+    if (m.kind == MaskKind::kAdditive) s[j] += static_cast<double>(static_cast<const T*>(m.data)[at]);
+    if (p.causal && j > i) s[j] = -kInf<double>;
+  }
+}
+
+// P row (softmax of s) in place; false for a fully masked row (P = 0 then).
+bool naive_softmax(std::vector<double>& s, double* lse) {
+  double m = -kInf<double>;
+  for (double x : s) m = std::max(m, x);
+  if (m == -kInf<double>) {
+    std::fill(s.begin(), s.end(), 0.0);
+    *lse = kInf<double>;
+    return false;
+  }
+  double l = 0;
+  for (double& x : s) l += (x = std::exp(x - m));
+  for (double& x : s) x /= l;
+  *lse = m + std::log(l);
+  return true;
+}
+
+// The dropout factor keep / (1 - p) of entry (b, h, i, j).
+template <typename T> double naive_dropout(const AttentionParams<T>& p, AttentionDims d, int64_t b, int64_t h,
+                                           int64_t i, int64_t j) {
+  if (p.dropout_p <= 0) return 1.0;
+  const uint64_t index = static_cast<uint64_t>(((b * d.H + h) * d.Nq + i) * d.Nk + j);
+  return dropout_keep(p.dropout_seed, index, dropout_threshold(p.dropout_p)) ? 1.0 / (1.0 - p.dropout_p) : 0.0;
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
+                             AttentionDims d, T* out, T* lse) {
+  std::vector<double> s(static_cast<size_t>(d.Nk));
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t i = 0; i < d.Nq; ++i) {
+        const int64_t row = (b * d.H + h) * d.Nq + i;
+        naive_scores(q, k, p, d, b, h, i, s);
+        double row_lse;
+        naive_softmax(s, &row_lse);
+        lse[row] = static_cast<T>(row_lse);
+        for (int64_t c = 0; c < d.Dv; ++c) {
+          double acc = 0;
+          for (int64_t j = 0; j < d.Nk; ++j)
+            acc += s[j] * naive_dropout(p, d, b, h, i, j) * static_cast<double>(v.head(b, h)[j * v.ld + c]);
+          out[row * d.Dv + c] = static_cast<T>(acc);
+        }
+      }
+}
+
+template <typename T>
+void attention_backward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
+                              AttentionDims d, const T* dout, T* dq, T* dk, T* dv) {
+  std::vector<double> P(static_cast<size_t>(d.Nk)), dP(static_cast<size_t>(d.Nk));
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h) {
+      const int64_t bh = b * d.H + h;
+      std::vector<double> gq(static_cast<size_t>(d.Nq * d.D)), gk(static_cast<size_t>(d.Nk * d.D)),
+          gv(static_cast<size_t>(d.Nk * d.Dv));
+      const T* Q = q.head(b, h);
+      const T* K = k.head(b, h);
+      const T* V = v.head(b, h);
+      for (int64_t i = 0; i < d.Nq; ++i) {
+        const T* g = dout + (bh * d.Nq + i) * d.Dv;
+        naive_scores(q, k, p, d, b, h, i, P);
+        double unused;
+        naive_softmax(P, &unused);
+        double sum_p_dp = 0;
+        for (int64_t j = 0; j < d.Nk; ++j) {
+          const double z = naive_dropout(p, d, b, h, i, j);
+          double g_dot_v = 0;
+          for (int64_t c = 0; c < d.Dv; ++c) {
+            gv[j * d.Dv + c] += P[j] * z * static_cast<double>(g[c]);
+            g_dot_v += static_cast<double>(g[c]) * static_cast<double>(V[j * v.ld + c]);
+          }
+          dP[j] = g_dot_v * z;
+          sum_p_dp += P[j] * dP[j];
+        }
+        for (int64_t j = 0; j < d.Nk; ++j) {
+          const double ds = P[j] * (dP[j] - sum_p_dp) * static_cast<double>(p.scale);
+          for (int64_t c = 0; c < d.D; ++c) {
+            gq[i * d.D + c] += ds * static_cast<double>(K[j * k.ld + c]);
+            gk[j * d.D + c] += ds * static_cast<double>(Q[i * q.ld + c]);
+          }
+        }
+      }
+      std::transform(gq.begin(), gq.end(), dq + bh * d.Nq * d.D, [](double x) { return static_cast<T>(x); });
+      std::transform(gk.begin(), gk.end(), dk + bh * d.Nk * d.D, [](double x) { return static_cast<T>(x); });
+      std::transform(gv.begin(), gv.end(), dv + bh * d.Nk * d.Dv, [](double x) { return static_cast<T>(x); });
+    }
+}
+
+#define SG_INSTANTIATE_ATTENTION(T)                                                                          \
+  template void attention_forward<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>, const AttentionParams<T>&,   \
+                                     AttentionDims, T*, T*);                                                  \
+  template void attention_backward<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>, const AttentionParams<T>&,  \
+                                      AttentionDims, const T*, const T*, const T*, T*, T*, T*);               \
+  template void attention_forward_naive<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>,                        \
+                                           const AttentionParams<T>&, AttentionDims, T*, T*);                 \
+  template void attention_backward_naive<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>,                       \
+                                            const AttentionParams<T>&, AttentionDims, const T*, T*, T*, T*);
+SG_INSTANTIATE_ATTENTION(float)
+SG_INSTANTIATE_ATTENTION(double)
+#undef SG_INSTANTIATE_ATTENTION
+
+}  // namespace sg::kernels

@@ -1,0 +1,364 @@
+// scaled_dot_product_attention: float64 gradchecks, the fused float32 kernels against the
+// unfused reference kernel, masks, causality, dropout, fully masked rows, strided inputs,
+// O(N) memory, and the error messages.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tests/test_util.h"
+
+using sg::Shape;
+using sg::Tensor;
+using sgtest::check_close;
+using sgtest::check_error;
+
+namespace {
+
+enum class Mask { kNone, kBool, kAdditive };
+
+struct Config {
+  std::string label;
+  int64_t B = 1, H = 2, Nq = 5, Nk = 5, D = 3, Dv = -1;  // Dv < 0: Dv = D
+  bool causal = false;
+  Mask mask = Mask::kNone;
+  bool three_d = false;   // (B, N, D) inputs
+  bool mask_2d = false;   // an (Nq, Nk) mask broadcast over batch and heads
+  double dropout_p = 0.0;
+};
+
+Shape shape_of(const Config& c, int64_t rows, int64_t cols) {
+  return c.three_d ? Shape{c.B, rows, cols} : Shape{c.B, c.H, rows, cols};
+}
+
+// A mask for the config: bool with about a quarter of the entries false (a few whole rows
+// masked when `full_rows`), or additive values in [-2, 1] with some -inf.
+Tensor make_mask(const Config& c, sg::Dtype dtype, sg::Generator& gen, bool full_rows = false) {
+  if (c.mask == Mask::kNone) return Tensor();
+  const Shape s = c.mask_2d ? Shape{c.Nq, c.Nk} : shape_of(c, c.Nq, c.Nk);
+  const Tensor u = sg::rand(s, gen, sg::kFloat64);
+  std::vector<double> vals = u.to_vector<double>();
+  for (size_t i = 0; i < vals.size(); ++i) {
+    const int64_t row = static_cast<int64_t>(i) / c.Nk;
+    const bool drop_row = full_rows && row % 3 == 1;
+    if (c.mask == Mask::kBool)
+      vals[i] = (vals[i] >= 0.25 && !drop_row) ? 1.0 : 0.0;
+    else
+      vals[i] = (vals[i] < 0.15 || drop_row) ? -INFINITY : -2.0 + 3.0 * vals[i];
+  }
+  const Tensor m = sg::from_vector(vals, s);
+  return c.mask == Mask::kBool ? sg::ne(m, sg::scalar_tensor(0.0, sg::kFloat64)) : m.to(dtype);
+}
+
+sg::SdpaOptions options_of(const Config& c, const Tensor& mask, sg::Generator* gen) {
+  sg::SdpaOptions o;
+  o.attn_mask = mask;
+  o.is_causal = c.causal;
+  o.dropout_p = c.dropout_p;
+  o.generator = gen;
+  return o;
+}
+
+// Every case of the gradcheck table: the list (with and without causal, bool and
+// additive masks, Nq != Nk, D = 1, 3, 17, 64) and a few combinations.
+std::vector<Config> grad_configs() {
+  std::vector<Config> cs;
+  for (int64_t D : {1, 3, 17, 64}) {
+    cs.push_back({.label = fmt::format("D={}", D), .Nq = 4, .Nk = 5, .D = D});
+    cs.push_back({.label = fmt::format("D={} causal", D), .Nq = 5, .Nk = 5, .D = D, .causal = true});
+  }
+  cs.push_back({.label = "bool mask", .Nq = 6, .Nk = 4, .mask = Mask::kBool});
+  cs.push_back({.label = "additive mask", .Nq = 4, .Nk = 6, .mask = Mask::kAdditive});
+  cs.push_back({.label = "additive mask causal", .Nq = 6, .Nk = 6, .causal = true, .mask = Mask::kAdditive});
+  cs.push_back({.label = "bool (Nq, Nk) mask broadcast", .B = 2, .Nq = 5, .Nk = 3, .mask = Mask::kBool,
+                .mask_2d = true});
+  cs.push_back({.label = "Nq > Nk causal", .Nq = 7, .Nk = 3, .causal = true});
+  cs.push_back({.label = "Nq < Nk causal", .Nq = 3, .Nk = 7, .causal = true});
+  cs.push_back({.label = "Dv != D", .Nq = 4, .Nk = 5, .D = 3, .Dv = 6});
+  cs.push_back({.label = "3-D inputs", .B = 2, .Nq = 4, .Nk = 5, .D = 3, .three_d = true});
+  cs.push_back({.label = "dropout 0.3", .Nq = 5, .Nk = 6, .D = 4, .dropout_p = 0.3});
+  cs.push_back({.label = "dropout 0.5 causal mask", .Nq = 6, .Nk = 6, .D = 3, .causal = true,
+                .mask = Mask::kBool, .dropout_p = 0.5});
+  return cs;
+}
+
+int64_t dv_of(const Config& c) { return c.Dv < 0 ? c.D : c.Dv; }
+
+}  // namespace
+
+TEST_CASE("gradcheck scaled_dot_product_attention") {
+  sg::Generator gen(11);
+  for (const Config& c : grad_configs()) {
+    CAPTURE(c.label);
+    const Tensor mask = make_mask(c, sg::kFloat64, gen);
+    const Tensor q = sgtest::leaf(shape_of(c, c.Nq, c.D), gen, -1.5, 1.5);
+    const Tensor k = sgtest::leaf(shape_of(c, c.Nk, c.D), gen, -1.5, 1.5);
+    const Tensor v = sgtest::leaf(shape_of(c, c.Nk, dv_of(c)), gen);
+    // Dropout: each evaluation draws its seed from a fresh generator, so the keep mask is
+    // the same in every evaluation and the function is deterministic.
+    sgtest::check_gradients(
+        [&](const std::vector<Tensor>& x) {
+          sg::Generator g(99);
+          return sg::scaled_dot_product_attention(x[0], x[1], x[2], options_of(c, mask, &g));
+        },
+        {q, k, v});
+  }
+}
+
+TEST_CASE("gradcheck scaled_dot_product_attention on strided heads of a fused projection") {
+  // (B, N, 3, H, D) -> q, k, v (B, H, N, D) views with row stride 3 * H * D: read in place.
+  sg::Generator gen(12);
+  const Tensor qkv = sgtest::leaf({2, 5, 3, 2, 4}, gen);
+  sgtest::check_gradients(
+      [](const std::vector<Tensor>& x) {
+        const Tensor heads = x[0].permute({2, 0, 3, 1, 4});  // (3, B, H, N, D)
+        sg::SdpaOptions o;
+        o.is_causal = true;
+        return sg::scaled_dot_product_attention(sg::select(heads, 0, 0), sg::select(heads, 0, 1),
+                                                sg::select(heads, 0, 2), o);
+      },
+      {qkv});
+}
+
+namespace {
+
+// out and the gradients of sum(out * w) for q, k and v: fused, or the naive reference.
+struct Result {
+  Tensor out, dq, dk, dv;
+};
+
+Result run(bool naive, const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& w,
+           const sg::SdpaOptions& o) {
+  Tensor q = q0.detach().requires_grad_(), k = k0.detach().requires_grad_(), v = v0.detach().requires_grad_();
+  const Tensor out = naive ? sg::scaled_dot_product_attention_naive(q, k, v, o)
+                           : sg::scaled_dot_product_attention(q, k, v, o);
+  sg::sum(out * w).backward();
+  return {out.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (double x : t.to_vector<double>()) m = std::max(m, std::abs(x));
+  return m;
+}
+
+// |a - b| <= 1e-5 (|b| + max |b|): relative to each entry and to the tensor's scale.
+void check_relative(const Tensor& got, const Tensor& want, const char* what) {
+  CAPTURE(what);
+  check_close(got, want, 1e-5, 1e-5 * max_abs(want));
+}
+
+}  // namespace
+
+TEST_CASE("fused float32 attention matches the unfused reference up to N = 512") {
+  sg::Generator gen(21);
+  std::vector<Config> cs = {
+      {.label = "512x512 D=64", .B = 1, .H = 2, .Nq = 512, .Nk = 512, .D = 64},
+      {.label = "512x512 D=64 causal", .B = 1, .H = 2, .Nq = 512, .Nk = 512, .D = 64, .causal = true},
+      {.label = "300x200 D=17 bool mask", .B = 2, .H = 1, .Nq = 300, .Nk = 200, .D = 17, .mask = Mask::kBool},
+      {.label = "130x257 D=33 Dv=7 additive mask causal", .B = 1, .H = 3, .Nq = 130, .Nk = 257, .D = 33, .Dv = 7,
+       .causal = true, .mask = Mask::kAdditive},
+      {.label = "257x129 D=128 (Nq, Nk) bool mask", .B = 2, .H = 2, .Nq = 257, .Nk = 129, .D = 128,
+       .mask = Mask::kBool, .mask_2d = true},
+      {.label = "3-D 200x300 D=1", .B = 3, .Nq = 200, .Nk = 300, .D = 1, .three_d = true},
+      {.label = "1 head 1 batch 384x384 causal (key tiles split over threads)", .B = 1, .H = 1, .Nq = 384,
+       .Nk = 384, .D = 64, .causal = true},
+      {.label = "dropout 0.2 256x256", .B = 1, .H = 2, .Nq = 256, .Nk = 256, .D = 32, .dropout_p = 0.2},
+      {.label = "dropout 0.1 causal 200x150 mask", .B = 2, .H = 1, .Nq = 200, .Nk = 150, .D = 16, .causal = true,
+       .mask = Mask::kAdditive, .dropout_p = 0.1},
+  };
+  for (const Config& c : cs) {
+    CAPTURE(c.label);
+    const Tensor mask = make_mask(c, sg::kFloat32, gen);
+    const Tensor q = sg::randn(shape_of(c, c.Nq, c.D), gen);
+    const Tensor k = sg::randn(shape_of(c, c.Nk, c.D), gen);
+    const Tensor v = sg::randn(shape_of(c, c.Nk, dv_of(c)), gen);
+    const Tensor w = sg::randn(shape_of(c, c.Nq, dv_of(c)), gen);
+    sg::Generator g1(5), g2(5);
+    const Result fused = run(false, q, k, v, w, options_of(c, mask, &g1));
+    const Result naive = run(true, q, k, v, w, options_of(c, mask, &g2));
+    check_relative(fused.out, naive.out, "out");
+    check_relative(fused.dq, naive.dq, "dq");
+    check_relative(fused.dk, naive.dk, "dk");
+    check_relative(fused.dv, naive.dv, "dv");
+  }
+}
+
+TEST_CASE("float64 fused attention matches the reference to rounding") {
+  sg::Generator gen(22);
+  const Config c{.B = 2, .H = 2, .Nq = 150, .Nk = 270, .D = 20, .Dv = 9, .causal = true, .mask = Mask::kAdditive};
+  const Tensor mask = make_mask(c, sg::kFloat64, gen);
+  const Tensor q = sg::randn(shape_of(c, c.Nq, c.D), gen, sg::kFloat64);
+  const Tensor k = sg::randn(shape_of(c, c.Nk, c.D), gen, sg::kFloat64);
+  const Tensor v = sg::randn(shape_of(c, c.Nk, 9), gen, sg::kFloat64);
+  const Tensor w = sg::randn(shape_of(c, c.Nq, 9), gen, sg::kFloat64);
+  const Result fused = run(false, q, k, v, w, options_of(c, mask, nullptr));
+  const Result naive = run(true, q, k, v, w, options_of(c, mask, nullptr));
+  check_close(fused.out, naive.out, 1e-12, 1e-13);
+  check_close(fused.dq, naive.dq, 1e-11, 1e-12);
+  check_close(fused.dk, naive.dk, 1e-11, 1e-12);
+  check_close(fused.dv, naive.dv, 1e-11, 1e-12);
+}
+
+TEST_CASE("attention with explicit scale, and against the composition softmax(q k^T s + mask) v") {
+  sg::Generator gen(23);
+  const Tensor q = sgtest::leaf({2, 3, 7, 5}, gen), k = sgtest::leaf({2, 3, 9, 5}, gen),
+               v = sgtest::leaf({2, 3, 9, 4}, gen), mask = sg::randn({7, 9}, gen, sg::kFloat64);
+  sg::SdpaOptions o;
+  o.attn_mask = mask;
+  o.scale = 0.7;
+  const Tensor fused = sg::scaled_dot_product_attention(q, k, v, o);
+  const Tensor composed = sg::matmul(sg::softmax(sg::matmul(q, k.transpose(-1, -2)) * 0.7 + mask, -1), v);
+  check_close(fused, composed, 1e-12, 1e-14);
+}
+
+TEST_CASE("a fully masked query row gives a zero output row and zero gradients, never NaN") {
+  sg::Generator gen(24);
+  for (const Mask kind : {Mask::kBool, Mask::kAdditive}) {
+    for (const sg::Dtype dtype : {sg::kFloat32, sg::kFloat64}) {
+      const Config c{.B = 1, .H = 2, .Nq = 150, .Nk = 140, .D = 8, .mask = kind};
+      CAPTURE(static_cast<int>(kind));
+      CAPTURE(dtype);
+      const Tensor mask = make_mask(c, dtype, gen, /*full_rows=*/true);  // rows 1, 4, 7, ... masked
+      const Tensor q = sg::randn(shape_of(c, c.Nq, c.D), gen, dtype);
+      const Tensor k = sg::randn(shape_of(c, c.Nk, c.D), gen, dtype);
+      const Tensor v = sg::randn(shape_of(c, c.Nk, c.D), gen, dtype);
+      const Tensor w = sg::randn(shape_of(c, c.Nq, c.D), gen, dtype);
+      for (bool naive : {false, true}) {
+        CAPTURE(naive);
+        Result r = run(naive, q, k, v, w, options_of(c, mask, nullptr));
+        for (Tensor* t : {&r.out, &r.dq, &r.dk, &r.dv}) *t = t->to(sg::kFloat64);
+        for (const Tensor& t : {r.out, r.dq, r.dk, r.dv})
+          for (double x : t.to_vector<double>()) REQUIRE(std::isfinite(x));
+        for (int64_t h = 0; h < c.H; ++h)
+          for (int64_t i = 1; i < c.Nq; i += 3)
+            for (int64_t j = 0; j < c.D; ++j) {
+              CHECK(r.out.at<double>({0, h, i, j}) == 0.0);
+              CHECK(r.dq.at<double>({0, h, i, j}) == 0.0);
+            }
+        // An unmasked row has a non-zero output.
+        CHECK(std::abs(r.out.at<double>({0, 0, 0, 0})) > 0.0);
+      }
+    }
+  }
+  // No keys at all (Nk = 0): every row is fully masked.
+  const Tensor q = sg::randn({1, 1, 3, 4}, gen).requires_grad_();
+  const Tensor kv = sg::randn({1, 1, 0, 4}, gen).requires_grad_();
+  const Tensor out = sg::scaled_dot_product_attention(q, kv, kv);
+  check_close(out, sg::zeros({1, 1, 3, 4}));
+  sg::sum(out).backward();
+  check_close(q.grad(), sg::zeros({1, 1, 3, 4}));
+}
+
+TEST_CASE("causal attention: row i ignores keys after i") {
+  // Changing key/value row j may change only output rows i >= j.
+  sg::Generator gen(25);
+  const Tensor q = sg::randn({1, 1, 300, 16}, gen), k = sg::randn({1, 1, 300, 16}, gen);
+  Tensor v = sg::randn({1, 1, 300, 16}, gen);
+  sg::SdpaOptions o;
+  o.is_causal = true;
+  const Tensor before = sg::scaled_dot_product_attention(q, k, v, o);
+  const int64_t j = 200;
+  for (int64_t c = 0; c < 16; ++c) v.set<float>({0, 0, j, c}, 100.0f);
+  const Tensor after = sg::scaled_dot_product_attention(q, k, v, o);
+  check_close(sg::narrow(after, 2, 0, j), sg::narrow(before, 2, 0, j), 0.0, 0.0);
+  CHECK(std::abs(after.at<float>({0, 0, j, 0}) - before.at<float>({0, 0, j, 0})) > 1e-3);
+}
+
+TEST_CASE("attention dropout: the keep rate, the 1/(1-p) scale, and the same mask from the same seed") {
+  sg::Generator gen(26);
+  const Tensor q = sg::zeros({1, 2, 256, 8}), k = sg::zeros({1, 2, 512, 8});  // uniform P = 1/512
+  const Tensor v = sg::ones({1, 2, 512, 1});
+  sg::Generator g(7);
+  sg::SdpaOptions o;
+  o.dropout_p = 0.25;
+  o.generator = &g;
+  // Each output = (kept / 512) / 0.75: the mean over all rows estimates keep rate / 0.75 = 1.
+  const Tensor out = sg::scaled_dot_product_attention(q, k, v, o);
+  const double mean = sg::mean(out).item<double>();
+  CHECK(mean == doctest::Approx(1.0).epsilon(0.01));  // 262144 draws: sd of the mean ~0.0011
+  // Entries are multiples of 1 / (512 * 0.75).
+  const double unit = 1.0 / (512 * 0.75);
+  for (double x : out.to_vector<double>()) REQUIRE(std::abs(x / unit - std::round(x / unit)) < 1e-3);
+  // A new call draws a new seed; the same generator state gives the same mask.
+  const Tensor again = sg::scaled_dot_product_attention(q, k, v, o);
+  CHECK(max_abs(again - out) > 0.0);
+  sg::Generator g_same(7);
+  o.generator = &g_same;
+  check_close(sg::scaled_dot_product_attention(q, k, v, o), out, 0.0, 0.0);
+  // p = 0 with no generator is plain attention; p = 1 drops everything.
+  o.dropout_p = 1.0;
+  check_close(sg::scaled_dot_product_attention(q, k, v, o), sg::zeros({1, 2, 256, 1}));
+}
+
+TEST_CASE("attention reads strided heads in place and non-contiguous inputs give the same answer") {
+  sg::Generator gen(27);
+  const Tensor qkv = sg::randn({2, 70, 3, 4, 16}, gen);  // (B, N, 3, H, D)
+  const Tensor heads = qkv.permute({2, 0, 3, 1, 4});      // (3, B, H, N, D)
+  const Tensor q = sg::select(heads, 0, 0), k = sg::select(heads, 0, 1), v = sg::select(heads, 0, 2);
+  CHECK(!q.is_contiguous());
+  const Tensor strided = sg::scaled_dot_product_attention(q, k, v);
+  const Tensor packed = sg::scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous());
+  check_close(strided, packed, 0.0, 0.0);
+  // A last dim that is not contiguous (a transposed view) is copied first.
+  const Tensor kt = k.contiguous().transpose(-1, -2).contiguous().transpose(-1, -2);
+  check_close(sg::scaled_dot_product_attention(q, kt, v), packed, 0.0, 0.0);
+  const Tensor qt = sg::randn({2, 4, 16, 70}, gen).transpose(-1, -2);
+  check_close(sg::scaled_dot_product_attention(qt, k, v),
+              sg::scaled_dot_product_attention(qt.contiguous(), k, v), 0.0, 0.0);
+}
+
+TEST_CASE("attention memory stays O(N): no Nq x Nk buffer forward or backward") {
+  // N = 4096, one head: scores alone would be 64 MiB in float32.
+  sg::Generator gen(28);
+  const int64_t N = 4096, D = 16;
+  const Tensor q = sg::randn({1, 1, N, D}, gen).requires_grad_();
+  const Tensor k = sg::randn({1, 1, N, D}, gen).requires_grad_();
+  const Tensor v = sg::randn({1, 1, N, D}, gen).requires_grad_();
+  sg::empty_cache();
+  sg::reset_peak_memory();
+  const int64_t base = sg::memory_stats().current_bytes;
+  sg::SdpaOptions o;
+  o.is_causal = true;
+  const Tensor out = sg::scaled_dot_product_attention(q, k, v, o);
+  out.backward(sg::ones_like(out));
+  const int64_t extra = sg::memory_stats().peak_bytes - base;
+  const int64_t qkv_bytes = N * D * 4;
+  CAPTURE(extra);
+  CHECK(extra < 8 * qkv_bytes);  // out, lse, dout, dq, dk, dv (~6 * qkv_bytes): not N * N * 4
+}
+
+TEST_CASE("attention errors name the op, both shapes and the bad value") {
+  sg::Generator gen(29);
+  const Tensor q = sg::randn({2, 4, 5, 8}, gen), k = sg::randn({2, 4, 6, 8}, gen), v = sg::randn({2, 4, 6, 3}, gen);
+  auto sdpa = [](const Tensor& a, const Tensor& b, const Tensor& c, const sg::SdpaOptions& o = {}) {
+    return sg::scaled_dot_product_attention(a, b, c, o);
+  };
+  check_error([&] { sdpa(q, sg::randn({2, 3, 6, 8}, gen), v); },
+              {"scaled_dot_product_attention", "[2, 4, 5, 8]", "[2, 3, 6, 8]", "head"});
+  check_error([&] { sdpa(q, sg::randn({2, 4, 6, 7}, gen), v); },
+              {"scaled_dot_product_attention", "[2, 4, 5, 8]", "[2, 4, 6, 7]", "8 vs 7"});
+  check_error([&] { sdpa(q, k, sg::randn({2, 4, 5, 3}, gen)); },
+              {"scaled_dot_product_attention", "[2, 4, 6, 8]", "[2, 4, 5, 3]", "6 vs 5"});
+  check_error([&] { sdpa(sg::randn({5, 8}, gen), sg::randn({6, 8}, gen), sg::randn({6, 8}, gen)); },
+              {"scaled_dot_product_attention", "[5, 8]", "[6, 8]"});
+  check_error([&] { sdpa(q, k, sg::randn({2, 6, 3}, gen)); }, {"[2, 4, 5, 8]", "[2, 6, 3]"});
+  check_error([&] { sdpa(q, k.to(sg::kFloat64), v); }, {"float32", "float64", "[2, 4, 6, 8]"});
+  check_error([&] { sdpa(q.to(sg::kInt64), k.to(sg::kInt64), v.to(sg::kInt64)); }, {"int64", "floating"});
+  sg::SdpaOptions o;
+  o.attn_mask = sg::ones({5, 7}, sg::kBool);
+  check_error([&] { sdpa(q, k, v, o); }, {"attn_mask", "[5, 7]", "[2, 4, 5, 6]", "[2, 4, 5, 8]"});
+  o.attn_mask = sg::ones({3, 5, 6}, sg::kBool);
+  check_error([&] { sdpa(q, k, v, o); }, {"attn_mask", "[3, 5, 6]", "[2, 4, 5, 6]"});
+  o.attn_mask = sg::ones({5, 6}, sg::kInt64);
+  check_error([&] { sdpa(q, k, v, o); }, {"attn_mask", "int64", "[5, 6]"});
+  o.attn_mask = sg::ones({5, 6}, sg::kFloat64);
+  check_error([&] { sdpa(q, k, v, o); }, {"attn_mask", "float64", "float32"});
+  o.attn_mask = sg::zeros({5, 6}).requires_grad_();
+  check_error([&] { sdpa(q, k, v, o); }, {"attn_mask", "requires grad", "[5, 6]"});
+  sg::SdpaOptions d;
+  d.dropout_p = 0.1;
+  check_error([&] { sdpa(q, k, v, d); }, {"dropout_p = 0.1", "generator"});
+  d.dropout_p = 1.5;
+  check_error([&] { sdpa(q, k, v, d); }, {"dropout_p", "1.5"});
+  check_error([&] { sdpa(Tensor(), k, v); }, {"scaled_dot_product_attention", "undefined"});
+}
