@@ -27,6 +27,12 @@ answered as soon as it arrives:
               logits of shape (N, C) with random int64 labels in [0, C) made before
               timing; a call is loss = F.cross_entropy(logits, labels); loss.backward(),
               the logits' gradient being dropped untimed after each call)
+              sdpa, sdpa_fwdbwd (three shapes q k v, each (B, H, N, D); causal=0|1):
+              scaled dot-product attention forward, or forward + backward with an
+              upstream gradient made before timing (q, k, v gradients dropped untimed
+              after each call). F.scaled_dot_product_attention where torch has it
+              (2.0+); in 1.13 the math composition softmax(q k^T / sqrt(D) + mask) v,
+              the causal mask a bool (Nq, Nk) tensor made before timing
     cycle=K   K input sets cut from one buffer K times the size, used in turn, so that
               inputs smaller than the cache are still read from memory on every call
 
@@ -91,6 +97,8 @@ def make_op(op, dim):
         "softmax_bwd": lambda y, g, d: torch._softmax_backward_data(g, y, d, y.dtype),
         "log_softmax_bwd": lambda y, g, d: torch._log_softmax_backward_data(g, y, d, y.dtype),
         "cross_entropy": cross_entropy_step,
+        "sdpa": sdpa_forward,
+        "sdpa_fwdbwd": sdpa_forward_backward,
     }
     if op not in ops:
         raise ValueError(f"unknown op {op!r} (known: {', '.join(ops)})")
@@ -122,12 +130,49 @@ def drop_grad(logits, labels):
     logits.grad = None
 
 
+def sdpa(q, k, v, causal_mask):
+    if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal_mask is not None)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / q.shape[-1] ** 0.5)
+    if causal_mask is not None:
+        scores = scores.masked_fill(causal_mask, float("-inf"))
+    return torch.softmax(scores, -1) @ v
+
+
+def sdpa_forward(q, k, v, causal_mask):
+    sdpa(q, k, v, causal_mask)
+
+
+def sdpa_forward_backward(q, k, v, causal_mask, grad):
+    with torch.enable_grad():
+        sdpa(q, k, v, causal_mask).backward(grad)
+
+
+def prepare_sdpa(backward):
+    def prepare(q, k, v, opts):
+        nq, nk = q.shape[-2], k.shape[-2]
+        causal = None
+        if opts.get("causal", 0):  # True above the diagonal: the keys a query may not see
+            causal = torch.ones(nq, nk, dtype=torch.bool).triu(1)
+        if not backward:
+            return q, k, v, causal
+        grad = torch.rand(q.shape[:-1] + (v.shape[-1],))
+        return q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), causal, grad
+    return prepare
+
+
+def drop_qkv_grads(q, k, v, *rest):
+    q.grad = k.grad = v.grad = None
+
+
 PREPARE = {
     "softmax_bwd": prepare_softmax_bwd(torch.softmax),
     "log_softmax_bwd": prepare_softmax_bwd(torch.log_softmax),
     "cross_entropy": prepare_cross_entropy,
 }
-AFTER = {"cross_entropy": drop_grad}
+# Like PREPARE, for ops of several inputs: PREPARE_MULTI[op](*input_set, opts).
+PREPARE_MULTI = {"sdpa": prepare_sdpa(False), "sdpa_fwdbwd": prepare_sdpa(True)}
+AFTER = {"cross_entropy": drop_grad, "sdpa_fwdbwd": drop_qkv_grads}
 
 
 def median_ms(fn, reps, warmup, after=None):
@@ -154,7 +199,7 @@ def run_spec(spec, reps, warmup):
     for tok in tokens[1:]:
         if "=" in tok:
             key, value = tok.split("=", 1)
-            if key not in ("dim", "cycle", "reps", "warmup"):
+            if key not in ("dim", "cycle", "reps", "warmup", "causal"):
                 raise ValueError(f"unknown option {key!r}")
             opts[key] = int(value)
         else:
@@ -164,7 +209,10 @@ def run_spec(spec, reps, warmup):
     if op in SHAPE_OPS:  # they take the shape itself: no input tensor to make
         return median_ms(lambda: fn(shapes[0][0]), opts.get("reps", reps), opts.get("warmup", warmup))
     inputs = list(zip(*(make_input(s, t, cycle) for s, t in shapes)))  # cycle tuples
-    if op in PREPARE:
+    if op in PREPARE_MULTI:
+        with torch.no_grad():
+            inputs = [PREPARE_MULTI[op](*xs, opts) for xs in inputs]
+    elif op in PREPARE:
         if len(shapes) != 1:
             raise ValueError(f"{op} takes one shape")
         dim = opts.get("dim", -1)

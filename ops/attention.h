@@ -36,7 +36,7 @@
 namespace sg {
 
 struct SdpaOptions {
-  Tensor attn_mask;
+  Tensor attn_mask{};
   bool is_causal = false;
   std::optional<double> scale;
   double dropout_p = 0.0;

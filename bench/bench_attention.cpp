@@ -1,0 +1,177 @@
+// scaled_dot_product_attention against this machine's sgemm throughput, measured in this
+// process, and against PyTorch on the same shapes in the same run (bench/torch_peer.py).
+//
+//   build/bench/bench_attention [threads=2] [--quick]
+//
+// Rows: float32 (B, H, N, D) = (1, 8, 1024, 64), (1, 8, 4096, 64), (4, 4, 256, 64),
+// (1, 8, 2048, 128), causal and not, forward and forward + backward; then forward +
+// backward at (1, 8, 16384, 64), causal, to show memory staying O(N) (PyTorch's math path
+// would hold 8 GiB of scores there and is not run). --quick skips the N = 4096 and 16384
+// rows.
+//
+//   fwd      sg::scaled_dot_product_attention(q, k, v) on inputs that need no grad.
+//   fwd+bwd  out = sdpa(q, k, v); out.backward(g) with q, k, v requiring grad and g made
+//            before timing; the gradients are dropped untimed after each call.
+// PyTorch 1.13 has no F.scaled_dot_product_attention: its side is the math composition
+// softmax(q k^T / sqrt(D) [masked]) v (torch_peer.py), under the same OpenBLAS kernels
+// (softgrad's start-up exports OPENBLAS_CORETYPE when it corrects OpenBLAS's choice, and the
+// peer inherits it; see core/blas.h).
+//
+// FLOPs: forward 4 B H Nq Nk D (two products), backward 2.5x that (five products), both
+// halved when causal. "% sgemm" compares with a 2048^3 sgemm on the same threads, the best
+// of 5. Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
+// before it (outputs and gradients included); "RSS MB" is the process's peak resident set
+// during that call (VmHWM after a reset through /proc/self/clear_refs), inputs included.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "softgrad.h"
+
+namespace {
+
+struct Problem {
+  int64_t B, H, N, D;
+};
+constexpr Problem kProblems[] = {{1, 8, 1024, 64}, {1, 8, 4096, 64}, {4, 4, 256, 64}, {1, 8, 2048, 128}};
+constexpr Problem kLong = {1, 8, 16384, 64};
+
+// sgemm GFLOP/s on a 2048^3 product with the library's threads: the best of 5 after one warm-up.
+double sgemm_gflops() {
+  const int64_t n = 2048;
+  sg::Generator gen(1);
+  const sg::Tensor a = sg::rand({n, n}, gen), b = sg::rand({n, n}, gen);
+  sg::Tensor c = sg::empty({n, n});
+  auto once = [&] {
+    const auto t0 = sgbench::Clock::now();
+    sg::gemm<float>(false, false, n, n, n, 1.0f, a.data_ptr<float>(), n, b.data_ptr<float>(), n, 0.0f,
+                    c.data_ptr<float>(), n);
+    return sgbench::ms_since(t0);
+  };
+  once();
+  double best = 1e300;
+  for (int r = 0; r < 5; ++r) best = std::min(best, once());
+  return 2.0 * n * n * n / best / 1e6;
+}
+
+// The process's peak resident set since the last reset, in MB; reset() starts a new peak.
+struct ResidentPeak {
+  static void reset() { std::ofstream("/proc/self/clear_refs") << "5"; }
+  static double mb() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
+    return 0.0;
+  }
+};
+
+double attention_flops(const Problem& p, bool causal, bool backward) {
+  const double fwd = 4.0 * p.B * p.H * p.N * p.N * p.D;
+  return (backward ? 3.5 * fwd : fwd) * (causal ? 0.5 : 1.0);
+}
+
+std::string shape_of(const Problem& p) { return fmt::format("({}, {}, {}, {})", p.B, p.H, p.N, p.D); }
+
+std::string torch_spec(const Problem& p, bool causal, bool backward) {
+  const std::string s = fmt::format("{}x{}x{}x{}", p.B, p.H, p.N, p.D);
+  return fmt::format("{} {} {} {} causal={}", backward ? "sdpa_fwdbwd" : "sdpa", s, s, s, causal ? 1 : 0);
+}
+
+struct Measured {
+  double ms, tensor_mb, rss_mb;
+};
+
+// Median time of the op, then one more call for its memory.
+Measured measure(const Problem& p, bool causal, bool backward, int reps, int warmup) {
+  sg::Generator gen(7);
+  sg::Tensor q = sg::randn({p.B, p.H, p.N, p.D}, gen), k = sg::randn({p.B, p.H, p.N, p.D}, gen),
+             v = sg::randn({p.B, p.H, p.N, p.D}, gen);
+  const sg::Tensor g = sg::randn({p.B, p.H, p.N, p.D}, gen);
+  if (backward)
+    for (sg::Tensor* t : {&q, &k, &v}) t->requires_grad_();
+  sg::SdpaOptions o;
+  o.is_causal = causal;
+  auto call = [&] {
+    const sg::Tensor out = sg::scaled_dot_product_attention(q, k, v, o);
+    if (backward) out.backward(g);
+  };
+  auto drop_grads = [&] {
+    for (sg::Tensor* t : {&q, &k, &v}) t->zero_grad();
+  };
+  Measured m{};
+  m.ms = sgbench::median_ms(call, reps, warmup, {}, drop_grads);
+  sg::empty_cache();
+  const int64_t before = sg::memory_stats().current_bytes;
+  sg::reset_peak_memory();
+  ResidentPeak::reset();
+  call();
+  m.tensor_mb = static_cast<double>(sg::memory_stats().peak_bytes - before) / (1 << 20);
+  m.rss_mb = ResidentPeak::mb();
+  drop_grads();
+  return m;
+}
+
+// Calls for a median that takes about 3 s (3 to 21), from one untimed estimate.
+int reps_for(double estimate_ms) { return static_cast<int>(std::clamp(3000.0 / estimate_ms, 3.0, 21.0)) | 1; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else threads = std::atoi(argv[i]);
+  }
+  sg::set_num_threads(threads);
+  const double sgemm = sgemm_gflops();
+  sgbench::TorchPeer peer(threads, 5, 1);
+
+  fmt::print("scaled_dot_product_attention, float32, {} threads; OpenBLAS kernels: {}{}\n", threads,
+             sg::blas_info().core,
+             sg::blas_info().corrected ? fmt::format(" (OpenBLAS chose {}; see core/blas.h)", sg::blas_info().detected)
+                                       : "");
+  fmt::print("limit: sgemm {:.1f} GFLOP/s (2048^3, best of 5, same threads)\n", sgemm);
+  peer.print_about();
+
+  sgbench::Table table = peer.table({{"op", true},
+                                     {"(B, H, N, D)", true},
+                                     {"causal", true},
+                                     {"ms"},
+                                     {"GFLOP/s"},
+                                     {"% sgemm"},
+                                     {"tensor MB"},
+                                     {"RSS MB"}});
+  auto row = [&](const Problem& p, bool causal, bool backward, std::optional<int> fixed_reps, bool with_torch) {
+    sg::Generator gen(3);
+    int reps = fixed_reps.value_or(0), warmup = fixed_reps ? 0 : 1;
+    if (!fixed_reps) reps = reps_for(measure(p, causal, backward, 1, 0).ms);
+    const Measured m = measure(p, causal, backward, reps, warmup);
+    const double gflops = attention_flops(p, causal, backward) / m.ms / 1e6;
+    const std::optional<double> torch_ms = with_torch ? peer.time(torch_spec(p, causal, backward)) : std::nullopt;
+    peer.add_row(table,
+                 {backward ? "fwd+bwd" : "fwd", shape_of(p), causal ? "yes" : "no", sgbench::fmt_ms(m.ms),
+                  fmt::format("{:.1f}", gflops), fmt::format("{:.1f}%", 100.0 * gflops / sgemm),
+                  fmt::format("{:.1f}", m.tensor_mb), fmt::format("{:.0f}", m.rss_mb)},
+                 torch_ms, m.ms);
+  };
+  for (const Problem& p : kProblems) {
+    if (quick && p.N > 2048) continue;
+    for (bool causal : {false, true})
+      for (bool backward : {false, true}) row(p, causal, backward, std::nullopt, true);
+  }
+  if (!quick) row(kLong, /*causal=*/true, /*backward=*/true, 1, false);
+  peer.print(table);
+  if (!quick)
+    fmt::print("The N = 16384 row runs once, without PyTorch: the math path would hold B H N^2 = 2^31 float32\n"
+               "scores (8 GiB) forward and as much again for their gradient.\n");
+  return 0;
+}
