@@ -137,9 +137,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
   Tensor lse = empty({d.B, d.H, d.Nq}, q.dtype());  // row log-sum-exp, saved for backward
   visit_floating(q.dtype(), [&]<typename T>() {
     const auto params = params_of<T>(p);
-    auto forward = naive ? kernels::attention_forward_naive<T> : kernels::attention_forward<T>;
-    forward(heads_view<T>(p.q), heads_view<T>(p.k), heads_view<T>(p.v), params, d, out.data_ptr<T>(),
-            lse.data_ptr<T>());
+    if (naive) {
+      kernels::attention_forward_naive<T>(heads_view<T>(p.q), heads_view<T>(p.k), heads_view<T>(p.v), params, d,
+                                          out.data_ptr<T>(), lse.data_ptr<T>());
+    } else {
+      const Tensor workspace = empty({kernels::attention_forward_workspace(d)}, q.dtype());
+      kernels::attention_forward<T>(heads_view<T>(p.q), heads_view<T>(p.k), heads_view<T>(p.v), params, d,
+                                    out.data_ptr<T>(), lse.data_ptr<T>(), workspace.data_ptr<T>());
+    }
   });
   if (any_requires_grad({q, k, v})) {
     // The plan holds detached q, k, v and mask: their data, not their history. The
@@ -161,10 +166,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
                  kernels::attention_backward_naive<T>(heads_view<T>(qs), heads_view<T>(ks), heads_view<T>(vs),
                                                       params, p.dims, g.data_ptr<T>(), dq.data_ptr<T>(),
                                                       dk.data_ptr<T>(), dv.data_ptr<T>());
-               else
+               else {
+                 const Tensor workspace = empty({kernels::attention_backward_workspace(p.dims)}, qs.dtype());
                  kernels::attention_backward<T>(heads_view<T>(qs), heads_view<T>(ks), heads_view<T>(vs), params,
                                                 p.dims, o.data_ptr<T>(), g.data_ptr<T>(), l.data_ptr<T>(),
-                                                dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>());
+                                                dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(),
+                                                workspace.data_ptr<T>());
+               }
              });
              return grads(dq, dk, dv);
            });

@@ -1,7 +1,7 @@
 // Kernels of scaled_dot_product_attention (see ops/attention_kernels.h for the recurrences,
-// layouts and rules). Tile products go through OpenBLAS, called single-threaded inside our
-// parallel loops; the row work between them (mask, max, exp, sums) is Highway vector code
-// on a tile that stays in L1/L2.
+// layouts and rules). Tile products run on ops/tile_gemm.h (register-blocked, reading A
+// through any strides, so P^T and dS^T are free; only K^T and V^T are packed); the row work
+// between them (mask, max, exp, sums) is Highway vector code on a tile that stays in L1/L2.
 #include "ops/attention_kernels.h"
 
 #include <hwy/highway.h>
@@ -12,8 +12,8 @@
 #include <limits>
 #include <vector>
 
-#include "core/blas.h"
 #include "core/simd_exp.h"
+#include "ops/tile_gemm.h"
 
 namespace sg::kernels {
 namespace hn = hwy::HWY_NAMESPACE;
@@ -21,9 +21,14 @@ namespace hn = hwy::HWY_NAMESPACE;
 namespace {
 
 // Tile sizes: a (kTileQ, kTileK) tile of S is 64 KB in float32 and stays in L2 with the
-// K/V tile it came from; the sgemms on these shapes run at ~110 GFLOP/s a core here.
+// K/V tile it came from.
 constexpr int64_t kTileQ = 128;  // Br: query rows per tile
 constexpr int64_t kTileK = 128;  // Bc: key/value rows per tile
+// Row strides of the tiles and packed operands are padded by one cache line: with a
+// power-of-two stride (512 B, 4 KB) the rows of a tile map to a few L1 sets and evict each
+// other while the product walks down them.
+constexpr int64_t kPad = 64 / sizeof(float);
+constexpr int64_t kLdTile = kTileK + kPad;
 // Below this many multiply-adds in all, one thread is faster than waking the others.
 constexpr int64_t kSerialMacs = int64_t{1} << 18;
 
@@ -32,7 +37,7 @@ template <typename T> using Tag = hn::ScalableTag<T>;
 
 // A per-thread buffer that grows as needed and is reused across calls.
 template <typename T> T* scratch(int64_t n, int slot) {
-  thread_local std::vector<T> buffers[3];
+  thread_local std::vector<T> buffers[4];
   auto& b = buffers[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
   return b.data();
@@ -91,6 +96,15 @@ template <typename T> T dot(const T* a, const T* b, int64_t n) {
   T s = hn::GetLane(hn::SumOfLanes(d, acc));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+// dst (cols, rows) = src (rows, cols)^T; src rows ld_src apart, dst rows ld_dst apart.
+template <typename T> void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst) {
+  constexpr int64_t kBlock = 16;  // 16 x 16 blocks: both sides touch whole cache lines
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
+    for (int64_t c0 = 0; c0 < cols; c0 += kBlock)
+      for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + kBlock); ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
 }
 
 // ---- one tile of S: (br, bc) at query row i0, key row j0 of head (b, h) ----
@@ -152,16 +166,17 @@ int threads_for(int64_t macs, int64_t items) {
 // ---- forward ----
 
 // Rows [i0, i0 + br) of head (b, h): the online-softmax sweep over the K/V tiles.
+// kt: every head's K^T, (B * H, D, ld_kt).
 template <typename T>
-void forward_q_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
-                    int64_t b, int64_t h, int64_t i0, int64_t br, T* out, T* lse) {
-  constexpr int64_t ldS = kTileK;
-  T* S = scratch<T>(kTileQ * kTileK, 0);  // (br, bc): scores, then P in place
+void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
+                    int64_t b, int64_t h, int64_t i0, int64_t br, T* out, T* lse, int64_t ld_kt) {
+  constexpr int64_t ldS = kLdTile;
+  T* S = scratch<T>(kTileQ * ldS, 0);  // (br, bc): scores, then P in place
   T* m = scratch<T>(kTileQ, 1);           // running row max
   T* l = scratch<T>(kTileQ, 2);           // running row sum of exp(S - m)
   const T* Q = q.head(b, h) + i0 * q.ld;  // (br, D)
-  const T* K = k.head(b, h);              // (Nk, D)
-  const T* V = v.head(b, h);              // (Nk, Dv)
+  const T* Kt = kt + (b * d.H + h) * d.D * ld_kt;  // (D, Nk), rows ld_kt apart
+  const T* V = v.head(b, h);                       // (Nk, Dv)
   T* O = out + ((b * d.H + h) * d.Nq + i0) * d.Dv;  // (br, Dv), unnormalized until the end
   std::fill(m, m + br, -kInf<T>);
   std::fill(l, l + br, T(0));
@@ -171,7 +186,7 @@ void forward_q_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Attent
   const int64_t j_end = p.causal ? std::min(d.Nk, i0 + br) : d.Nk;
   for (int64_t j0 = 0; j0 < j_end; j0 += kTileK) {
     const int64_t bc = std::min(kTileK, j_end - j0);
-    gemm<T>(false, true, br, bc, d.D, p.scale, Q, q.ld, K + j0 * k.ld, k.ld, T(0), S, ldS);
+    tile_gemm<T>(br, bc, d.D, p.scale, Q, q.ld, 1, Kt + j0, ld_kt, false, S, ldS);  // S = s Q K_j^T
     apply_masks(S, ldS, br, bc, b, h, i0, j0, p);
     for (int64_t r = 0; r < br; ++r) {
       T* s = S + r * ldS;
@@ -186,7 +201,7 @@ void forward_q_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Attent
       if (alpha != T(1)) scale_row(O + r * d.Dv, d.Dv, alpha);
     }
     if (p.dropout_p > 0) apply_dropout(S, ldS, br, bc, b, h, i0, j0, p, d);
-    gemm<T>(false, false, br, d.Dv, bc, T(1), S, ldS, V + j0 * v.ld, v.ld, T(1), O, d.Dv);
+    tile_gemm<T>(br, d.Dv, bc, T(1), S, ldS, 1, V + j0 * v.ld, v.ld, true, O, d.Dv);  // O += P V_j
   }
   T* L = lse + (b * d.H + h) * d.Nq + i0;
   for (int64_t r = 0; r < br; ++r) {
@@ -203,26 +218,33 @@ void forward_q_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Attent
 
 // ---- backward ----
 
-// Keys [j0, j0 + bc) of head (b, h) against every query tile that sees them: accumulates
-// dK_j and dV_j (owned by this call) and adds into dq_head (Nq, D), which the caller
-// makes private to the thread.
+// Keys [j0, j0 + bc) of head (b, h) against every query tile that sees them: writes dK_j
+// and dV_j (owned by this call) and adds into dq_head (Nq, D), which the caller makes
+// private to the thread; dq_zero says dq_head holds no values yet (then this call, which
+// must see every query tile, writes it instead of adding).
 template <typename T>
 void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
                       int64_t b, int64_t h, int64_t j0, int64_t bc, const T* dout, const T* lse, const T* delta,
-                      T* dq_head, T* dk, T* dv) {
-  constexpr int64_t ldS = kTileK;
-  T* P = scratch<T>(kTileQ * kTileK, 0);   // (br, bc) probabilities
-  T* dP = scratch<T>(kTileQ * kTileK, 1);  // (br, bc) dP, then dS in place
-  T* Pdrop = p.dropout_p > 0 ? scratch<T>(kTileQ * kTileK, 2) : P;  // dropout(P)
+                      T* dq_head, bool dq_zero, T* dk, T* dv) {
+  constexpr int64_t ldS = kLdTile;
+  T* P = scratch<T>(kTileQ * ldS, 0);   // (br, bc) probabilities
+  T* dP = scratch<T>(kTileQ * ldS, 1);  // (br, bc) dP, then dS in place
+  T* Pdrop = p.dropout_p > 0 ? scratch<T>(kTileQ * ldS, 2) : P;  // dropout(P)
+  T* KVt = scratch<T>((d.D + d.Dv) * ldS, 3);                    // K_j^T, then V_j^T
   const int64_t bh = b * d.H + h;
   const T* Kj = k.head(b, h) + j0 * k.ld;  // (bc, D)
   const T* Vj = v.head(b, h) + j0 * v.ld;  // (bc, Dv)
+  T* Kjt = KVt;              // (D, bc), rows ldS apart
+  T* Vjt = KVt + d.D * ldS;  // (Dv, bc)
+  transpose(Kj, bc, d.D, k.ld, Kjt, ldS);
+  transpose(Vj, bc, d.Dv, v.ld, Vjt, ldS);
   T* dKj = dk + (bh * d.Nk + j0) * d.D;    // (bc, D)
   T* dVj = dv + (bh * d.Nk + j0) * d.Dv;   // (bc, Dv)
 
   // Under causality the query tiles above key row j0 see none of these keys.
   const int64_t i_begin = p.causal ? (j0 / kTileQ) * kTileQ : 0;
-  for (int64_t i0 = i_begin; i0 < d.Nq; i0 += kTileQ) {
+  bool first = true;  // dK_j, dV_j hold no values yet
+  for (int64_t i0 = i_begin; i0 < d.Nq; i0 += kTileQ, first = false) {
     const int64_t br = std::min(kTileQ, d.Nq - i0);
     const T* Qi = q.head(b, h) + i0 * q.ld;              // (br, D)
     const T* dOi = dout + (bh * d.Nq + i0) * d.Dv;       // (br, Dv)
@@ -230,7 +252,7 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
     const T* Di = delta + bh * d.Nq + i0;                // (br)
     T* dQi = dq_head + i0 * d.D;                         // (br, D)
 
-    gemm<T>(false, true, br, bc, d.D, p.scale, Qi, q.ld, Kj, k.ld, T(0), P, ldS);
+    tile_gemm<T>(br, bc, d.D, p.scale, Qi, q.ld, 1, Kjt, ldS, false, P, ldS);  // S = s Q_i K_j^T
     apply_masks(P, ldS, br, bc, b, h, i0, j0, p);
     for (int64_t r = 0; r < br; ++r) {
       if (Li[r] == kInf<T>)  // fully masked row
@@ -242,79 +264,111 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
       for (int64_t r = 0; r < br; ++r) std::copy(P + r * ldS, P + r * ldS + bc, Pdrop + r * ldS);
       apply_dropout(Pdrop, ldS, br, bc, b, h, i0, j0, p, d);
     }
-    gemm<T>(true, false, bc, d.Dv, br, T(1), Pdrop, ldS, dOi, d.Dv, T(1), dVj, d.Dv);  // dV_j += P'^T dO_i
-    gemm<T>(false, true, br, bc, d.Dv, T(1), dOi, d.Dv, Vj, v.ld, T(0), dP, ldS);      // dP' = dO_i V_j^T
+    tile_gemm<T>(bc, d.Dv, br, T(1), Pdrop, 1, ldS, dOi, d.Dv, !first, dVj, d.Dv);  // dV_j += P'^T dO_i
+    tile_gemm<T>(br, bc, d.Dv, T(1), dOi, d.Dv, 1, Vjt, ldS, false, dP, ldS);       // dP' = dO_i V_j^T
     if (p.dropout_p > 0) apply_dropout(dP, ldS, br, bc, b, h, i0, j0, p, d);            // dP = dP' * keep/(1-p)
     for (int64_t r = 0; r < br; ++r) softmax_vjp_row(P + r * ldS, dP + r * ldS, bc, Di[r]);
-    gemm<T>(false, false, br, d.D, bc, p.scale, dP, ldS, Kj, k.ld, T(1), dQi, d.D);   // dQ_i += s dS K_j
-    gemm<T>(true, false, bc, d.D, br, p.scale, dP, ldS, Qi, q.ld, T(1), dKj, d.D);    // dK_j += s dS^T Q_i
+    tile_gemm<T>(br, d.D, bc, p.scale, dP, ldS, 1, Kj, k.ld, !dq_zero, dQi, d.D);  // dQ_i += s dS K_j
+    tile_gemm<T>(bc, d.D, br, p.scale, dP, 1, ldS, Qi, q.ld, !first, dKj, d.D);    // dK_j += s dS^T Q_i
   }
+  if (first) {  // no query sees these keys
+    std::fill(dKj, dKj + bc * d.D, T(0));
+    std::fill(dVj, dVj + bc * d.Dv, T(0));
+  }
+}
+
+// How backward spreads over the threads: heads in parallel, each over all its key tiles and
+// writing dq directly, when they spread evenly; otherwise key tiles in parallel, each thread
+// adding into a private dq (O(N) memory) that is summed at the end.
+struct BackwardSplit {
+  int threads = 1;
+  bool by_head = true;
+};
+BackwardSplit plan_backward(AttentionDims d) {
+  const int64_t BH = d.B * d.H, k_tiles = (d.Nk + kTileK - 1) / kTileK;
+  BackwardSplit s;
+  s.threads = threads_for(BH * d.Nq * d.Nk * (2 * d.D + 2 * d.Dv), BH * k_tiles);
+  s.by_head = s.threads == 1 || BH % s.threads == 0 || BH >= 4 * s.threads;
+  return s;
 }
 
 }  // namespace
 
+namespace {
+int64_t kt_stride(AttentionDims d) { return (d.Nk + kPad - 1) / kPad * kPad + kPad; }
+}  // namespace
+
+int64_t attention_forward_workspace(AttentionDims d) { return d.B * d.H * d.D * kt_stride(d); }
+
+int64_t attention_backward_workspace(AttentionDims d) {
+  const BackwardSplit s = plan_backward(d);
+  const int64_t rows = d.B * d.H * d.Nq;
+  return rows + (s.by_head ? 0 : s.threads * rows * d.D);
+}
+
 template <typename T>
 void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                       AttentionDims d, T* out, T* lse) {
-  const int64_t q_tiles = (d.Nq + kTileQ - 1) / kTileQ;
-  const int64_t items = d.B * d.H * q_tiles;
-  const int threads = threads_for(d.B * d.H * d.Nq * d.Nk * (d.D + d.Dv), items);
-  // Dynamic, last query tile first: under causality the later tiles cost the most.
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t bh = item / q_tiles, qt = q_tiles - 1 - item % q_tiles;
-    const int64_t i0 = qt * kTileQ;
-    forward_q_tile(q, k, v, p, d, bh / d.H, bh % d.H, i0, std::min(kTileQ, d.Nq - i0), out, lse);
+                       AttentionDims d, T* out, T* lse, T* workspace) {
+  const int64_t BH = d.B * d.H, q_tiles = (d.Nq + kTileQ - 1) / kTileQ;
+  const int64_t items = BH * q_tiles;
+  const int threads = threads_for(BH * d.Nq * d.Nk * (d.D + d.Dv), items);
+  const int64_t ld_kt = kt_stride(d);
+  T* kt = workspace;  // (B * H, D, ld_kt): every head's K^T, the layout the S products read
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < BH; ++bh) transpose(k.head(bh / d.H, bh % d.H), d.Nk, d.D, k.ld, kt + bh * d.D * ld_kt, ld_kt);
+    // Dynamic, last query tile first: under causality the later tiles cost the most.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t bh = item / q_tiles, qt = q_tiles - 1 - item % q_tiles;
+      const int64_t i0 = qt * kTileQ;
+      forward_q_tile(q, kt, v, p, d, bh / d.H, bh % d.H, i0, std::min(kTileQ, d.Nq - i0), out, lse, ld_kt);
+    }
   }
 }
 
 template <typename T>
 void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                        AttentionDims d, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv) {
+                        AttentionDims d, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv,
+                        T* workspace) {
   const int64_t BH = d.B * d.H, rows = BH * d.Nq;
   const int64_t k_tiles = (d.Nk + kTileK - 1) / kTileK;
-  const int64_t macs = BH * d.Nq * d.Nk * (2 * d.D + 2 * d.Dv);
-  std::fill(dq, dq + rows * d.D, T(0));
-  std::fill(dk, dk + BH * d.Nk * d.D, T(0));
-  std::fill(dv, dv + BH * d.Nk * d.Dv, T(0));
-  if (rows == 0 || d.Nk == 0) return;
-
-  // Delta = rowsum(dO * O) = rowsum(P * dP): (B, H, Nq).
-  std::vector<T> delta(static_cast<size_t>(rows));
-  const int row_threads = threads_for(rows * d.Dv * 64, rows);
-#pragma omp parallel for schedule(static) num_threads(row_threads) if (row_threads > 1)
-  for (int64_t r = 0; r < rows; ++r) delta[r] = dot(dout + r * d.Dv, out + r * d.Dv, d.Dv);
-
-  // Heads run in parallel, each over all its key tiles and writing dq directly, when they
-  // spread evenly over the threads; otherwise key tiles run in parallel and each thread
-  // adds its dq into a private copy (O(N) memory), summed at the end. Static schedules
-  // keep the summation order, and so the result, the same from run to run.
-  const int threads = threads_for(macs, BH * k_tiles);
-  const bool by_head = threads == 1 || BH % threads == 0 || BH >= 4 * threads;
-  if (by_head) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t bh = 0; bh < BH; ++bh)
-      for (int64_t j0 = 0; j0 < d.Nk; j0 += kTileK)
-        backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse,
-                         delta.data(), dq + bh * d.Nq * d.D, dk, dv);
+  if (rows == 0 || d.Nk == 0) {  // no keys, or no queries: every gradient is 0
+    std::fill(dq, dq + rows * d.D, T(0));
+    std::fill(dk, dk + BH * d.Nk * d.D, T(0));
+    std::fill(dv, dv + BH * d.Nk * d.Dv, T(0));
     return;
   }
-  std::vector<std::vector<T>> dq_private(static_cast<size_t>(threads));
-#pragma omp parallel num_threads(threads)
+  const BackwardSplit split = plan_backward(d);
+  T* delta = workspace;               // (B, H, Nq): rowsum(dO * O) = rowsum(P * dP)
+  T* dq_private = workspace + rows;   // (threads, B * H * Nq, D) when key tiles are split
+  // Static schedules keep the summation order, and so the result, the same from run to run.
+#pragma omp parallel num_threads(split.threads) if (split.threads > 1)
   {
-    std::vector<T>& mine = dq_private[static_cast<size_t>(omp_get_thread_num())];
-    mine.assign(static_cast<size_t>(rows * d.D), T(0));
-#pragma omp for schedule(static, 1)
-    for (int64_t item = 0; item < BH * k_tiles; ++item) {
-      const int64_t bh = item / k_tiles, j0 = (item % k_tiles) * kTileK;
-      backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse,
-                       delta.data(), mine.data() + bh * d.Nq * d.D, dk, dv);
-    }
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < rows * d.D; ++i) {
-      T s = 0;
-      for (const std::vector<T>& part : dq_private) s += part[static_cast<size_t>(i)];
-      dq[i] = s;
+    for (int64_t r = 0; r < rows; ++r) delta[r] = dot(dout + r * d.Dv, out + r * d.Dv, d.Dv);
+    if (split.by_head) {
+#pragma omp for schedule(static)
+      for (int64_t bh = 0; bh < BH; ++bh)
+        for (int64_t j0 = 0; j0 < d.Nk; j0 += kTileK)
+          backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse, delta,
+                           dq + bh * d.Nq * d.D, /*dq_zero=*/j0 == 0, dk, dv);
+    } else {
+      T* mine = dq_private + omp_get_thread_num() * rows * d.D;
+      std::fill(mine, mine + rows * d.D, T(0));
+#pragma omp for schedule(static, 1)
+      for (int64_t item = 0; item < BH * k_tiles; ++item) {
+        const int64_t bh = item / k_tiles, j0 = (item % k_tiles) * kTileK;
+        backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse, delta,
+                         mine + bh * d.Nq * d.D, /*dq_zero=*/false, dk, dv);
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < rows * d.D; ++i) {
+        T s = 0;
+        for (int t = 0; t < split.threads; ++t) s += dq_private[t * rows * d.D + i];
+        dq[i] = s;
+      }
     }
   }
 }
@@ -432,9 +486,9 @@ void attention_backward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, co
 
 #define SG_INSTANTIATE_ATTENTION(T)                                                                          \
   template void attention_forward<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>, const AttentionParams<T>&,   \
-                                     AttentionDims, T*, T*);                                                  \
+                                     AttentionDims, T*, T*, T*);                                              \
   template void attention_backward<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>, const AttentionParams<T>&,  \
-                                      AttentionDims, const T*, const T*, const T*, T*, T*, T*);               \
+                                      AttentionDims, const T*, const T*, const T*, T*, T*, T*, T*);           \
   template void attention_forward_naive<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>,                        \
                                            const AttentionParams<T>&, AttentionDims, T*, T*);                 \
   template void attention_backward_naive<T>(HeadsView<T>, HeadsView<T>, HeadsView<T>,                       \

@@ -77,16 +77,23 @@ inline bool dropout_keep(uint64_t seed, uint64_t index, uint32_t threshold) {
   return static_cast<uint32_t>(z >> 40) >= threshold;
 }
 
+// Scratch the caller provides, in elements of T (O(N): no Nq x Nk term). Forward: every
+// head's K^T. Backward: Delta (B * H * Nq) and, when there are too few heads to spread over
+// the threads, a private dq per thread.
+int64_t attention_forward_workspace(AttentionDims dims);
+int64_t attention_backward_workspace(AttentionDims dims);
+
 // out: (B, H, Nq, Dv) contiguous; lse: (B, H, Nq) contiguous.
 template <typename T>
 void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                       AttentionDims dims, T* out, T* lse);
+                       AttentionDims dims, T* out, T* lse, T* workspace);
 
 // out, dout: (B, H, Nq, Dv) contiguous; lse from the forward. Writes (overwrites) dq
 // (B, H, Nq, D), dk (B, H, Nk, D), dv (B, H, Nk, Dv), all contiguous.
 template <typename T>
 void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                        AttentionDims dims, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv);
+                        AttentionDims dims, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv,
+                        T* workspace);
 
 // Naive references, kept for tests: each head's full S and P (Nq x Nk) materialized, sums in
 // double, the textbook formulas (P = softmax(S), dS = P * (dP - rowsum(P * dP))). Same
