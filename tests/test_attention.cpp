@@ -1,10 +1,13 @@
 // scaled_dot_product_attention: float64 gradchecks, the fused float32 kernels against the
 // unfused reference kernel, masks, causality, dropout, fully masked rows, strided inputs,
 // O(N) memory, and the error messages.
+#include <array>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "ops/tile_gemm.h"
 #include "tests/test_util.h"
 
 using sg::Shape;
@@ -17,7 +20,7 @@ namespace {
 enum class Mask { kNone, kBool, kAdditive };
 
 struct Config {
-  std::string label;
+  std::string label{};
   int64_t B = 1, H = 2, Nq = 5, Nk = 5, D = 3, Dv = -1;  // Dv < 0: Dv = D
   bool causal = false;
   Mask mask = Mask::kNone;
@@ -361,4 +364,48 @@ TEST_CASE("attention errors name the op, both shapes and the bad value") {
   d.dropout_p = 1.5;
   check_error([&] { sdpa(q, k, v, d); }, {"dropout_p", "1.5"});
   check_error([&] { sdpa(Tensor(), k, v); }, {"scaled_dot_product_attention", "undefined"});
+}
+
+TEST_CASE("tile_gemm matches a triple loop: odd sizes, strided and transposed A, accumulate") {
+  sg::Generator gen(30);
+  auto check = [&]<typename T>(int64_t M, int64_t N, int64_t K, bool a_transposed, bool accumulate) {
+    CAPTURE(M);
+    CAPTURE(N);
+    CAPTURE(K);
+    CAPTURE(a_transposed);
+    CAPTURE(accumulate);
+    const int64_t lda = (a_transposed ? M : K) + 3, ldb = N + 5, ldc = N + 1;
+    std::vector<T> a(static_cast<size_t>((a_transposed ? K : M) * lda)), b(static_cast<size_t>(K * ldb)),
+        c(static_cast<size_t>(M * ldc));
+    for (auto* v : {&a, &b, &c})
+      for (T& x : *v) x = static_cast<T>(gen.uniform() * 2 - 1);
+    std::vector<T> want = c;
+    const T alpha = T(0.75);
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k)
+          s += static_cast<double>(a_transposed ? a[k * lda + r] : a[r * lda + k]) * static_cast<double>(b[k * ldb + j]);
+        want[r * ldc + j] = static_cast<T>(alpha * s + (accumulate ? static_cast<double>(c[r * ldc + j]) : 0.0));
+      }
+    sg::kernels::tile_gemm<T>(M, N, K, alpha, a.data(), a_transposed ? 1 : lda, a_transposed ? lda : 1, b.data(), ldb,
+                              accumulate, c.data(), ldc);
+    const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < ldc; ++j) {
+        const size_t i = static_cast<size_t>(r * ldc + j);
+        if (j >= N) {  // the padding between rows is never written
+          REQUIRE(c[i] == want[i]);
+          continue;
+        }
+        REQUIRE(std::abs(static_cast<double>(c[i]) - static_cast<double>(want[i])) <= tol * (1.0 + std::sqrt(K)));
+      }
+  };
+  for (const auto& [M, N, K] : std::vector<std::array<int64_t, 3>>{
+           {1, 1, 1}, {5, 7, 3}, {6, 64, 64}, {13, 65, 17}, {128, 128, 64}, {7, 130, 1}, {25, 33, 129}})
+    for (bool at : {false, true})
+      for (bool acc : {false, true}) {
+        check.template operator()<float>(M, N, K, at, acc);
+        check.template operator()<double>(M, N, K, at, acc);
+      }
 }
