@@ -18,10 +18,14 @@
 // peer inherits it; see core/blas.h).
 //
 // FLOPs: forward 4 B H Nq Nk D (two products), backward 2.5x that (five products), both
-// halved when causal. "% sgemm" compares with a 2048^3 sgemm on the same threads, the best
-// of 5. Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
-// before it (outputs and gradients included); "RSS MB" is the process's peak resident set
-// during that call (VmHWM after a reset through /proc/self/clear_refs), inputs included.
+// halved when causal. "% sgemm" compares with the sgemm throughput measured beside the row
+// (a 2048^3 sgemm on the same threads right before and right after the row's timed calls,
+// the better of the two: this VM's clock drifts by up to 1.5x over minutes, so one figure
+// taken at the start would misstate rows timed later). Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
+// before it (outputs, gradients and workspaces included); "RSS MB" is how far the process's
+// resident set rose above its size before that call (VmHWM after a reset through
+// /proc/self/clear_refs, minus VmRSS before): memory the OS actually had to provide,
+// per-thread tile buffers included.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -43,31 +47,44 @@ struct Problem {
 constexpr Problem kProblems[] = {{1, 8, 1024, 64}, {1, 8, 4096, 64}, {4, 4, 256, 64}, {1, 8, 2048, 128}};
 constexpr Problem kLong = {1, 8, 16384, 64};
 
-// sgemm GFLOP/s on a 2048^3 product with the library's threads: the best of 5 after one warm-up.
-double sgemm_gflops() {
-  const int64_t n = 2048;
-  sg::Generator gen(1);
-  const sg::Tensor a = sg::rand({n, n}, gen), b = sg::rand({n, n}, gen);
-  sg::Tensor c = sg::empty({n, n});
-  auto once = [&] {
+// sgemm GFLOP/s of one 2048^3 product through OpenBLAS with the library's threads.
+class SgemmProbe {
+ public:
+  SgemmProbe() {
+    sg::Generator gen(1);
+    a_ = sg::rand({kN, kN}, gen);
+    b_ = sg::rand({kN, kN}, gen);
+    c_ = sg::empty({kN, kN});
+    run();  // warm-up
+  }
+  double run() {
     const auto t0 = sgbench::Clock::now();
-    sg::gemm<float>(false, false, n, n, n, 1.0f, a.data_ptr<float>(), n, b.data_ptr<float>(), n, 0.0f,
-                    c.data_ptr<float>(), n);
-    return sgbench::ms_since(t0);
-  };
-  once();
-  double best = 1e300;
-  for (int r = 0; r < 5; ++r) best = std::min(best, once());
-  return 2.0 * n * n * n / best / 1e6;
-}
+    sg::gemm<float>(false, false, kN, kN, kN, 1.0f, a_.data_ptr<float>(), kN, b_.data_ptr<float>(), kN, 0.0f,
+                    c_.data_ptr<float>(), kN);
+    const double gflops = 2.0 * kN * kN * kN / sgbench::ms_since(t0) / 1e6;
+    best_ = std::max(best_, gflops);
+    return gflops;
+  }
+  double best() const { return best_; }
 
-// The process's peak resident set since the last reset, in MB; reset() starts a new peak.
-struct ResidentPeak {
+ private:
+  static constexpr int64_t kN = 2048;
+  sg::Tensor a_, b_, c_;
+  double best_ = 0.0;
+};
+
+// The process's resident set now (VmRSS) and its peak since the last reset (VmHWM), in MB;
+// reset() starts a new peak at the current size.
+struct Resident {
   static void reset() { std::ofstream("/proc/self/clear_refs") << "5"; }
-  static double mb() {
+  static double now_mb() { return field_mb("VmRSS:"); }
+  static double peak_mb() { return field_mb("VmHWM:"); }
+
+ private:
+  static double field_mb(const std::string& name) {
     std::ifstream status("/proc/self/status");
     for (std::string line; std::getline(status, line);)
-      if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
+      if (line.rfind(name, 0) == 0) return std::strtod(line.c_str() + name.size(), nullptr) / 1024.0;  // kB
     return 0.0;
   }
 };
@@ -110,10 +127,11 @@ Measured measure(const Problem& p, bool causal, bool backward, int reps, int war
   sg::empty_cache();
   const int64_t before = sg::memory_stats().current_bytes;
   sg::reset_peak_memory();
-  ResidentPeak::reset();
+  Resident::reset();
+  const double rss_before = Resident::now_mb();
   call();
   m.tensor_mb = static_cast<double>(sg::memory_stats().peak_bytes - before) / (1 << 20);
-  m.rss_mb = ResidentPeak::mb();
+  m.rss_mb = Resident::peak_mb() - rss_before;
   drop_grads();
   return m;
 }
@@ -132,14 +150,18 @@ int main(int argc, char** argv) {
     else threads = std::atoi(argv[i]);
   }
   sg::set_num_threads(threads);
-  const double sgemm = sgemm_gflops();
+  SgemmProbe sgemm;
+  double start_sgemm = 0.0;
+  for (int r = 0; r < 5; ++r) start_sgemm = std::max(start_sgemm, sgemm.run());
   sgbench::TorchPeer peer(threads, 5, 1);
 
   fmt::print("scaled_dot_product_attention, float32, {} threads; OpenBLAS kernels: {}{}\n", threads,
              sg::blas_info().core,
              sg::blas_info().corrected ? fmt::format(" (OpenBLAS chose {}; see core/blas.h)", sg::blas_info().detected)
                                        : "");
-  fmt::print("limit: sgemm {:.1f} GFLOP/s (2048^3, best of 5, same threads)\n", sgemm);
+  fmt::print("limit: sgemm beside each row (2048^3 on the same threads, before and after the row's timed calls;\n"
+             "the better of the two). At the start: {:.1f} GFLOP/s (best of 5)\n",
+             start_sgemm);
   peer.print_about();
 
   sgbench::Table table = peer.table({{"op", true},
@@ -147,19 +169,23 @@ int main(int argc, char** argv) {
                                      {"causal", true},
                                      {"ms"},
                                      {"GFLOP/s"},
+                                     {"sgemm GFLOP/s"},
                                      {"% sgemm"},
                                      {"tensor MB"},
-                                     {"RSS MB"}});
+                                     {"RSS +MB"}});
   auto row = [&](const Problem& p, bool causal, bool backward, std::optional<int> fixed_reps, bool with_torch) {
     sg::Generator gen(3);
     int reps = fixed_reps.value_or(0), warmup = fixed_reps ? 0 : 1;
     if (!fixed_reps) reps = reps_for(measure(p, causal, backward, 1, 0).ms);
+    const double sgemm_before = sgemm.run();
     const Measured m = measure(p, causal, backward, reps, warmup);
+    const double row_sgemm = std::max(sgemm_before, sgemm.run());
     const double gflops = attention_flops(p, causal, backward) / m.ms / 1e6;
     const std::optional<double> torch_ms = with_torch ? peer.time(torch_spec(p, causal, backward)) : std::nullopt;
     peer.add_row(table,
                  {backward ? "fwd+bwd" : "fwd", shape_of(p), causal ? "yes" : "no", sgbench::fmt_ms(m.ms),
-                  fmt::format("{:.1f}", gflops), fmt::format("{:.1f}%", 100.0 * gflops / sgemm),
+                  fmt::format("{:.1f}", gflops), fmt::format("{:.1f}", row_sgemm),
+                  fmt::format("{:.1f}%", 100.0 * gflops / row_sgemm),
                   fmt::format("{:.1f}", m.tensor_mb), fmt::format("{:.0f}", m.rss_mb)},
                  torch_ms, m.ms);
   };
@@ -170,6 +196,7 @@ int main(int argc, char** argv) {
   }
   if (!quick) row(kLong, /*causal=*/true, /*backward=*/true, 1, false);
   peer.print(table);
+  fmt::print("sgemm: the best of the run {:.1f} GFLOP/s.\n", sgemm.best());
   if (!quick)
     fmt::print("The N = 16384 row runs once, without PyTorch: the math path would hold B H N^2 = 2^31 float32\n"
                "scores (8 GiB) forward and as much again for their gradient.\n");

@@ -22,6 +22,10 @@ namespace sg {
 // ---- Storage ----
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
+// Buffers from kMapMin up are mapped (and cached when freed, below); from kHugePage up they
+// are also 2 MiB aligned for huge pages. Smaller mapped sizes round up to kMapGrain.
+constexpr size_t kMapMin = size_t{256} << 10;
+constexpr size_t kMapGrain = size_t{64} << 10;
 
 std::atomic<int64_t> g_current_bytes{0};
 std::atomic<int64_t> g_peak_bytes{0};
@@ -108,10 +112,13 @@ void reset_peak_memory() { g_peak_bytes.store(g_current_bytes.load(std::memory_o
 
 Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
   count_allocation(static_cast<int64_t>(n));
-  if (n >= kHugePage) {
-    // Fresh anonymous pages are zero. Over-map by a huge page and trim so the buffer is
-    // 2 MiB aligned: the kernel can then back it with huge pages (far fewer page faults).
-    const size_t len = (n + kHugePage - 1) / kHugePage * kHugePage;
+  if (n >= kMapMin) {
+    // Fresh anonymous pages are zero. From 2 MiB up, over-map by a huge page and trim so
+    // the buffer is 2 MiB aligned: the kernel can then back it with huge pages (far fewer
+    // page faults).
+    const bool huge = n >= kHugePage;
+    const size_t grain = huge ? kHugePage : kMapGrain;
+    const size_t len = (n + grain - 1) / grain * grain;
     if (void* reused = mapping_cache().take(len)) {
       data = reused;
       mapped_ = len;
@@ -122,10 +129,18 @@ Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
 #endif
       return;
     }
-    void* p = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* p = mmap(nullptr, huge ? len + kHugePage : len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       g_current_bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
       fail("out of memory mapping {} bytes", n);
+    }
+    if (!huge) {
+      data = p;
+      mapped_ = len;
+#ifdef SOFTGRAD_POISON_EMPTY
+      if (!zero_fill) std::memset(data, 0xff, n);
+#endif
+      return;
     }
     const auto addr = reinterpret_cast<uintptr_t>(p);
     const uintptr_t aligned = (addr + kHugePage - 1) / kHugePage * kHugePage;

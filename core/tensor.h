@@ -34,9 +34,9 @@ namespace sg {
 class Node;
 
 // A 64-byte-aligned buffer. `version` counts in-place writes through any view.
-// Buffers of 2 MiB and more are mapped from the OS (backed by huge pages where the kernel
-// allows) and, once freed, kept for reuse by the next buffer of the same size (see
-// memory_stats below); a reused buffer asked to be zero is cleared with memset.
+// Buffers of 256 KiB and more are mapped from the OS (from 2 MiB, backed by huge pages
+// where the kernel allows) and, once freed, kept for reuse by the next buffer of the same
+// size (see memory_stats below); a reused buffer asked to be zero is cleared with memset.
 struct Storage {
   Storage(size_t nbytes, bool zero_fill);
   ~Storage();
@@ -163,8 +163,9 @@ int get_num_threads();
 
 // Bytes held by live tensor storages (all threads), and the most held at once since
 // start or the last reset_peak_memory(): what a benchmark reports as peak memory.
-// Freed buffers of 2 MiB and more are kept (up to 512 MiB) for reuse by the next
-// allocation of the same size, which then skips the page faults of fresh memory;
+// Freed buffers of 256 KiB and more are kept (up to 512 MiB) for reuse by the next
+// allocation of the same size (rounded to 64 KiB, 2 MiB from 2 MiB up), which then skips
+// the page faults of fresh memory;
 // cached_bytes counts them and empty_cache() returns them to the OS.
 struct MemoryStats {
   int64_t current_bytes = 0;

@@ -343,18 +343,22 @@ void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const At
   const BackwardSplit split = plan_backward(d);
   T* delta = workspace;               // (B, H, Nq): rowsum(dO * O) = rowsum(P * dP)
   T* dq_private = workspace + rows;   // (threads, B * H * Nq, D) when key tiles are split
-  // Static schedules keep the summation order, and so the result, the same from run to run.
 #pragma omp parallel num_threads(split.threads) if (split.threads > 1)
   {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) delta[r] = dot(dout + r * d.Dv, out + r * d.Dv, d.Dv);
     if (split.by_head) {
-#pragma omp for schedule(static)
+      // Dynamic: each head is one thread's work whichever thread takes it, so the result
+      // does not depend on the schedule, and a thread on a slower core (this VM's two
+      // vCPUs often run at different speeds) takes fewer heads.
+#pragma omp for schedule(dynamic, 1)
       for (int64_t bh = 0; bh < BH; ++bh)
         for (int64_t j0 = 0; j0 < d.Nk; j0 += kTileK)
           backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse, delta,
                            dq + bh * d.Nq * d.D, /*dq_zero=*/j0 == 0, dk, dv);
     } else {
+      // Static, so that which key tiles add into which private dq, and so the rounding of
+      // their sum, is the same from run to run.
       T* mine = dq_private + omp_get_thread_num() * rows * d.D;
       std::fill(mine, mine + rows * d.D, T(0));
 #pragma omp for schedule(static, 1)

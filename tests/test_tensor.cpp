@@ -483,6 +483,19 @@ TEST_CASE("memory stats count live storage, the peak, and the reuse cache") {
   CHECK(sg::memory_stats().cached_bytes == 0);
 }
 
+TEST_CASE("mid-size buffers (256 KiB to 2 MiB) are cached and reused too, cleared when asked") {
+  using sg::Tensor;
+  sg::empty_cache();
+  const int64_t n = 100000;  // 400 KB of float32: mapped in 64 KiB steps (448 KiB)
+  { Tensor a = sg::full({n}, 3.0); }
+  CHECK(sg::memory_stats().cached_bytes == 448 * 1024);
+  Tensor z = sg::zeros({n - 1000});  // 396 KB: the same 448 KiB mapping
+  CHECK(sg::memory_stats().cached_bytes == 0);
+  CHECK(sg::sum(sg::abs(z)).item<double>() == 0.0);
+  { Tensor small = sg::empty({1000}); }  // 4 KB: malloc'd, never cached
+  CHECK(sg::memory_stats().cached_bytes == 0);
+}
+
 TEST_CASE("the reuse cache makes room for new sizes by dropping the oldest buffers") {
   using sg::Tensor;
   constexpr int64_t kMiB = int64_t{1} << 20;
