@@ -195,10 +195,15 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
         std::fill(s, s + bc, T(0));
         continue;
       }
+      const T sum = exp_shifted<true>(s, bc, m_new);
+      if (m_new == m[r]) {  // the common case after the first tiles: nothing to rescale
+        l[r] += sum;
+        continue;
+      }
       const T alpha = std::exp(m[r] - m_new);  // rescales the old sum and output (0 from -inf)
-      l[r] = l[r] * alpha + exp_shifted<true>(s, bc, m_new);
+      l[r] = l[r] * alpha + sum;
       m[r] = m_new;
-      if (alpha != T(1)) scale_row(O + r * d.Dv, d.Dv, alpha);
+      scale_row(O + r * d.Dv, d.Dv, alpha);
     }
     if (p.dropout_p > 0) apply_dropout(S, ldS, br, bc, b, h, i0, j0, p, d);
     tile_gemm<T>(br, d.Dv, bc, T(1), S, ldS, 1, V + j0 * v.ld, v.ld, true, O, d.Dv);  // O += P V_j

@@ -231,3 +231,14 @@ TEST_CASE("MultiHeadAttention errors name the shapes") {
               {"MultiHeadAttention", "float32", "float64"});
   check_error([&] { m.forward(sg::randn({2, 2, 5, 8}, gen), x, x); }, {"MultiHeadAttention", "[2, 2, 5, 8]"});
 }
+
+TEST_CASE("the README's MultiHeadAttention snippet runs") {
+  sg::Generator gen(0);
+  sg::nn::MultiHeadAttention mha(64, 4, gen, {.batch_first = true});
+  sg::Tensor x = sg::randn({8, 50, 64}, gen);  // (batch, tokens, embed)
+  sg::Tensor y = mha.forward(x, x, x, {.is_causal = true});
+  sg::sum(y).backward();  // mha.in_proj_weight.grad() ...
+  CHECK(y.shape() == sg::Shape{8, 50, 64});
+  CHECK(mha.in_proj_weight.grad().shape() == sg::Shape{192, 64});
+  CHECK(mha.out_proj->bias.grad().defined());
+}
