@@ -74,23 +74,30 @@ template <class D, class V> HWY_NOINLINE V exp_f32_edges(D d, V x, V y) {
 
 }  // namespace detail
 
+namespace detail {
+// The float32 fast path: exact scaling for |x| <= kExpFastMax only.
+template <class D, class V> HWY_INLINE V exp_f32_fast(D d, V x) {
+  const hn::RebindToUnsigned<D> du;
+  const V z = hn::MulAdd(x, hn::Set(d, kExpLog2e), hn::Set(d, kExpShift));
+  const V n = hn::Sub(z, hn::Set(d, kExpShift));
+  V r = hn::NegMulAdd(n, hn::Set(d, kExpLn2Hi), x);
+  r = hn::NegMulAdd(n, hn::Set(d, kExpLn2Lo), r);
+  const V scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(du, z)));  // 2^n
+  V q = hn::MulAdd(hn::Set(d, kExpC6), r, hn::Set(d, kExpC5));
+  q = hn::MulAdd(q, r, hn::Set(d, kExpC4));
+  q = hn::MulAdd(q, r, hn::Set(d, kExpC3));
+  q = hn::MulAdd(q, r, hn::Set(d, kExpC2));
+  const V p = hn::MulAdd(q, hn::Mul(r, r), r);  // e^r - 1
+  return hn::MulAdd(scale, p, scale);
+}
+}  // namespace detail
+
 // exp on every lane. float32: <= 1.02 ulp everywhere, subnormal results correctly rounded;
 // float64: Highway's hn::Exp (1 ulp on [-708, 706]), NaN -> NaN, x > 709.78 -> +inf.
 template <class D, class V = hn::Vec<D>> HWY_INLINE V Exp(D d, V x) {
   if constexpr (sizeof(hn::TFromD<D>) == 4) {
     using namespace detail;
-    const hn::RebindToUnsigned<D> du;
-    const V z = hn::MulAdd(x, hn::Set(d, kExpLog2e), hn::Set(d, kExpShift));
-    const V n = hn::Sub(z, hn::Set(d, kExpShift));
-    V r = hn::NegMulAdd(n, hn::Set(d, kExpLn2Hi), x);
-    r = hn::NegMulAdd(n, hn::Set(d, kExpLn2Lo), r);
-    const V scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(du, z)));  // 2^n
-    V q = hn::MulAdd(hn::Set(d, kExpC6), r, hn::Set(d, kExpC5));
-    q = hn::MulAdd(q, r, hn::Set(d, kExpC4));
-    q = hn::MulAdd(q, r, hn::Set(d, kExpC3));
-    q = hn::MulAdd(q, r, hn::Set(d, kExpC2));
-    const V p = hn::MulAdd(q, hn::Mul(r, r), r);  // e^r - 1
-    const V y = hn::MulAdd(scale, p, scale);
+    const V y = exp_f32_fast(d, x);
     if (HWY_LIKELY(hn::AllFalse(d, hn::Gt(hn::Abs(x), hn::Set(d, kExpFastMax))))) return y;
     return exp_f32_edges(d, x, y);
   } else {
@@ -98,6 +105,22 @@ template <class D, class V = hn::Vec<D>> HWY_INLINE V Exp(D d, V x) {
     // give +inf past the overflow point. Both are one compare and blend.
     const V y = hn::IfThenElse(hn::Gt(x, hn::Set(d, 709.782712893384)), hn::Inf(d), hn::Exp(d, x));
     return hn::IfThenElse(hn::IsNaN(x), x, y);
+  }
+}
+
+// exp of x <= 0 with results below 2^-126 flushed to 0 (so -inf -> 0 too), for softmax
+// weights exp(s - max) next to a largest weight of 1, where such a term is 2^-102 of the
+// sum at most: the same <= 1.02 ulp as Exp for results of 2^-126 and more, and no slow path
+// for masked (-inf) entries. NaN -> NaN. float64 lanes: Exp. For x > 0 use Exp (up to
+// kExpFastMax the result is the same).
+template <class D, class V = hn::Vec<D>> HWY_INLINE V ExpNonPositive(D d, V x) {
+  if constexpr (sizeof(hn::TFromD<D>) == 4) {
+    using namespace detail;
+    const V lowest = hn::Set(d, -kExpFastMax);
+    const auto below = hn::Lt(x, lowest);  // false for NaN, which then flows through
+    return hn::IfThenZeroElse(below, exp_f32_fast(d, hn::IfThenElse(below, lowest, x)));
+  } else {
+    return sg::simd::Exp(d, x);
   }
 }
 

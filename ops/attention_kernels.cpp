@@ -56,7 +56,8 @@ template <typename T> T row_max(const T* x, int64_t n) {
   return m;
 }
 
-// x = exp(x - shift); returns the sum of the new x when kSum.
+// x = exp(x - shift) for x <= shift (shift is the row max or the row's log-sum-exp, so every
+// exponent is <= 0; masked -inf entries give 0); returns the sum of the new x when kSum.
 template <bool kSum, typename T> T exp_shifted(T* x, int64_t n, T shift) {
   const Tag<T> d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
@@ -64,13 +65,13 @@ template <bool kSum, typename T> T exp_shifted(T* x, int64_t n, T shift) {
   auto acc = hn::Zero(d);
   int64_t i = 0;
   for (; i + L <= n; i += L) {
-    const auto e = simd::Exp(d, hn::Sub(hn::LoadU(d, x + i), vshift));
+    const auto e = simd::ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + i), vshift));
     hn::StoreU(e, d, x + i);
     if constexpr (kSum) acc = hn::Add(acc, e);
   }
   if (i < n) {  // the tail: one masked vector
     const auto in = hn::FirstN(d, static_cast<size_t>(n - i));
-    const auto e = hn::IfThenElseZero(in, simd::Exp(d, hn::Sub(hn::MaskedLoad(in, d, x + i), vshift)));
+    const auto e = hn::IfThenElseZero(in, simd::ExpNonPositive(d, hn::Sub(hn::MaskedLoad(in, d, x + i), vshift)));
     hn::BlendedStore(e, in, d, x + i);
     if constexpr (kSum) acc = hn::Add(acc, e);
   }
@@ -191,7 +192,8 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
     for (int64_t r = 0; r < br; ++r) {
       T* s = S + r * ldS;
       const T m_new = std::max(m[r], row_max(s, bc));
-      if (m_new == -kInf<T>) {  // every key so far masked: nothing to add
+      if (m_new == -kInf<T>) {  // every key so far masked (or NaN): nothing to add
+        if (std::any_of(s, s + bc, [](T x) { return std::isnan(x); })) l[r] = std::numeric_limits<T>::quiet_NaN();
         std::fill(s, s + bc, T(0));
         continue;
       }
@@ -404,8 +406,14 @@ void naive_scores(HeadsView<T> q, HeadsView<T> k, const AttentionParams<T>& p, A
   }
 }
 
-// P row (softmax of s) in place; false for a fully masked row (P = 0 then).
+// P row (softmax of s) in place; false for a fully masked row (P = 0 then). A NaN score
+// makes the whole row NaN.
 bool naive_softmax(std::vector<double>& s, double* lse) {
+  if (std::any_of(s.begin(), s.end(), [](double x) { return std::isnan(x); })) {
+    std::fill(s.begin(), s.end(), std::numeric_limits<double>::quiet_NaN());
+    *lse = std::numeric_limits<double>::quiet_NaN();
+    return true;
+  }
   double m = -kInf<double>;
   for (double x : s) m = std::max(m, x);
   if (m == -kInf<double>) {

@@ -409,3 +409,28 @@ TEST_CASE("tile_gemm matches a triple loop: odd sizes, strided and transposed A,
         check.template operator()<double>(M, N, K, at, acc);
       }
 }
+
+TEST_CASE("a NaN in q, k or v makes the outputs it reaches NaN, never a finite answer") {
+  sg::Generator gen(31);
+  for (const sg::Dtype dtype : {sg::kFloat32, sg::kFloat64}) {
+    for (int which = 0; which < 3; ++which) {
+      CAPTURE(dtype);
+      CAPTURE(which);
+      Tensor qkv[3] = {sg::randn({1, 2, 140, 16}, gen, dtype), sg::randn({1, 2, 150, 16}, gen, dtype),
+                       sg::randn({1, 2, 150, 16}, gen, dtype)};
+      qkv[which].set<double>({0, 1, 3, 5}, std::nan(""));
+      for (bool naive : {false, true}) {
+      CAPTURE(naive);
+      const Tensor out = naive ? sg::scaled_dot_product_attention_naive(qkv[0], qkv[1], qkv[2])
+                               : sg::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+      // A NaN in query row 3 poisons output row 3; in key row 3, every row of head 1 (every
+      // score row holds it); in value entry (3, 5), column 5 of every row of head 1.
+      const Tensor head = sg::select(sg::select(out, 0, 0), 0, 1);  // (Nq, Dv)
+      const Tensor poisoned = which == 0 ? sg::select(head, 0, 3) : which == 1 ? head : sg::select(head, 1, 5);
+      for (double x : poisoned.to_vector<double>()) CHECK(std::isnan(x));
+      const Tensor other_head = sg::select(sg::select(out, 0, 0), 0, 0);
+      for (double x : other_head.to_vector<double>()) REQUIRE(std::isfinite(x));
+      }
+    }
+  }
+}

@@ -290,3 +290,31 @@ TEST_CASE("simd_exp: float64 lanes are Highway's hn::Exp") {
     CHECK(std::abs(got - std::exp(x)) <= 4e-16 * std::exp(x));
   }
 }
+
+TEST_CASE("simd_exp: ExpNonPositive equals Exp down to 2^-126 and flushes below, -inf to 0, NaN to NaN") {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  std::vector<float> in(L), a(L), b(L);
+  // Runs of L consecutive floats, one run in 13, over [-87.3, 0] (bit patterns of negative
+  // floats grow with magnitude): both share the fast path, so a sample shows any drift.
+  const uint32_t hi = to_bits(-87.3f);
+  int64_t differ = 0;
+  for (uint32_t u = to_bits(-0.0f); u <= hi; u += 13 * static_cast<uint32_t>(L)) {
+    for (size_t k = 0; k < L; ++k) in[k] = from_bits(std::min<uint32_t>(u + static_cast<uint32_t>(k), hi));
+    hn::StoreU(sg::simd::Exp(d, hn::LoadU(d, in.data())), d, a.data());
+    hn::StoreU(sg::simd::ExpNonPositive(d, hn::LoadU(d, in.data())), d, b.data());
+    for (size_t k = 0; k < L; ++k) differ += to_bits(a[k]) != to_bits(b[k]);
+  }
+  CHECK(differ == 0);
+  const float edges[] = {-87.31f, -100.0f, -103.9f, -104.0f, -1e30f, -kInf, kNaN, 0.0f, -0.0f};
+  const float want[] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, kNaN, 1.0f, 1.0f};
+  for (size_t i = 0; i < std::size(edges); ++i) {
+    CAPTURE(edges[i]);
+    std::fill(in.begin(), in.end(), edges[i]);
+    hn::StoreU(sg::simd::ExpNonPositive(d, hn::LoadU(d, in.data())), d, b.data());
+    if (std::isnan(want[i]))
+      CHECK(std::isnan(b[0]));
+    else
+      CHECK(b[0] == want[i]);
+  }
+}
