@@ -18,10 +18,10 @@
 // peer inherits it; see core/blas.h).
 //
 // FLOPs: forward 4 B H Nq Nk D (two products), backward 2.5x that (five products), both
-// halved when causal. "% of S" compares with S, the best sgemm throughput the run saw (a
-// 2048^3 sgemm on the same threads, 5 times at the start and right before and after every
-// row's timed calls). This VM's clock drifts by up to 1.5x over minutes, so the column
-// `sgemm` shows the better of the two taken beside each row. Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
+// halved when causal. "% sgemm" compares with the median sgemm throughput (2048^3 through
+// OpenBLAS on the same threads) of 3 sgemms right before and 3 right after the row's timed
+// calls: this VM's clock drifts by up to 1.5x over minutes, and a limit measured once would
+// misstate the rows timed in another minute. Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
 // before it (outputs, gradients and workspaces included); "RSS MB" is how far the process's
 // resident set rose above its size before that call (VmHWM after a reset through
 // /proc/self/clear_refs, minus VmRSS before): memory the OS actually had to provide,
@@ -103,10 +103,13 @@ std::string torch_spec(const Problem& p, bool causal, bool backward) {
 
 struct Measured {
   double ms, tensor_mb, rss_mb;
+  double sgemm_gflops;  // median of the sgemms run right before and right after the timed calls
 };
 
-// Median time of the op, then one more call for its memory.
-Measured measure(const Problem& p, bool causal, bool backward, int reps, int warmup) {
+// Median time of the op, with 3 sgemms right before and 3 right after its timed calls, so
+// that the op and its limit are measured in the same minutes (sgemms between the calls
+// would evict the op's inputs and slow it); then one more call for memory.
+Measured measure(const Problem& p, bool causal, bool backward, int reps, int warmup, SgemmProbe& sgemm) {
   sg::Generator gen(7);
   sg::Tensor q = sg::randn({p.B, p.H, p.N, p.D}, gen), k = sg::randn({p.B, p.H, p.N, p.D}, gen),
              v = sg::randn({p.B, p.H, p.N, p.D}, gen);
@@ -123,7 +126,11 @@ Measured measure(const Problem& p, bool causal, bool backward, int reps, int war
     for (sg::Tensor* t : {&q, &k, &v}) t->zero_grad();
   };
   Measured m{};
+  std::vector<double> sgemm_rates;
+  for (int r = 0; r < 3; ++r) sgemm_rates.push_back(sgemm.run());
   m.ms = sgbench::median_ms(call, reps, warmup, {}, drop_grads);
+  for (int r = 0; r < 3; ++r) sgemm_rates.push_back(sgemm.run());
+  m.sgemm_gflops = sgbench::median(sgemm_rates);
   sg::empty_cache();
   const int64_t before = sg::memory_stats().current_bytes;
   sg::reset_peak_memory();
@@ -159,27 +166,29 @@ int main(int argc, char** argv) {
              sg::blas_info().core,
              sg::blas_info().corrected ? fmt::format(" (OpenBLAS chose {}; see core/blas.h)", sg::blas_info().detected)
                                        : "");
-  fmt::print("limit: S = the best sgemm of the run (2048^3 on the same threads: 5 at the start, then one right\n"
-             "before and one right after each row's timed calls; column `sgemm`: the better of the row's two)\n");
+  fmt::print("limit: sgemm GFLOP/s (2048^3 through OpenBLAS, same threads), the median of 3 runs right before and 3\n"
+             "right after each row's timed calls (column `sgemm`): the VM's clock drifts by up to 1.5x over minutes,\n"
+             "so each row's limit is taken in its own minutes. At the start: {:.1f} GFLOP/s (best of 5)\n",
+             start_sgemm);
   peer.print_about();
 
   struct Row {
-    std::vector<std::string> cells;  // up to the sgemm column
-    double gflops, ms, tensor_mb, rss_mb;
+    std::vector<std::string> cells;
+    double ms;
     std::optional<double> torch_ms;
   };
   std::vector<Row> rows;
   auto row = [&](const Problem& p, bool causal, bool backward, std::optional<int> fixed_reps, bool with_torch) {
     int reps = fixed_reps.value_or(0), warmup = fixed_reps ? 0 : 1;
-    if (!fixed_reps) reps = reps_for(measure(p, causal, backward, 1, 0).ms);
-    const double sgemm_before = sgemm.run();
-    const Measured m = measure(p, causal, backward, reps, warmup);
-    const double row_sgemm = std::max(sgemm_before, sgemm.run());
+    if (!fixed_reps) reps = reps_for(measure(p, causal, backward, 1, 0, sgemm).ms);
+    const Measured m = measure(p, causal, backward, reps, warmup, sgemm);
     const double gflops = attention_flops(p, causal, backward) / m.ms / 1e6;
     const std::optional<double> torch_ms = with_torch ? peer.time(torch_spec(p, causal, backward)) : std::nullopt;
     rows.push_back({{backward ? "fwd+bwd" : "fwd", shape_of(p), causal ? "yes" : "no", sgbench::fmt_ms(m.ms),
-                     fmt::format("{:.1f}", gflops), fmt::format("{:.1f}", row_sgemm)},
-                    gflops, m.ms, m.tensor_mb, m.rss_mb, torch_ms});
+                     fmt::format("{:.1f}", gflops), fmt::format("{:.1f}", m.sgemm_gflops),
+                     fmt::format("{:.1f}%", 100.0 * gflops / m.sgemm_gflops), fmt::format("{:.1f}", m.tensor_mb),
+                     fmt::format("{:.0f}", m.rss_mb)},
+                    m.ms, torch_ms});
   };
   for (const Problem& p : kProblems) {
     if (quick && p.N > 2048) continue;
@@ -188,26 +197,18 @@ int main(int argc, char** argv) {
   }
   if (!quick) row(kLong, /*causal=*/true, /*backward=*/true, 1, false);
 
-  // "% of S" against the best sgemm of the whole run: conservative, as the rows' own sgemm
-  // figures swing with the VM's clock (a row timed in a slow minute would read above 100%).
-  const double S = std::max(start_sgemm, sgemm.best());
   sgbench::Table table = peer.table({{"op", true},
                                      {"(B, H, N, D)", true},
                                      {"causal", true},
                                      {"ms"},
                                      {"GFLOP/s"},
                                      {"sgemm"},
-                                     {"% of S"},
+                                     {"% sgemm"},
                                      {"tensor MB"},
                                      {"RSS +MB"}});
-  for (Row& r : rows) {
-    r.cells.push_back(fmt::format("{:.1f}%", 100.0 * r.gflops / S));
-    r.cells.push_back(fmt::format("{:.1f}", r.tensor_mb));
-    r.cells.push_back(fmt::format("{:.0f}", r.rss_mb));
-    peer.add_row(table, r.cells, r.torch_ms, r.ms);
-  }
+  for (const Row& r : rows) peer.add_row(table, r.cells, r.torch_ms, r.ms);
   peer.print(table);
-  fmt::print("S = {:.1f} GFLOP/s (sgemm at the start: {:.1f}).\n", S, start_sgemm);
+  fmt::print("sgemm: the best of the run {:.1f} GFLOP/s.\n", sgemm.best());
   if (!quick)
     fmt::print("The N = 16384 row runs once, without PyTorch: the math path would hold B H N^2 = 2^31 float32\n"
                "scores (8 GiB) forward and as much again for their gradient.\n");

@@ -108,11 +108,11 @@ template <class D, class V = hn::Vec<D>> HWY_INLINE V Exp(D d, V x) {
   }
 }
 
-// exp of x <= 0 with results below 2^-126 flushed to 0 (so -inf -> 0 too), for softmax
-// weights exp(s - max) next to a largest weight of 1, where such a term is 2^-102 of the
-// sum at most: the same <= 1.02 ulp as Exp for results of 2^-126 and more, and no slow path
-// for masked (-inf) entries. NaN -> NaN. float64 lanes: Exp. For x > 0 use Exp (up to
-// kExpFastMax the result is the same).
+// exp of x <= 0 for softmax weights exp(s - max) beside a largest weight of 1: the same
+// result as Exp for x >= -87.3 (results from 1.2e-38, just above 2^-126), and 0 below it
+// (so -inf -> 0 too), where a weight is under 2^-125 of the sum; no slow path for masked
+// (-inf) entries. NaN -> NaN. float64 lanes: Exp. For x > 0 use Exp (up to kExpFastMax
+// the result is the same).
 template <class D, class V = hn::Vec<D>> HWY_INLINE V ExpNonPositive(D d, V x) {
   if constexpr (sizeof(hn::TFromD<D>) == 4) {
     using namespace detail;

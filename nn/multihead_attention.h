@@ -21,7 +21,7 @@
 //   attn_mask         (L, S) or (B * num_heads, L, S): bool, true = may NOT attend; or
 //                     float, added to the scores.
 //   is_causal         query i attends to keys j <= i (may be combined with the masks).
-// A query whose every key is masked gets a zero attention row (PyTorch: NaN).
+// A query whose every key is masked gets a zero attention row (PyTorch 1.13: NaN).
 // Dropout on the attention probabilities applies in training mode only and draws from
 // the module's own generator, seeded from the construction generator.
 // Differences from PyTorch: forward returns the output only (need_weights is not

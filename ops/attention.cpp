@@ -66,13 +66,11 @@ Tensor expanded_mask(const Tensor& mask, const Tensor& q, const Shape& scores_sh
   return expand(mask.detach(), scores_shape);
 }
 
-// Detached, with a contiguous last dim and a row stride BLAS accepts.
+// Detached, with a contiguous last dim (rows are read as vectors; any row, head and batch
+// strides are fine, 0 included): a strided view is read in place, anything else copied.
 Tensor rows_readable(const Tensor& x) {
   const Tensor d = x.detach();
-  const int64_t rows = d.size(-2), cols = d.size(-1);
-  const bool unit_cols = cols == 1 || d.stride(-1) == 1;
-  const bool row_stride_ok = rows <= 1 || d.stride(-2) >= cols;
-  return unit_cols && row_stride_ok ? d : d.contiguous();
+  return d.size(-1) == 1 || d.stride(-1) == 1 ? d : d.contiguous();
 }
 
 template <typename T> kernels::HeadsView<T> heads_view(const Tensor& x) {
@@ -148,13 +146,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
   });
   if (any_requires_grad({q, k, v})) {
     // The plan holds detached q, k, v and mask: their data, not their history. The
-    // SavedTensors make backward throw if any of them, out or lse was modified in place.
+    // SavedTensors make backward throw if any of them, out or lse was modified in place;
+    // `inputs` watches the caller's q, k, v too when the plan holds copies of them.
+    std::vector<SavedTensor> inputs;
+    for (const Tensor& t : {q, k, v, p.mask})
+      if (t.defined()) inputs.emplace_back(t.detach());
     record(naive ? "scaled_dot_product_attention_naive" : kOp, {q, k, v}, out,
-           [plan, naive, saved_q = SavedTensor(p.q), saved_k = SavedTensor(p.k), saved_v = SavedTensor(p.v),
-            saved_out = SavedTensor(out), saved_lse = SavedTensor(lse),
-            saved_mask = p.mask.defined() ? SavedTensor(p.mask) : SavedTensor()](const Tensor& grad) {
+           [plan, naive, inputs = std::move(inputs), saved_q = SavedTensor(p.q), saved_k = SavedTensor(p.k),
+            saved_v = SavedTensor(p.v), saved_out = SavedTensor(out),
+            saved_lse = SavedTensor(lse)](const Tensor& grad) {
              const Plan& p = *plan;
-             if (saved_mask.defined()) saved_mask.get();  // throws if the mask was modified in place
+             for (const SavedTensor& t : inputs) t.get();  // throws if one was modified in place
              const Tensor qs = saved_q.get(), ks = saved_k.get(), vs = saved_v.get();
              const Tensor o = saved_out.get(), l = saved_lse.get();
              const Tensor g = grad.contiguous();

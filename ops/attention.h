@@ -23,11 +23,12 @@
 //
 // Memory: the forward never holds an Nq x Nk matrix (tiles of K/V with the online
 // softmax) and saves only out and the row log-sum-exp (B * H * Nq values); backward
-// recomputes the probabilities tile by tile. Extra memory is O(B * H * (Nq + Nk) * D).
+// recomputes the probabilities tile by tile. Extra memory is O(B * H * (Nq + Nk) * D), times
+// the thread count for dq when B * H is too small to spread over the threads.
 //
 // A fully masked query row (every key masked, or Nk = 0) has no probability mass: its
-// output row is 0 and it passes no gradient to q, k or v. (PyTorch's math path returns
-// NaN there.)
+// output row is 0 and it passes no gradient to q, k or v. (PyTorch 1.13's math composition
+// returns NaN there.) A NaN in q, k or v gives NaN in every output it reaches.
 #include <optional>
 
 #include "core/generator.h"

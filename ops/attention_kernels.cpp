@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/simd_exp.h"
+#include "core/simd_partial.h"
 #include "ops/tile_gemm.h"
 
 namespace sg::kernels {
@@ -24,10 +25,10 @@ namespace {
 // K/V tile it came from.
 constexpr int64_t kTileQ = 128;  // Br: query rows per tile
 constexpr int64_t kTileK = 128;  // Bc: key/value rows per tile
-// Row strides of the tiles and packed operands are padded by one cache line: with a
-// power-of-two stride (512 B, 4 KB) the rows of a tile map to a few L1 sets and evict each
-// other while the product walks down them.
-constexpr int64_t kPad = 64 / sizeof(float);
+// Row strides of the tiles and packed operands are padded by 16 elements (a cache line of
+// float, two of double): with a power-of-two stride (512 B, 4 KB) the rows of a tile map to
+// a few L1 sets and evict each other while the product walks down them.
+constexpr int64_t kPad = 16;
 constexpr int64_t kLdTile = kTileK + kPad;
 // Below this many multiply-adds in all, one thread is faster than waking the others.
 constexpr int64_t kSerialMacs = int64_t{1} << 18;
@@ -69,10 +70,11 @@ template <bool kSum, typename T> T exp_shifted(T* x, int64_t n, T shift) {
     hn::StoreU(e, d, x + i);
     if constexpr (kSum) acc = hn::Add(acc, e);
   }
-  if (i < n) {  // the tail: one masked vector
-    const auto in = hn::FirstN(d, static_cast<size_t>(n - i));
-    const auto e = hn::IfThenElseZero(in, simd::ExpNonPositive(d, hn::Sub(hn::MaskedLoad(in, d, x + i), vshift)));
-    hn::BlendedStore(e, in, d, x + i);
+  if (i < n) {  // the tail: one partial vector
+    const size_t left = static_cast<size_t>(n - i);
+    const auto e = hn::IfThenElseZero(hn::FirstN(d, left),
+                                      simd::ExpNonPositive(d, hn::Sub(simd::LoadFirstN(d, x + i, left), vshift)));
+    simd::StoreFirstN(e, d, x + i, left);
     if constexpr (kSum) acc = hn::Add(acc, e);
   }
   if constexpr (kSum) return hn::GetLane(hn::SumOfLanes(d, acc));
@@ -149,7 +151,7 @@ template <typename T>
 void apply_dropout(T* X, int64_t ldX, int64_t br, int64_t bc, int64_t b, int64_t h, int64_t i0, int64_t j0,
                    const AttentionParams<T>& p, AttentionDims d) {
   const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const T keep_scale = static_cast<T>(1.0 / (1.0 - p.dropout_p));
+  const T keep_scale = static_cast<T>(dropout_keep_scale(threshold));
   for (int64_t r = 0; r < br; ++r) {
     T* x = X + r * ldX;
     const uint64_t base = static_cast<uint64_t>(((b * d.H + h) * d.Nq + i0 + r) * d.Nk + j0);
@@ -299,10 +301,9 @@ BackwardSplit plan_backward(AttentionDims d) {
   return s;
 }
 
-}  // namespace
-
-namespace {
+// Row stride of the packed K^T: Nk rounded up to kPad, plus kPad.
 int64_t kt_stride(AttentionDims d) { return (d.Nk + kPad - 1) / kPad * kPad + kPad; }
+
 }  // namespace
 
 int64_t attention_forward_workspace(AttentionDims d) { return d.B * d.H * d.D * kt_stride(d); }
@@ -366,6 +367,9 @@ void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const At
     } else {
       // Static, so that which key tiles add into which private dq, and so the rounding of
       // their sum, is the same from run to run.
+      // The team may be smaller than split.threads (OMP_DYNAMIC, a thread limit): only the
+      // buffers of threads that run are used, and summed.
+      const int team = omp_get_num_threads();
       T* mine = dq_private + omp_get_thread_num() * rows * d.D;
       std::fill(mine, mine + rows * d.D, T(0));
 #pragma omp for schedule(static, 1)
@@ -377,7 +381,7 @@ void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const At
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < rows * d.D; ++i) {
         T s = 0;
-        for (int t = 0; t < split.threads; ++t) s += dq_private[t * rows * d.D + i];
+        for (int t = 0; t < team; ++t) s += dq_private[t * rows * d.D + i];
         dq[i] = s;
       }
     }
@@ -433,7 +437,8 @@ template <typename T> double naive_dropout(const AttentionParams<T>& p, Attentio
                                            int64_t i, int64_t j) {
   if (p.dropout_p <= 0) return 1.0;
   const uint64_t index = static_cast<uint64_t>(((b * d.H + h) * d.Nq + i) * d.Nk + j);
-  return dropout_keep(p.dropout_seed, index, dropout_threshold(p.dropout_p)) ? 1.0 / (1.0 - p.dropout_p) : 0.0;
+  const uint32_t threshold = dropout_threshold(p.dropout_p);
+  return dropout_keep(p.dropout_seed, index, threshold) ? dropout_keep_scale(threshold) : 0.0;
 }
 
 }  // namespace

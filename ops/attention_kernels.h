@@ -9,10 +9,10 @@
 // forward (seed note 5.3, FlashAttention's recurrence), per (b, h, q-tile of Br rows):
 //   m = -inf, l = 0, O = 0
 //   for each K/V tile j of Bc rows:
-//     S_j   = scale * Q K_j^T + mask                  (sgemm)
+//     S_j   = scale * Q K_j^T + mask                  (tile_gemm)
 //     m'    = max(m, rowmax S_j)
 //     P_j   = exp(S_j - m'),  l = l * exp(m - m') + rowsum P_j
-//     O     = O * exp(m - m') + dropout(P_j) V_j      (sgemm, beta = 1)
+//     O     = O * exp(m - m') + dropout(P_j) V_j      (tile_gemm, accumulating)
 //     m     = m'
 //   O /= l;  lse = m + log l                          (saved for backward)
 // backward (the analytic VJP), per (b, h, K/V tile j):
@@ -30,8 +30,9 @@
 //     probability mass: its output row is 0, its lse is +inf, and it passes no gradient
 //     (PyTorch's math path returns NaN there);
 //   * dropout keeps P[b, h, i, j] when dropout_keep(seed, index) says so, index =
-//     ((b * H + h) * Nq + i) * Nk + j, and scales kept entries by 1 / (1 - p); backward
-//     regenerates the same decisions from the seed instead of storing them.
+//     ((b * H + h) * Nq + i) * Nk + j, and scales kept entries by 1 / (keep probability)
+//     (1 / (1 - p) up to the 2^-24 steps of the threshold); backward regenerates the same
+//     decisions from the seed instead of storing them.
 #include <cstdint>
 
 namespace sg::kernels {
@@ -62,13 +63,18 @@ template <typename T> struct AttentionParams {
   T scale = 1;
   bool causal = false;
   MaskView mask;
-  double dropout_p = 0.0;  // in [0, 1); 0 turns dropout off
+  double dropout_p = 0.0;  // in [0, 1]; 0 turns dropout off, 1 drops everything
   uint64_t dropout_seed = 0;
 };
 
 // The counter-based keep decision (SplitMix64 at position `index` of the stream `seed`):
-// keep when the top 24 bits of the hash are >= threshold = round(p * 2^24).
+// keep when the top 24 bits of the hash are >= threshold = round(p * 2^24), so an entry is
+// kept with probability exactly (2^24 - threshold) / 2^24, and kept entries are scaled by
+// its inverse (0 when nothing is kept) to leave the expectation unchanged.
 inline uint32_t dropout_threshold(double p) { return static_cast<uint32_t>(p * 16777216.0 + 0.5); }
+inline double dropout_keep_scale(uint32_t threshold) {
+  return threshold >= (1u << 24) ? 0.0 : 16777216.0 / static_cast<double>((1u << 24) - threshold);
+}
 inline bool dropout_keep(uint64_t seed, uint64_t index, uint32_t threshold) {
   uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -79,7 +85,7 @@ inline bool dropout_keep(uint64_t seed, uint64_t index, uint32_t threshold) {
 
 // Scratch the caller provides, in elements of T (O(N): no Nq x Nk term). Forward: every
 // head's K^T. Backward: Delta (B * H * Nq) and, when there are too few heads to spread over
-// the threads, a private dq per thread.
+// the threads, a private dq per thread (threads * B * H * Nq * D).
 int64_t attention_forward_workspace(AttentionDims dims);
 int64_t attention_backward_workspace(AttentionDims dims);
 

@@ -25,6 +25,7 @@
 
 #include "core/prefetch.h"
 #include "core/simd_exp.h"
+#include "core/simd_partial.h"
 #include "core/strided.h"
 
 namespace sg::kernels {
@@ -238,8 +239,8 @@ template <Kind kKind, bool kStream, typename T> bool short_row(const T* x, T* y,
     if (left >= L) {
       v[k] = hn::LoadU(d, x + k * L);
     } else {
-      const auto mask = hn::FirstN(d, static_cast<size_t>(std::max<int64_t>(left, 0)));
-      v[k] = hn::IfThenElse(mask, hn::MaskedLoad(mask, d, x + k * L), neg_inf);
+      const size_t valid = static_cast<size_t>(std::max<int64_t>(left, 0));
+      v[k] = hn::IfThenElse(hn::FirstN(d, valid), simd::LoadFirstN(d, x + k * L, valid), neg_inf);
     }
   }
   const T m = hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(v[0], v[1]), hn::Max(v[2], v[3]))));
@@ -261,7 +262,7 @@ template <Kind kKind, bool kStream, typename T> bool short_row(const T* x, T* y,
     if (left >= L)
       store_vec<kStream>(out[k], d, y + k * L);
     else if (left > 0)
-      hn::BlendedStore(out[k], hn::FirstN(d, static_cast<size_t>(left)), d, y + k * L);
+      simd::StoreFirstN(out[k], d, y + k * L, static_cast<size_t>(left));
   }
   return true;
 }
@@ -453,12 +454,12 @@ template <typename T> LaneGroup<T> lane_group(RowsShape s, int64_t item) {
 template <typename T> HWY_INLINE Vec<T> load_lanes(const T* p, int64_t lanes) {
   const Tag<T> d;
   if (lanes == static_cast<int64_t>(hn::Lanes(d))) return hn::LoadU(d, p);
-  return hn::MaskedLoad(hn::FirstN(d, static_cast<size_t>(lanes)), d, p);
+  return simd::LoadFirstN(d, p, static_cast<size_t>(lanes));
 }
 template <typename T> HWY_INLINE void store_lanes(Vec<T> v, T* p, int64_t lanes) {
   const Tag<T> d;
   if (lanes == static_cast<int64_t>(hn::Lanes(d))) return hn::StoreU(v, d, p);
-  hn::BlendedStore(v, hn::FirstN(d, static_cast<size_t>(lanes)), d, p);
+  simd::StoreFirstN(v, d, p, static_cast<size_t>(lanes));
 }
 
 // Per-lane sums in double, fed a float (or double) vector at a time.

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "core/simd_partial.h"
+
 namespace sg::kernels {
 namespace hn = hwy::HWY_NAMESPACE;
 
@@ -16,10 +18,9 @@ HWY_INLINE void block(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks
                       bool accumulate, T* c, int64_t ldc, size_t cols) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
-  using M = hn::Mask<decltype(d)>;
   const size_t L = hn::Lanes(d);
-  M m[NV];
-  for (int j = 0; j < NV; ++j) m[j] = hn::FirstN(d, cols > j * L ? std::min(cols - j * L, L) : 0);
+  size_t n[NV];  // valid lanes of each vector of columns
+  for (int j = 0; j < NV; ++j) n[j] = cols > j * L ? std::min(cols - j * L, L) : 0;
   V acc[R][NV];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = hn::Zero(d);
@@ -27,7 +28,7 @@ HWY_INLINE void block(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks
     const T* bk = b + k * ldb;
     V bv[NV];
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) bv[j] = kFull ? hn::LoadU(d, bk + j * L) : hn::MaskedLoad(m[j], d, bk + j * L);
+    for (int j = 0; j < NV; ++j) bv[j] = kFull ? hn::LoadU(d, bk + j * L) : simd::LoadFirstN(d, bk + j * L, n[j]);
     const T* ak = a + k * a_ks;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
@@ -45,8 +46,8 @@ HWY_INLINE void block(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks
         if (accumulate) out = hn::Add(out, hn::LoadU(d, cr + j * L));
         hn::StoreU(out, d, cr + j * L);
       } else {
-        if (accumulate) out = hn::Add(out, hn::MaskedLoad(m[j], d, cr + j * L));
-        hn::BlendedStore(out, m[j], d, cr + j * L);
+        if (accumulate) out = hn::Add(out, simd::LoadFirstN(d, cr + j * L, n[j]));
+        simd::StoreFirstN(out, d, cr + j * L, n[j]);
       }
     }
   }
