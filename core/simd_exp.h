@@ -48,7 +48,13 @@ constexpr float kExpOverflowX = 0x1.62e42ep+6f;    // 88.72283: the largest x wi
 constexpr float kExpUnderflowX = -0x1.9fe368p+6f;  // -103.97208: the smallest x with expf(x) > 0
 
 // exp on float64 lanes, rounded once to float32.
+// NOTE: the scalar target (a portable build on a baseline x86-64 compiler) has one lane and
+// no UpperHalf/Combine, which must not even be named there.
 template <class D, class V> HWY_INLINE V exp_f32_via_f64(D d, V x) {
+#if HWY_TARGET == HWY_SCALAR
+  const hn::Rebind<double, D> dd;
+  return hn::DemoteTo(d, hn::Exp(dd, hn::PromoteTo(dd, x)));
+#else
   if constexpr (hn::MaxLanes(D()) * sizeof(double) <= HWY_MAX_BYTES) {
     const hn::Rebind<double, D> dd;
     return hn::DemoteTo(d, hn::Exp(dd, hn::PromoteTo(dd, x)));
@@ -59,6 +65,7 @@ template <class D, class V> HWY_INLINE V exp_f32_via_f64(D d, V x) {
     const auto hi = hn::Exp(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
     return hn::Combine(d, hn::DemoteTo(dh, hi), hn::DemoteTo(dh, lo));
   }
+#endif
 }
 
 // The slow path for a vector with some |x| > kExpFastMax; y is the fast path's result.
@@ -76,7 +83,13 @@ template <class D, class V> HWY_NOINLINE V exp_f32_edges(D d, V x, V y) {
 
 namespace detail {
 // The float32 fast path: exact scaling for |x| <= kExpFastMax only.
+// NOTE: the reduction and the polynomial need fused multiply-adds (one rounding each); a
+// target without them (the portable scalar build) would err by up to ~50 ulp, so there the
+// "fast" path is float64 exp, rounded once, with NaN passed through.
 template <class D, class V> HWY_INLINE V exp_f32_fast(D d, V x) {
+#if !HWY_NATIVE_FMA
+  return hn::IfThenElse(hn::IsNaN(x), x, exp_f32_via_f64(d, x));
+#endif
   const hn::RebindToUnsigned<D> du;
   const V z = hn::MulAdd(x, hn::Set(d, kExpLog2e), hn::Set(d, kExpShift));
   const V n = hn::Sub(z, hn::Set(d, kExpShift));
