@@ -21,8 +21,9 @@
 // halved when causal. "% sgemm" compares with the median sgemm throughput (2048^3 through
 // OpenBLAS on the same threads) of 3 sgemms right before and 3 right after the row's timed
 // calls: this VM's clock drifts by up to 1.5x over minutes, and a limit measured once would
-// misstate the rows timed in another minute. Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
-// before it (outputs, gradients and workspaces included); "RSS MB" is how far the process's
+// misstate the rows timed in another minute.
+// Memory: "tensor MB" is sg::memory_stats' peak during one call minus what was live
+// before it (outputs, gradients and workspaces included); "RSS +MB" is how far the process's
 // resident set rose above its size before that call (VmHWM after a reset through
 // /proc/self/clear_refs, minus VmRSS before): memory the OS actually had to provide,
 // per-thread tile buffers included.

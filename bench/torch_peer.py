@@ -245,8 +245,11 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    sdpa_path = ("F.scaled_dot_product_attention" if hasattr(torch.nn.functional, "scaled_dot_product_attention")
+                 else "the math composition softmax(q k^T / sqrt(D)) v")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.reps} after {args.warmup} warm-up unless the spec says otherwise", flush=True)
+          f"median of {args.reps} after {args.warmup} warm-up unless the spec says otherwise; "
+          f"sdpa: {sdpa_path}", flush=True)
     for spec in specs:
         if not spec:
             continue

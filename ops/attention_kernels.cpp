@@ -325,7 +325,8 @@ void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Att
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
 #pragma omp for schedule(static)
-    for (int64_t bh = 0; bh < BH; ++bh) transpose(k.head(bh / d.H, bh % d.H), d.Nk, d.D, k.ld, kt + bh * d.D * ld_kt, ld_kt);
+    for (int64_t bh = 0; bh < BH; ++bh)
+      transpose(k.head(bh / d.H, bh % d.H), d.Nk, d.D, k.ld, kt + bh * d.D * ld_kt, ld_kt);
     // Dynamic, last query tile first: under causality the later tiles cost the most.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {

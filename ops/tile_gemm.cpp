@@ -53,6 +53,18 @@ HWY_INLINE void block(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks
   }
 }
 
+// The last `rest` rows (0 <= rest <= R) as one block of exactly that many rows.
+template <int R, int NV, bool kFull, typename T>
+HWY_INLINE void last_rows(int64_t rest, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
+                          int64_t ldb, bool accumulate, T* c, int64_t ldc, size_t cols) {
+  if constexpr (R > 0) {
+    if (rest == R)
+      block<R, NV, kFull>(K, alpha, a, a_rs, a_ks, b, ldb, accumulate, c, ldc, cols);
+    else
+      last_rows<R - 1, NV, kFull>(rest, K, alpha, a, a_rs, a_ks, b, ldb, accumulate, c, ldc, cols);
+  }
+}
+
 // Rows [0, M) of one column block, kRows at a time, then the remainder.
 template <int kRows, int NV, bool kFull, typename T>
 void column_block(int64_t M, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
@@ -60,18 +72,8 @@ void column_block(int64_t M, int64_t K, T alpha, const T* a, int64_t a_rs, int64
   int64_t r0 = 0;
   for (; r0 + kRows <= M; r0 += kRows)
     block<kRows, NV, kFull>(K, alpha, a + r0 * a_rs, a_rs, a_ks, b, ldb, accumulate, c + r0 * ldc, ldc, cols);
-  const T* ar = a + r0 * a_rs;
-  T* cr = c + r0 * ldc;
-  switch (M - r0) {
-    case 1: block<1, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    case 2: block<2, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    case 3: block<3, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    case 4: if constexpr (kRows > 4) block<4, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    case 5: if constexpr (kRows > 5) block<5, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    case 6: if constexpr (kRows > 6) block<6, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    case 7: if constexpr (kRows > 7) block<7, NV, kFull>(K, alpha, ar, a_rs, a_ks, b, ldb, accumulate, cr, ldc, cols); break;
-    default: break;
-  }
+  last_rows<kRows - 1, NV, kFull>(M - r0, K, alpha, a + r0 * a_rs, a_rs, a_ks, b, ldb, accumulate, c + r0 * ldc, ldc,
+                                  cols);
 }
 
 template <int kRows, int NV, typename T>

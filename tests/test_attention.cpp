@@ -400,8 +400,10 @@ TEST_CASE("tile_gemm matches a triple loop: odd sizes, strided and transposed A,
     for (int64_t r = 0; r < M; ++r)
       for (int64_t j = 0; j < N; ++j) {
         double s = 0;
-        for (int64_t k = 0; k < K; ++k)
-          s += static_cast<double>(a_transposed ? a[k * lda + r] : a[r * lda + k]) * static_cast<double>(b[k * ldb + j]);
+        for (int64_t k = 0; k < K; ++k) {
+          const T a_rk = a_transposed ? a[k * lda + r] : a[r * lda + k];
+          s += static_cast<double>(a_rk) * static_cast<double>(b[k * ldb + j]);
+        }
         want[r * ldc + j] = static_cast<T>(alpha * s + (accumulate ? static_cast<double>(c[r * ldc + j]) : 0.0));
       }
     sg::kernels::tile_gemm<T>(M, N, K, alpha, a.data(), a_transposed ? 1 : lda, a_transposed ? lda : 1, b.data(), ldb,

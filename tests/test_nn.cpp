@@ -220,7 +220,8 @@ TEST_CASE("MultiHeadAttention errors name the shapes") {
   check_error([&] { sg::nn::MultiHeadAttention(10, 3, gen); }, {"MultiHeadAttention", "10", "3", "divisible"});
   sg::nn::MultiHeadAttention m(8, 2, gen, {.batch_first = true});
   const Tensor x = sg::randn({2, 5, 8}, gen);
-  check_error([&] { m.forward(x, sg::randn({2, 5, 6}, gen), x); }, {"MultiHeadAttention", "embed_dim is 8", "[2, 5, 6]"});
+  check_error([&] { m.forward(x, sg::randn({2, 5, 6}, gen), x); },
+              {"MultiHeadAttention", "embed_dim is 8", "[2, 5, 6]"});
   check_error([&] { m.forward(x, sg::randn({3, 4, 8}, gen), sg::randn({3, 4, 8}, gen)); },
               {"MultiHeadAttention", "[2, 5, 8]", "[3, 4, 8]"});
   check_error([&] { m.forward(x, x, x, {.key_padding_mask = sg::zeros({2, 4}, sg::kBool)}); },
