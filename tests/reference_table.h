@@ -5,8 +5,9 @@
 // A case holds named inputs, PyTorch's outputs, a weight w of the first output's shape and
 // the gradients of sum(output * w) for the inputs that have a `grad` line. A suite mirrors
 // the generator's case list with a map name -> lambda building the same computation from
-// the named inputs; check_same_names() fails for a case present on one side only, and
-// run_case() compares values and gradients.
+// the named inputs; check_table_names() fails for a case present on one side only, and
+// run_all() compares values and gradients. The check_* helpers below are the parts of the
+// suites' "well formed" tests that every table shares.
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -136,6 +137,14 @@ inline Tensor make_tensor(const RefTensor& r) {
   });
 }
 
+// tests/reference/<file>, parsed on the first call (a parse error throws on every call).
+inline const std::vector<RefCase>& table(const std::string& file) {
+  static std::map<std::string, std::vector<RefCase>> parsed;
+  auto it = parsed.find(file);
+  if (it == parsed.end()) it = parsed.emplace(file, parse_table(table_path(file))).first;
+  return it->second;
+}
+
 // ---- the mirrored cases: name -> the same computation in softgrad ---------------------
 struct Args {
   std::map<std::string, Tensor> by_name;
@@ -166,6 +175,64 @@ inline void check_same_names(const std::vector<RefCase>& table, const CaseMap& m
   for (const auto& [name, fn] : mirrored)
     CHECK_MESSAGE(in_table.count(name) == 1, "expected case missing from " << file << ": " << name);
   CHECK(table.size() == mirrored.size());
+}
+
+// A suite's "same names" test: the table parses, its names are those of `mirrored`, and it
+// has at least min_cases cases (the generator's table, not a truncated file).
+inline void check_table_names(const std::string& file, const CaseMap& mirrored, size_t min_cases) {
+  const std::vector<RefCase>* cases = nullptr;
+  REQUIRE_NOTHROW(cases = &table(file));
+  check_same_names(*cases, mirrored, file);
+  CHECK(cases->size() >= min_cases);
+}
+
+// ---- well-formed tables: the checks every suite makes on each case --------------------
+// The inputs that have a `grad` line, in file order.
+inline std::vector<std::string> grad_names(const RefCase& c) {
+  std::vector<std::string> names;
+  for (const RefTensor& g : c.grads) names.push_back(g.name);
+  return names;
+}
+
+// Every gradient belongs to exactly one input and has its shape and dtype.
+inline void check_grads_match_inputs(const RefCase& c) {
+  for (const RefTensor& g : c.grads) {
+    CAPTURE(g.name);
+    int inputs = 0;
+    for (const RefTensor& r : c.inputs)
+      if (r.name == g.name) {
+        ++inputs;
+        CHECK(g.shape == r.shape);
+        CHECK(g.dtype == r.dtype);
+      }
+    CHECK(inputs == 1);
+  }
+}
+
+// A weight iff the first output is floating, of that output's shape and dtype.
+inline void check_weight(const RefCase& c) {
+  REQUIRE(!c.outputs.empty());
+  CHECK(c.weight.has_value() == sg::is_floating(c.outputs[0].dtype));
+  if (!c.weight) return;
+  CHECK(c.weight->shape == c.outputs[0].shape);
+  CHECK(c.weight->dtype == c.outputs[0].dtype);
+}
+
+// No NaN or infinity among the inputs, the weight, the gradients and (unless
+// include_outputs is false, for a table that holds PyTorch's non-finite answers) the outputs.
+inline void check_all_finite(const RefCase& c, bool include_outputs = true) {
+  auto check = [](const RefTensor& r, const std::string& kind) {
+    const std::string tensor = kind + " " + r.name;
+    CAPTURE(tensor);
+    int64_t nonfinite = 0;
+    for (double v : r.values) nonfinite += !std::isfinite(v);
+    CHECK(nonfinite == 0);
+  };
+  for (const RefTensor& r : c.inputs) check(r, "input");
+  if (include_outputs)
+    for (const RefTensor& r : c.outputs) check(r, "output");
+  if (c.weight) check(*c.weight, "weight");
+  for (const RefTensor& r : c.grads) check(r, "grad");
 }
 
 // ---- comparison ------------------------------------------------------------------------

@@ -7,9 +7,9 @@
 //
 // The table has no dropout cases (softgrad's keep mask cannot match PyTorch's RNG) and no
 // fully masked query rows (PyTorch: NaN, softgrad: 0); tests/test_attention.cpp covers both.
-#include <cmath>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ops/attention.h"
 #include "tests/reference_table.h"
@@ -23,10 +23,7 @@ using sgref::Tol;
 
 namespace {
 
-const std::vector<RefCase>& table() {
-  static const std::vector<RefCase> cases = sgref::parse_table(sgref::table_path("attention_ops.txt"));
-  return cases;
-}
+const char* const kTable = "attention_ops.txt";
 
 // The options a case name spells; the mask is the input named "mask" when the table has
 // one. heads_last: the inputs are stored (B, N, H, D) and attention runs over their
@@ -104,16 +101,13 @@ Tol tolerance(const RefCase&, sg::Dtype dtype) {
 }  // namespace
 
 TEST_CASE("attention reference table and the mirrored cases list the same names") {
-  const std::vector<RefCase>* cases = nullptr;
-  REQUIRE_NOTHROW(cases = &table());
-  sgref::check_same_names(*cases, mirrored_cases(), "attention_ops.txt");
-  CHECK(cases->size() >= 30);  // the generator's table, not a truncated file
+  sgref::check_table_names(kTable, mirrored_cases(), 30);
 }
 
 TEST_CASE("attention reference table is well formed") {
   // Every case has the inputs q, k, v[, mask] and differentiates exactly q, k and v, so a
   // gradient missing from the file cannot pass; the mask is bool or of q's dtype.
-  for (const RefCase& c : table()) {
+  for (const RefCase& c : sgref::table(kTable)) {
     CAPTURE(c.name);
     REQUIRE(c.outputs.size() == 1);
     REQUIRE(c.inputs.size() >= 3);
@@ -132,27 +126,14 @@ TEST_CASE("attention reference table is well formed") {
       CHECK((c.inputs[3].dtype == sg::kBool || c.inputs[3].dtype == dtype));
     }
     REQUIRE(c.weight.has_value());
-    CHECK(c.weight->shape == c.outputs[0].shape);
-    std::vector<std::string> got;
-    for (const RefTensor& g : c.grads) got.push_back(g.name);
-    CHECK(got == std::vector<std::string>{"q", "k", "v"});
-    for (const RefTensor& g : c.grads)
-      for (const RefTensor& r : c.inputs)
-        if (r.name == g.name) {
-          CHECK(g.shape == r.shape);
-          CHECK(g.dtype == r.dtype);
-        }
+    sgref::check_weight(c);
+    CHECK(sgref::grad_names(c) == std::vector<std::string>{"q", "k", "v"});
+    sgref::check_grads_match_inputs(c);
     // Everything is finite: no fully masked rows, no -inf in an additive mask.
-    for (const auto* list : {&c.inputs, &c.outputs, &c.grads})
-      for (const RefTensor& r : *list) {
-        CAPTURE(r.name);
-        int64_t nonfinite = 0;
-        for (double v : r.values) nonfinite += !std::isfinite(v);
-        CHECK(nonfinite == 0);
-      }
+    sgref::check_all_finite(c);
   }
 }
 
 TEST_CASE("scaled_dot_product_attention matches PyTorch: values and gradients") {
-  sgref::run_all(table(), mirrored_cases(), tolerance);
+  sgref::run_all(sgref::table(kTable), mirrored_cases(), tolerance);
 }

@@ -14,7 +14,6 @@
 // The table has no dropout (softgrad's keep mask cannot match PyTorch's RNG) and no fully
 // masked query rows (PyTorch: NaN, softgrad: 0); tests/test_nn.cpp covers those.
 #include <algorithm>
-#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -31,10 +30,7 @@ using sgref::Tol;
 
 namespace {
 
-const std::vector<RefCase>& table() {
-  static const std::vector<RefCase> cases = sgref::parse_table(sgref::table_path("mha_ops.txt"));
-  return cases;
-}
+const char* const kTable = "mha_ops.txt";
 
 // The options a case name spells (checked against the name in "well formed").
 struct Opts {
@@ -144,10 +140,7 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 }  // namespace
 
 TEST_CASE("mha reference table and the mirrored cases list the same names") {
-  const std::vector<RefCase>* cases = nullptr;
-  REQUIRE_NOTHROW(cases = &table());
-  sgref::check_same_names(*cases, mirrored_cases(), "mha_ops.txt");
-  CHECK(cases->size() >= 25);  // the generator's table, not a truncated file
+  sgref::check_table_names(kTable, mirrored_cases(), 25);
 }
 
 TEST_CASE("mha reference table is well formed") {
@@ -157,7 +150,7 @@ TEST_CASE("mha reference table is well formed") {
   // options the lambda uses.
   std::map<std::string, Opts> opts;
   for (const Mirrored& c : mirrored_list()) opts[c.name] = c.opts;
-  for (const RefCase& c : table()) {
+  for (const RefCase& c : sgref::table(kTable)) {
     CAPTURE(c.name);
     REQUIRE(opts.count(c.name) == 1);
     const Opts o = opts.at(c.name);
@@ -199,30 +192,17 @@ TEST_CASE("mha reference table is well formed") {
     CHECK(c.outputs[0].dtype == dtype);
     CHECK(c.outputs[0].shape == c.inputs[0].shape);  // the query's shape
     REQUIRE(c.weight.has_value());
-    CHECK(c.weight->shape == c.outputs[0].shape);
+    sgref::check_weight(c);
 
-    std::vector<std::string> got;
-    for (const RefTensor& g : c.grads) got.push_back(g.name);
     std::vector<std::string> want_grads = attended;
     want_grads.insert(want_grads.end(), params.begin(), params.end());
-    CHECK(got == want_grads);
-    for (const RefTensor& g : c.grads)
-      for (const RefTensor& r : c.inputs)
-        if (r.name == g.name) {
-          CHECK(g.shape == r.shape);
-          CHECK(g.dtype == r.dtype);
-        }
+    CHECK(sgref::grad_names(c) == want_grads);
+    sgref::check_grads_match_inputs(c);
     // Everything is finite: no fully masked rows, no -inf in an additive mask.
-    for (const auto* list : {&c.inputs, &c.outputs, &c.grads})
-      for (const RefTensor& r : *list) {
-        CAPTURE(r.name);
-        int64_t nonfinite = 0;
-        for (double v : r.values) nonfinite += !std::isfinite(v);
-        CHECK(nonfinite == 0);
-      }
+    sgref::check_all_finite(c);
   }
 }
 
 TEST_CASE("nn::MultiHeadAttention matches torch.nn.MultiheadAttention: values and gradients") {
-  sgref::run_all(table(), mirrored_cases(), tolerance);
+  sgref::run_all(sgref::table(kTable), mirrored_cases(), tolerance);
 }

@@ -6,8 +6,8 @@
 // inputs and the options the name spells. The losses differentiate their first input and a
 // probability target.
 #include <cmath>
-#include <set>
 #include <string>
+#include <vector>
 
 #include "ops/softmax.h"
 #include "tests/reference_table.h"
@@ -21,10 +21,7 @@ using sgref::Tol;
 
 namespace {
 
-const std::vector<RefCase>& table() {
-  static const std::vector<RefCase> cases = sgref::parse_table(sgref::table_path("softmax_ops.txt"));
-  return cases;
-}
+const char* const kTable = "softmax_ops.txt";
 
 // The loss options a case name spells; the class weights are the input named "weight" when
 // the table has one. (Options are assigned, not designated-initialized: the options
@@ -172,42 +169,31 @@ Tol tolerance(const RefCase&, sg::Dtype dtype) {
 }  // namespace
 
 TEST_CASE("softmax reference table and the mirrored cases list the same names") {
-  const std::vector<RefCase>* cases = nullptr;
-  REQUIRE_NOTHROW(cases = &table());
-  sgref::check_same_names(*cases, mirrored_cases(), "softmax_ops.txt");
-  CHECK(cases->size() >= 150);  // the generator's table, not a truncated file
+  sgref::check_table_names(kTable, mirrored_cases(), 150);
 }
 
 TEST_CASE("softmax reference table is well formed") {
   // Every case differentiates its first input (x, logits or log_probs), and a loss its
   // probability target; nothing else. So a gradient missing from the file cannot pass.
-  for (const RefCase& c : table()) {
+  for (const RefCase& c : sgref::table(kTable)) {
     CAPTURE(c.name);
     REQUIRE(c.outputs.size() == 1);
     REQUIRE(!c.inputs.empty());
     CHECK(sg::is_floating(c.outputs[0].dtype));
     REQUIRE(c.weight.has_value());
-    CHECK(c.weight->shape == c.outputs[0].shape);
+    sgref::check_weight(c);
     std::vector<std::string> want = {c.inputs[0].name};
     for (const RefTensor& r : c.inputs)
       if (r.name == "target" && sg::is_floating(r.dtype)) want.push_back(r.name);
-    std::vector<std::string> got;
-    for (const RefTensor& g : c.grads) got.push_back(g.name);
-    CHECK(got == want);
-    for (const RefTensor& g : c.grads)
-      for (const RefTensor& r : c.inputs)
-        if (r.name == g.name) {
-          CHECK(g.shape == r.shape);
-          CHECK(g.dtype == r.dtype);
-        }
-    // Inputs are finite; only outputs may hold PyTorch's NaN/inf.
-    for (const RefTensor& r : c.inputs)
-      for (double v : r.values) CHECK(std::isfinite(v));
+    CHECK(sgref::grad_names(c) == want);
+    sgref::check_grads_match_inputs(c);
+    // Only outputs may hold PyTorch's NaN/inf.
+    sgref::check_all_finite(c, /*include_outputs=*/false);
   }
 }
 
 TEST_CASE("softmax family matches PyTorch: values and gradients") {
-  sgref::run_all(table(), mirrored_cases(), tolerance);
+  sgref::run_all(sgref::table(kTable), mirrored_cases(), tolerance);
 }
 
 TEST_CASE("reference comparison: non-finite values match only the same non-finite value") {

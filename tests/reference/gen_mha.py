@@ -52,9 +52,13 @@ import os
 import sys
 
 import torch
+from torch.nn.utils.stateless import functional_call
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # reftable.py sits beside this script
+import reftable
+from reftable import F32, F64
 
 torch.set_num_threads(1)  # deterministic summation order
-F64, F32 = torch.float64, torch.float32
 GEN = torch.Generator().manual_seed(20241001)
 
 
@@ -69,17 +73,17 @@ def short(t, dtype):
 
 
 def uniform(shape, lo=-1.0, hi=1.0, dtype=F64):
-    return short(lo + (hi - lo) * torch.rand(shape, generator=GEN, dtype=F64), dtype)
+    return short(reftable.uniform(GEN, shape, lo, hi), dtype)
 
 
 def normal(shape, scale=1.0, dtype=F64):
-    return short(scale * torch.randn(shape, generator=GEN, dtype=F64), dtype)
+    return short(reftable.normal(GEN, shape, scale), dtype)
 
 
 def bool_blocked(shape, p_block=0.35):
     """True = blocked, about p_block of the entries; entry (i, i mod S) of every trailing
     (L, S) matrix stays False (attended)."""
-    m = torch.rand(shape, generator=GEN, dtype=F64) < p_block
+    m = reftable.rand_bool(GEN, shape, p_block)
     nq, nk = shape[-2], shape[-1]
     for i in range(nq):
         m[..., i, i % nk] = False
@@ -89,19 +93,18 @@ def bool_blocked(shape, p_block=0.35):
 def padding(shape, p_pad=0.35):
     """A bool key-padding mask, True = ignore; key 0 is never padding, so every row keeps
     a key (also under a causal mask, whose row 0 sees key 0 only)."""
-    m = torch.rand(shape, generator=GEN, dtype=F64) < p_pad
+    m = reftable.rand_bool(GEN, shape, p_pad)
     m[..., 0] = False
     return m
 
 
 def additive(shape, dtype=F64):
-    """Finite additive values: a fifth of them -30 (nearly masked), the rest in (-2.2, 1)."""
-    u = torch.rand(shape, generator=GEN, dtype=F64)
-    return short(torch.where(u < 0.2, torch.full_like(u, -30.0), -3.0 + 4.0 * u), dtype)
+    """reftable.additive_mask's values, shortened."""
+    return short(reftable.additive_mask(GEN, shape), dtype)
 
 
 # ---- the cases ---------------------------------------------------------------------------
-CASES = []  # (name, spec dict)
+CASES = []
 
 
 def case(name, E, H, B=2, L=4, S=None, batch_first=False, bias=True, dtype=F64, attend="self",
@@ -109,7 +112,7 @@ def case(name, E, H, B=2, L=4, S=None, batch_first=False, bias=True, dtype=F64, 
     """attend: "self" (input x), "kv" (query, kv: key = value) or "cross" (query, key,
     value). kpm: None, "bool", "float". attn: None, "bool", "float", "bool3d", "float3d".
     B is ignored for unbatched cases."""
-    assert all(name != c[0] for c in CASES), name
+    assert all(name != c.name for c in CASES), name
     assert E % H == 0
     # The name spells the options the C++ side needs.
     assert f"_e{E}_" in name + "_" and f"_h{H}" in name, name
@@ -176,8 +179,11 @@ def case(name, E, H, B=2, L=4, S=None, batch_first=False, bias=True, dtype=F64, 
     inputs["out_proj_weight"] = uniform((E, E), -1 / math.sqrt(E), 1 / math.sqrt(E), dtype)
     if bias:
         inputs["out_proj_bias"] = uniform((E,), -0.5, 0.5, dtype)
-    CASES.append((name, dict(E=E, H=H, batch_first=batch_first, bias=bias, dtype=dtype, attend=attend,
-                             causal=causal, L=L, S=S, inputs=inputs)))
+    spec = dict(E=E, H=H, batch_first=batch_first, bias=bias, dtype=dtype, attend=attend, causal=causal, L=L, S=S)
+    names = list(inputs)
+    # Differentiated: every input but the masks (the attended inputs, then the parameters).
+    wrt = [k for k in names if not k.endswith("_mask")]
+    CASES.append(reftable.Case(name, lambda *leaves: run(spec, dict(zip(names, leaves))), inputs, wrt))
 
 
 # Self-attention (fused projection), both layouts, H = 1, 2, 3.
@@ -223,25 +229,20 @@ case("causal_self_key_padding_bool_attn_mask_float_bf_e8_h2_f32", 8, 2, B=2, L=5
 
 
 # ---- the reference: torch.nn.MultiheadAttention ------------------------------------------
-PARAMS = ["in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias"]
-
-
 def run(spec, leaves):
-    """PyTorch's output for the case; leaves holds the case's inputs (the parameters
-    among them are copied into the module, whose own parameters are differentiated)."""
+    """PyTorch's output for the case; leaves holds the case's inputs by name. The parameters
+    among them stand in for the module's own (functional_call), so that their gradients
+    land on the leaves."""
     E, H, L, S = spec["E"], spec["H"], spec["L"], spec["S"]
     mha = torch.nn.MultiheadAttention(E, H, dropout=0.0, bias=spec["bias"], batch_first=spec["batch_first"],
                                       dtype=spec["dtype"])
     mha.train()
-    params = {"in_proj_weight": mha.in_proj_weight, "out_proj_weight": mha.out_proj.weight}
+    params = {"in_proj_weight": leaves["in_proj_weight"], "out_proj.weight": leaves["out_proj_weight"]}
     if spec["bias"]:
-        params["in_proj_bias"] = mha.in_proj_bias
-        params["out_proj_bias"] = mha.out_proj.bias
+        params["in_proj_bias"] = leaves["in_proj_bias"]
+        params["out_proj.bias"] = leaves["out_proj_bias"]
     else:
         assert mha.in_proj_bias is None and mha.out_proj.bias is None
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(leaves[k])
     if spec["attend"] == "self":
         q = k = v = leaves["x"]
     elif spec["attend"] == "kv":
@@ -258,61 +259,15 @@ def run(spec, leaves):
             am = am | above
         else:
             am = am.masked_fill(above, -math.inf)
-    y = mha(q, k, v, key_padding_mask=kpm, attn_mask=am, need_weights=False)[0]
-    return y, params
+    y = functional_call(mha, params, (q, k, v), dict(key_padding_mask=kpm, attn_mask=am, need_weights=False))[0]
+    assert y.dtype == spec["dtype"]
+    return y
 
 
 # ---- writing ---------------------------------------------------------------------------
-DTYPE_NAMES = {F64: "float64", F32: "float32", torch.int64: "int64", torch.bool: "bool"}
-
-
-def fmt_values(t):
-    flat = t.detach().reshape(-1).tolist()
-    if t.dtype == torch.bool:
-        return " ".join("1" if v else "0" for v in flat)
-    for v in flat:
-        assert math.isfinite(v), v
-    return " ".join(repr(float(v)) for v in flat)
-
-
-def fmt_tensor(t):
-    shape = "[" + ",".join(str(d) for d in t.shape) + "]"
-    return f"{DTYPE_NAMES[t.dtype]} {shape} : {fmt_values(t)}"
-
-
 def main():
-    out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mha_ops.txt")
-    lines = [
-        "# softgrad nn::MultiHeadAttention reference, generated by tests/reference/gen_mha.py",
-        f"# torch {torch.__version__}; do not edit by hand. Format: see the generator's docstring.",
-    ]
-    for name, spec in CASES:
-        leaves = {}
-        attended = []
-        for k, v in spec["inputs"].items():
-            v = v.detach().clone()
-            if k in ("x", "query", "key", "value", "kv"):
-                v.requires_grad_(True)
-                attended.append(k)
-            leaves[k] = v
-        y, params = run(spec, leaves)
-        assert y.dtype == spec["dtype"]
-        wrt = attended + [k for k in PARAMS if k in params]
-        lines.append(f"case {name}")
-        for k, v in leaves.items():
-            lines.append(f"input {k} {fmt_tensor(v)}")
-        lines.append(f"output out {fmt_tensor(y)}")
-        w = uniform(tuple(y.shape), dtype=y.dtype)
-        tensors = [leaves[k] for k in attended] + [params[k] for k in wrt[len(attended):]]
-        grads = torch.autograd.grad((y * w).sum(), tensors)
-        lines.append(f"weight {fmt_tensor(w)}")
-        for k, g in zip(wrt, grads):
-            lines.append(f"grad {k} {fmt_tensor(g)}")
-        lines.append("end")
-    text = "\n".join(lines) + "\n"
-    with open(out_path, "w") as f:
-        f.write(text)
-    print(f"wrote {out_path}: {len(CASES)} cases, {len(text)} bytes", file=sys.stderr)
+    # The weight w is drawn by this file's uniform, so it is rounded like the inputs.
+    reftable.write_table(__file__, "mha_ops.txt", "nn::MultiHeadAttention", CASES, weight=uniform, floating_only=True)
 
 
 if __name__ == "__main__":
