@@ -101,6 +101,26 @@ void count_allocation(int64_t bytes) {
   while (now > peak && !g_peak_bytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
   }
 }
+
+// Maps len fresh bytes (n of them asked for, for the error and the live count). A huge
+// buffer (a multiple of 2 MiB) is over-mapped by a huge page and trimmed to be 2 MiB
+// aligned: the kernel can then back it with huge pages (far fewer page faults).
+void* map_fresh(size_t len, bool huge, size_t n) {
+  void* p = mmap(nullptr, huge ? len + kHugePage : len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    g_current_bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+    fail("out of memory mapping {} bytes", n);
+  }
+  if (!huge) return p;
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t aligned = (addr + kHugePage - 1) / kHugePage * kHugePage;
+  if (aligned > addr) munmap(p, aligned - addr);
+  const uintptr_t end = addr + len + kHugePage;
+  if (end > aligned + len) munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
+  void* data = reinterpret_cast<void*>(aligned);
+  madvise(data, len, MADV_HUGEPAGE);
+  return data;
+}
 }  // namespace
 
 MemoryStats memory_stats() {
@@ -113,43 +133,13 @@ void reset_peak_memory() { g_peak_bytes.store(g_current_bytes.load(std::memory_o
 Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
   count_allocation(static_cast<int64_t>(n));
   if (n >= kMapMin) {
-    // Fresh anonymous pages are zero. From 2 MiB up, over-map by a huge page and trim so
-    // the buffer is 2 MiB aligned: the kernel can then back it with huge pages (far fewer
-    // page faults).
     const bool huge = n >= kHugePage;
     const size_t grain = huge ? kHugePage : kMapGrain;
     const size_t len = (n + grain - 1) / grain * grain;
-    if (void* reused = mapping_cache().take(len)) {
-      data = reused;
-      mapped_ = len;
-      if (zero_fill) std::memset(data, 0, n);
-#ifdef SOFTGRAD_POISON_EMPTY
-      else
-        std::memset(data, 0xff, n);
-#endif
-      return;
-    }
-    void* p = mmap(nullptr, huge ? len + kHugePage : len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-      g_current_bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
-      fail("out of memory mapping {} bytes", n);
-    }
-    if (!huge) {
-      data = p;
-      mapped_ = len;
-#ifdef SOFTGRAD_POISON_EMPTY
-      if (!zero_fill) std::memset(data, 0xff, n);
-#endif
-      return;
-    }
-    const auto addr = reinterpret_cast<uintptr_t>(p);
-    const uintptr_t aligned = (addr + kHugePage - 1) / kHugePage * kHugePage;
-    if (aligned > addr) munmap(p, aligned - addr);
-    const uintptr_t end = addr + len + kHugePage;
-    if (end > aligned + len) munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
-    data = reinterpret_cast<void*>(aligned);
+    void* reused = mapping_cache().take(len);
+    data = reused ? reused : map_fresh(len, huge, n);
     mapped_ = len;
-    madvise(data, len, MADV_HUGEPAGE);
+    if (zero_fill && reused) std::memset(data, 0, n);  // fresh anonymous pages are zero already
 #ifdef SOFTGRAD_POISON_EMPTY
     if (!zero_fill) std::memset(data, 0xff, n);
 #endif
