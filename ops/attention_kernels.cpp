@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/scratch.h"
 #include "core/simd_exp.h"
 #include "core/simd_partial.h"
 #include "ops/tile_gemm.h"
@@ -35,14 +36,6 @@ constexpr int64_t kSerialMacs = int64_t{1} << 18;
 
 template <typename T> constexpr T kInf = std::numeric_limits<T>::infinity();
 template <typename T> using Tag = hn::ScalableTag<T>;
-
-// A per-thread buffer that grows as needed and is reused across calls.
-template <typename T> T* scratch(int64_t n, int slot) {
-  thread_local std::vector<T> buffers[4];
-  auto& b = buffers[slot];
-  if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
 
 // ---- row operations on one tile row of n elements ----
 
@@ -174,9 +167,9 @@ template <typename T>
 void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
                     int64_t b, int64_t h, int64_t i0, int64_t br, T* out, T* lse, int64_t ld_kt) {
   constexpr int64_t ldS = kLdTile;
-  T* S = scratch<T>(kTileQ * ldS, 0);  // (br, bc): scores, then P in place
-  T* m = scratch<T>(kTileQ, 1);           // running row max
-  T* l = scratch<T>(kTileQ, 2);           // running row sum of exp(S - m)
+  T* S = thread_scratch<T>(kTileQ * ldS, 0);  // (br, bc): scores, then P in place
+  T* m = thread_scratch<T>(kTileQ, 1);           // running row max
+  T* l = thread_scratch<T>(kTileQ, 2);           // running row sum of exp(S - m)
   const T* Q = q.head(b, h) + i0 * q.ld;  // (br, D)
   const T* Kt = kt + (b * d.H + h) * d.D * ld_kt;  // (D, Nk), rows ld_kt apart
   const T* V = v.head(b, h);                       // (Nk, Dv)
@@ -236,10 +229,10 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
                       int64_t b, int64_t h, int64_t j0, int64_t bc, const T* dout, const T* lse, const T* delta,
                       T* dq_head, bool dq_zero, T* dk, T* dv) {
   constexpr int64_t ldS = kLdTile;
-  T* P = scratch<T>(kTileQ * ldS, 0);   // (br, bc) probabilities
-  T* dP = scratch<T>(kTileQ * ldS, 1);  // (br, bc) dP, then dS in place
-  T* Pdrop = p.dropout_p > 0 ? scratch<T>(kTileQ * ldS, 2) : P;  // dropout(P)
-  T* KVt = scratch<T>((d.D + d.Dv) * ldS, 3);                    // K_j^T, then V_j^T
+  T* P = thread_scratch<T>(kTileQ * ldS, 0);   // (br, bc) probabilities
+  T* dP = thread_scratch<T>(kTileQ * ldS, 1);  // (br, bc) dP, then dS in place
+  T* Pdrop = p.dropout_p > 0 ? thread_scratch<T>(kTileQ * ldS, 2) : P;  // dropout(P)
+  T* KVt = thread_scratch<T>((d.D + d.Dv) * ldS, 3);                    // K_j^T, then V_j^T
   const int64_t bh = b * d.H + h;
   const T* Kj = k.head(b, h) + j0 * k.ld;  // (bc, D)
   const T* Vj = v.head(b, h) + j0 * v.ld;  // (bc, Dv)

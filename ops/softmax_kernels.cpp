@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/prefetch.h"
+#include "core/scratch.h"
 #include "core/simd_exp.h"
 #include "core/simd_partial.h"
 #include "core/strided.h"
@@ -47,14 +48,6 @@ constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 
 template <typename T> using Tag = hn::ScalableTag<T>;
 template <typename T> using Vec = hn::Vec<Tag<T>>;
-
-// A per-thread buffer that grows as needed and is reused across calls.
-template <typename T> T* scratch(int64_t n, int slot) {
-  thread_local std::vector<T> buffers[2];
-  auto& b = buffers[slot];
-  if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
 
 // Pass 1 leaves sum = NaN when max = +inf (exp(inf - inf)); the rule is sum = k, the
 // number of +inf entries, unless the row also holds a NaN.
@@ -271,8 +264,8 @@ template <bool kStream, typename T> void softmax_row(const T* x, T* y, int64_t n
   if (n <= 4 * static_cast<int64_t>(hn::Lanes(Tag<T>())) && short_row<Kind::kSoftmax, kStream>(x, y, n)) return;
   if (n <= kScratchMaxElems) {
     const int64_t B = 4 * static_cast<int64_t>(hn::Lanes(Tag<T>()));
-    T* e = scratch<T>(n + B, 0);
-    T* block_max = scratch<T>(n / B + 2, 1);
+    T* e = thread_scratch<T>(n + B, 0);
+    T* block_max = thread_scratch<T>(n / B + 2, 1);
     MaxSum<T> ms = settle_infinite_max(x, n, 1, online_max_sum<true>(x, n, e, block_max));
     if (!is_ordinary(ms)) return softmax_edge_row(x, y, n, 1, ms);
     // y = e * exp(m_block - M) / S, a block of 4 vectors at a time; m_block changes only
