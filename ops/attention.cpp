@@ -145,20 +145,18 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
     }
   });
   if (any_requires_grad({q, k, v})) {
-    // The plan holds detached q, k, v and mask: their data, not their history. The
-    // SavedTensors make backward throw if any of them, out or lse was modified in place;
-    // `inputs` watches the caller's q, k, v too when the plan holds copies of them.
+    // The plan holds detached q, k, v and mask (their data, not their history), each either
+    // the caller's storage or a private copy: `inputs` watches the caller's, and backward
+    // throws if one of them, or out, was modified in place. lse is private.
     std::vector<SavedTensor> inputs;
     for (const Tensor& t : {q, k, v, p.mask})
       if (t.defined()) inputs.emplace_back(t.detach());
     record(naive ? "scaled_dot_product_attention_naive" : kOp, {q, k, v}, out,
-           [plan, naive, inputs = std::move(inputs), saved_q = SavedTensor(p.q), saved_k = SavedTensor(p.k),
-            saved_v = SavedTensor(p.v), saved_out = SavedTensor(out),
-            saved_lse = SavedTensor(lse)](const Tensor& grad) {
+           [plan, naive, inputs = std::move(inputs), saved_out = SavedTensor(out), lse](const Tensor& grad) {
              const Plan& p = *plan;
              for (const SavedTensor& t : inputs) t.get();  // throws if one was modified in place
-             const Tensor qs = saved_q.get(), ks = saved_k.get(), vs = saved_v.get();
-             const Tensor o = saved_out.get(), l = saved_lse.get();
+             const Tensor &qs = p.q, &ks = p.k, &vs = p.v;
+             const Tensor o = saved_out.get();
              const Tensor g = grad.contiguous();
              Tensor dq = empty(qs.shape(), qs.dtype()), dk = empty(ks.shape(), ks.dtype()),
                     dv = empty(vs.shape(), vs.dtype());
@@ -171,7 +169,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
                else {
                  const Tensor workspace = empty({kernels::attention_backward_workspace(p.dims)}, qs.dtype());
                  kernels::attention_backward<T>(heads_view<T>(qs), heads_view<T>(ks), heads_view<T>(vs), params,
-                                                p.dims, o.data_ptr<T>(), g.data_ptr<T>(), l.data_ptr<T>(),
+                                                p.dims, o.data_ptr<T>(), g.data_ptr<T>(), lse.data_ptr<T>(),
                                                 dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(),
                                                 workspace.data_ptr<T>());
                }
