@@ -79,9 +79,6 @@ template <class D, class V> HWY_NOINLINE V exp_f32_edges(D d, V x, V y) {
   return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, kExpUnderflowX)), y);
 }
 
-}  // namespace detail
-
-namespace detail {
 // The float32 fast path: exact scaling for |x| <= kExpFastMax only.
 // NOTE: the reduction and the polynomial need fused multiply-adds (one rounding each); a
 // target without them (the portable scalar build) would err by up to ~50 ulp, so there the
@@ -89,7 +86,7 @@ namespace detail {
 template <class D, class V> HWY_INLINE V exp_f32_fast(D d, V x) {
 #if !HWY_NATIVE_FMA
   return hn::IfThenElse(hn::IsNaN(x), x, exp_f32_via_f64(d, x));
-#endif
+#else
   const hn::RebindToUnsigned<D> du;
   const V z = hn::MulAdd(x, hn::Set(d, kExpLog2e), hn::Set(d, kExpShift));
   const V n = hn::Sub(z, hn::Set(d, kExpShift));
@@ -102,7 +99,9 @@ template <class D, class V> HWY_INLINE V exp_f32_fast(D d, V x) {
   q = hn::MulAdd(q, r, hn::Set(d, kExpC2));
   const V p = hn::MulAdd(q, hn::Mul(r, r), r);  // e^r - 1
   return hn::MulAdd(scale, p, scale);
+#endif
 }
+
 }  // namespace detail
 
 // exp on every lane. float32: <= 1.02 ulp everywhere, subnormal results correctly rounded;
