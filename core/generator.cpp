@@ -1,5 +1,8 @@
 #include "core/generator.h"
 
+#include "core/error.h"
+
+#include <bit>
 #include <cmath>
 #include <numbers>
 
@@ -22,6 +25,19 @@ void Generator::manual_seed(uint64_t seed) {
   uint64_t x = seed;
   for (uint64_t& s : s_) s = splitmix64(x);
   has_spare_ = false;
+}
+
+Generator::State Generator::state() const {
+  return {seed_, s_[0], s_[1], s_[2], s_[3], has_spare_ ? 1u : 0u, std::bit_cast<uint64_t>(spare_)};
+}
+
+void Generator::set_state(const State& state) {
+  SG_CHECK(state[5] <= 1, "Generator::set_state: the spare flag must be 0 or 1, got {}", state[5]);
+  SG_CHECK(state[1] | state[2] | state[3] | state[4], "Generator::set_state: the xoshiro state is all zero");
+  seed_ = state[0];
+  for (int i = 0; i < 4; ++i) s_[i] = state[1 + i];
+  has_spare_ = state[5] == 1;
+  spare_ = std::bit_cast<double>(state[6]);
 }
 
 uint64_t Generator::next_u64() {  // xoshiro256**

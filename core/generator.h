@@ -1,6 +1,7 @@
 #pragma once
 // An explicit, seedable random generator (xoshiro256**, seeded through splitmix64).
 // Every random function takes one, so runs are reproducible and no global state hides.
+#include <array>
 #include <cstdint>
 
 namespace sg {
@@ -15,6 +16,13 @@ class Generator {
   double normal();   // standard normal (Box-Muller, one value cached)
   // Uniform integer in [0, n) without modulo bias.
   uint64_t below(uint64_t n);
+
+  // The whole state as words (seed, the four xoshiro words, the cached normal's flag and
+  // bits), so a checkpoint can restore a generator exactly and a resumed run draws the
+  // same numbers as an uninterrupted one.
+  using State = std::array<uint64_t, 7>;
+  State state() const;
+  void set_state(const State& state);
 
  private:
   uint64_t seed_;

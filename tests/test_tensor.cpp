@@ -157,6 +157,25 @@ TEST_CASE("rand and randn are reproducible per seed") {
   check_error([&] { sg::rand({2}, g1, sg::kInt64); }, {"rand", "int64"});
 }
 
+TEST_CASE("a generator's state restores it exactly, cached normal included") {
+  sg::Generator g(21);
+  g.normal();  // leaves one normal cached
+  const sg::Generator::State saved = g.state();
+  const auto expect = sg::randn({33}, g, sg::kFloat64).to_vector<double>();
+  const uint64_t expect_u = g.next_u64();
+
+  sg::Generator h(999);
+  h.set_state(saved);
+  CHECK(h.seed() == 21);
+  CHECK(sg::randn({33}, h, sg::kFloat64).to_vector<double>() == expect);
+  CHECK(h.next_u64() == expect_u);
+
+  sg::Generator::State bad = saved;
+  bad[5] = 2;
+  check_error([&] { h.set_state(bad); }, {"Generator::set_state: the spare flag must be 0 or 1, got 2"});
+  check_error([&] { h.set_state({1, 0, 0, 0, 0, 0, 0}); }, {"xoshiro state is all zero"});
+}
+
 TEST_CASE("randn mean and std") {
   sg::Generator gen(123);
   const auto v = sg::randn({100000}, gen, sg::kFloat64).to_vector<double>();
