@@ -3,6 +3,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/gradcheck.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
