@@ -15,3 +15,4 @@
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "nn/multihead_attention.h"
+#include "nn/serialize.h"
