@@ -16,3 +16,4 @@
 #include "nn/module.h"
 #include "nn/multihead_attention.h"
 #include "nn/serialize.h"
+#include "data/idx.h"
