@@ -16,4 +16,6 @@
 #include "nn/module.h"
 #include "nn/multihead_attention.h"
 #include "nn/serialize.h"
+#include "data/dataloader.h"
+#include "data/dataset.h"
 #include "data/idx.h"

@@ -1,5 +1,6 @@
 // data: the IDX reader and writer (round trips raw and gzip; every malformed file is an
-// error naming the file and the field).
+// error naming the file and the field), TensorDataset, Normalize and DataLoader (shapes,
+// coverage, reproducible shuffles, no aliasing).
 // Scratch files go under data_scratch/<case> in the working directory (<build>/tests).
 #include <algorithm>
 #include <cmath>
@@ -259,4 +260,260 @@ TEST_CASE("idx: a missing file or a directory is an error naming the path; write
         data::write_idx(dir / "no-such-dir" / "w.gz", {{1}, {1}});
       },
       {(dir / "no-such-dir" / "w.gz").string(), "cannot open for writing"});
+}
+
+// ---- TensorDataset, Normalize, DataLoader -------------------------------------------------
+
+namespace {
+
+// N samples: x (N, 2, 3) float32 with x[i] = 100 i + j (so a batch shows its indices), y = 7 i.
+data::TensorDataset counting_dataset(int64_t N) {
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  for (int64_t i = 0; i < N; ++i) {
+    for (int j = 0; j < 6; ++j) x.push_back(static_cast<float>(100 * i + j));
+    y.push_back(7 * i);
+  }
+  return data::TensorDataset(sg::from_vector(x, {N, 2, 3}), sg::from_vector(y, {N}));
+}
+
+// The sample indices of a batch of a counting_dataset, checking x and y agree.
+std::vector<int64_t> batch_indices(const data::Batch& b) {
+  std::vector<int64_t> out;
+  const std::vector<float> x = b.x.to_vector<float>();
+  const std::vector<int64_t> y = b.y.to_vector<int64_t>();
+  for (int64_t r = 0; r < b.x.size(0); ++r) {
+    const int64_t i = static_cast<int64_t>(x[static_cast<size_t>(r) * 6]) / 100;
+    for (int j = 0; j < 6; ++j) CHECK(x[static_cast<size_t>(r) * 6 + j] == static_cast<float>(100 * i + j));
+    CHECK(y[static_cast<size_t>(r)] == 7 * i);
+    out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<int64_t> run_epoch(data::DataLoader& loader) {
+  std::vector<int64_t> seen;
+  for (const data::Batch& b : loader) {
+    const std::vector<int64_t> idx = batch_indices(b);
+    seen.insert(seen.end(), idx.begin(), idx.end());
+  }
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE("dataset: get_batch gathers rows into fresh tensors; inputs are checked") {
+  const data::TensorDataset ds = counting_dataset(10);
+  CHECK(ds.size() == 10);
+  const std::vector<int64_t> idx = {4, 0, 9, 4};
+  const data::Batch b = ds.get_batch(idx);
+  CHECK(b.x.shape() == sg::Shape{4, 2, 3});
+  CHECK(b.y.shape() == sg::Shape{4});
+  CHECK(batch_indices(b) == idx);
+  CHECK(b.x.impl()->storage != ds.inputs().impl()->storage);
+  CHECK(!b.x.requires_grad());
+  CHECK(!b.y.requires_grad());
+  CHECK(ds.get_batch(std::vector<int64_t>{}).x.shape() == sg::Shape{0, 2, 3});
+
+  // A non-contiguous input (a transposed view) is copied once; rows are its logical rows.
+  const Tensor base = sg::from_vector(std::vector<double>{0, 1, 2, 3, 4, 5}, {2, 3});
+  const data::TensorDataset t(base.t(), sg::tensor({5, 6, 7}));  // (3, 2): rows (0,3) (1,4) (2,5)
+  const data::Batch tb = t.get_batch(std::vector<int64_t>{2, 0});
+  CHECK(tb.x.to_vector<double>() == std::vector<double>{2, 5, 0, 3});
+  CHECK(tb.y.to_vector<int64_t>() == std::vector<int64_t>{7, 5});
+
+  check_error(
+      [&] {
+        ds.get_batch(std::vector<int64_t>{1, 10});
+      },
+      {"TensorDataset::get_batch: index 10 at position 1 is out of range [0, 10)"});
+  check_error([&] { ds.get_batch(std::vector<int64_t>{-1}); }, {"index -1 at position 0"});
+  check_error(
+      [] {
+        data::TensorDataset(sg::zeros({5, 3}), sg::zeros({4}, sg::kInt64));
+      },
+      {"TensorDataset: inputs [5, 3] and targets [4] differ in the number of samples"});
+  Tensor w = sg::zeros({5, 3});
+  w.requires_grad_();
+  check_error([&] { data::TensorDataset(w, sg::zeros({5}, sg::kInt64)); },
+              {"TensorDataset: inputs [5, 3] requires grad"});
+  check_error([] { data::TensorDataset(sg::scalar_tensor(1.0), sg::zeros({1})); },
+              {"TensorDataset: inputs must have a sample dim"});
+}
+
+TEST_CASE("dataset: Normalize computes (x - mean) / std in the tensor's dtype, in place or as a copy") {
+  const Tensor x = sg::tensor({0.0, 0.5, 1.0, 0.1307});
+  const Tensor y = data::kMnistNormalize(x);
+  const std::vector<float> got = y.to_vector<float>();
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float v = x.to_vector<float>()[i];
+    CHECK(got[i] == (v - 0.1307f) / 0.3081f);  // float32 arithmetic, as torchvision
+  }
+  CHECK(got[0] == doctest::Approx(-0.1307 / 0.3081).epsilon(1e-6));
+  CHECK(got[2] == doctest::Approx((1 - 0.1307) / 0.3081).epsilon(1e-6));
+  CHECK(x.to_vector<float>()[2] == 1.0f);  // the input is untouched
+
+  const Tensor d = sg::tensor({0.0, 1.0}, sg::kFloat64);
+  const uint64_t version = d.impl()->storage->version;
+  data::kFashionMnistNormalize.apply_(d);
+  CHECK(d.to_vector<double>() == std::vector<double>{(0 - 0.2860) / 0.3530, (1 - 0.2860) / 0.3530});
+  CHECK(d.impl()->storage->version == version + 1);  // recorded as an in-place write
+
+  check_error(
+      [] {
+        data::Normalize{0.5, 0.0}(sg::ones({2}));
+      },
+      {"Normalize: needs a finite mean and a positive std, got mean 0.5 std 0"});
+  check_error(
+      [] {
+        data::kMnistNormalize(sg::tensor({1, 2}));
+      },
+      {"Normalize: expects a float32 or float64 tensor, got int64"});
+  check_error(
+      [] {
+        data::kMnistNormalize.apply_(sg::ones({2, 3}).t());
+      },
+      {"Normalize::apply_: the tensor [3, 2] is not contiguous"});
+}
+
+TEST_CASE("dataloader: batch shapes, the last partial batch, drop_last, num_batches") {
+  for (bool shuffle : {false, true}) {
+    CAPTURE(shuffle);
+    data::DataLoader loader(counting_dataset(10), {.batch_size = 4, .shuffle = shuffle, .seed = 3});
+    CHECK(loader.num_batches() == 3);
+    std::vector<int64_t> sizes;
+    for (const data::Batch& b : loader) {
+      CHECK(b.x.shape() == sg::Shape{b.x.size(0), 2, 3});
+      CHECK(b.y.shape() == sg::Shape{b.x.size(0)});
+      sizes.push_back(b.x.size(0));
+    }
+    CHECK(sizes == std::vector<int64_t>{4, 4, 2});
+
+    data::DataLoader dropping(counting_dataset(10),
+                              {.batch_size = 4, .shuffle = shuffle, .drop_last = true, .seed = 3});
+    CHECK(dropping.num_batches() == 2);
+    const std::vector<int64_t> seen = run_epoch(dropping);
+    CHECK(seen.size() == 8);
+    // The dropped samples are the tail of this epoch's order.
+    const std::vector<int64_t> order = dropping.order(0);
+    CHECK(seen == std::vector<int64_t>(order.begin(), order.begin() + 8));
+  }
+  data::DataLoader exact(counting_dataset(8), {.batch_size = 4, .drop_last = true});
+  CHECK(exact.num_batches() == 2);
+  CHECK(data::DataLoader(counting_dataset(3), {.batch_size = 4, .drop_last = true}).num_batches() == 0);
+  data::DataLoader one(counting_dataset(3));  // PyTorch's defaults: batch 1, in order
+  CHECK(run_epoch(one) == std::vector<int64_t>{0, 1, 2});
+  check_error([] { data::DataLoader(counting_dataset(3), {.batch_size = 0}); },
+              {"DataLoader: batch_size must be positive, got 0"});
+  data::DataLoader empty(counting_dataset(0), {.batch_size = 4, .shuffle = true});
+  CHECK(empty.num_batches() == 0);
+  CHECK(run_epoch(empty).empty());
+}
+
+TEST_CASE("dataloader: each epoch visits every sample once; its order depends only on (seed, epoch)") {
+  const int64_t N = 103;
+  data::DataLoader a(counting_dataset(N), {.batch_size = 10, .shuffle = true, .seed = 42});
+  std::vector<std::vector<int64_t>> epochs;
+  for (int e = 0; e < 4; ++e) {
+    CHECK(a.epoch() == e);  // each pass advances the epoch
+    epochs.push_back(run_epoch(a));
+    CHECK(epochs.back() == a.order(e));
+    std::vector<int64_t> sorted = epochs.back();
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<int64_t> all(N);
+    std::iota(all.begin(), all.end(), 0);
+    CHECK(sorted == all);
+  }
+  std::vector<int64_t> identity(N);
+  std::iota(identity.begin(), identity.end(), 0);
+  CHECK(epochs[0] != identity);
+  for (int e = 1; e < 4; ++e) CHECK(epochs[e] != epochs[e - 1]);
+
+  // A resumed run: a new loader with the same seed jumps straight to epoch 2.
+  data::DataLoader resumed(counting_dataset(N), {.batch_size = 7, .shuffle = true, .seed = 42});
+  resumed.set_epoch(2);
+  CHECK(run_epoch(resumed) == epochs[2]);  // batch size does not change the order
+  CHECK(run_epoch(resumed) == epochs[3]);
+  resumed.set_epoch(0);
+  CHECK(run_epoch(resumed) == epochs[0]);
+  data::DataLoader other_seed(counting_dataset(N), {.batch_size = 10, .shuffle = true, .seed = 43});
+  CHECK(run_epoch(other_seed) != epochs[0]);
+  // The seed and the epoch do not simply add up.
+  data::DataLoader shifted(counting_dataset(N), {.batch_size = 10, .shuffle = true, .seed = 43});
+  shifted.set_epoch(1);
+  CHECK(run_epoch(shifted) != a.order(0));
+  // Without shuffle every epoch is 0..N-1.
+  data::DataLoader plain(counting_dataset(N), {.batch_size = 10});
+  plain.set_epoch(5);
+  CHECK(run_epoch(plain) == identity);
+  check_error([&] { plain.set_epoch(-1); }, {"DataLoader::set_epoch: epoch must be >= 0, got -1"});
+}
+
+TEST_CASE("dataloader: the shuffle is uniform over permutations (Fisher-Yates, chi-square over 6000 epochs)") {
+  data::DataLoader loader(counting_dataset(3), {.batch_size = 3, .shuffle = true, .seed = 7});
+  std::map<std::vector<int64_t>, int> counts;
+  const int epochs = 6000;
+  for (int e = 0; e < epochs; ++e) ++counts[loader.order(e)];
+  REQUIRE(counts.size() == 6);
+  double chi2 = 0;
+  for (const auto& [perm, c] : counts) chi2 += (c - 1000.0) * (c - 1000.0) / 1000.0;
+  CHECK(chi2 < 20.5);  // 5 degrees of freedom: p = 0.001
+  // The first position of a longer permutation is uniform too (a classic off-by-one bias).
+  data::DataLoader longer(counting_dataset(5), {.shuffle = true, .seed = 8});
+  std::vector<int> first(5, 0);
+  for (int e = 0; e < 5000; ++e) ++first[static_cast<size_t>(longer.order(e)[0])];
+  chi2 = 0;
+  for (int c : first) chi2 += (c - 1000.0) * (c - 1000.0) / 1000.0;
+  CHECK(chi2 < 18.5);  // 4 degrees of freedom: p = 0.001
+}
+
+TEST_CASE("dataloader: batches are fresh tensors that stay valid; normalize applies per batch") {
+  data::DataLoader loader(counting_dataset(20), {.batch_size = 6, .shuffle = true, .seed = 1});
+  std::vector<data::Batch> kept;
+  for (const data::Batch& b : loader) kept.push_back(b);
+  REQUIRE(kept.size() == 4);
+  std::set<const void*> storages;
+  std::vector<int64_t> seen;
+  for (const data::Batch& b : kept) {
+    storages.insert(b.x.impl()->storage.get());
+    storages.insert(b.y.impl()->storage.get());
+    const std::vector<int64_t> idx = batch_indices(b);  // still intact after the whole epoch
+    seen.insert(seen.end(), idx.begin(), idx.end());
+    CHECK(!b.x.requires_grad());
+  }
+  CHECK(storages.size() == 8);
+  CHECK(seen == loader.order(0));
+  // An iterator keeps its own handles: it outlives the loader it came from.
+  std::optional<data::DataLoader::Iterator> it;
+  {
+    data::DataLoader temp(counting_dataset(5), {.batch_size = 2});
+    it = temp.begin();
+  }
+  ++*it;
+  CHECK(batch_indices(**it) == std::vector<int64_t>{2, 3});
+
+  // Per-batch normalization equals normalizing the whole data set once and gathering.
+  sg::Generator gen(5);
+  const Tensor pixels = sg::rand({30, 4}, gen);
+  const std::vector<float> pixels_before = pixels.to_vector<float>();
+  const Tensor labels = sg::arange(30);
+  data::DataLoader normalized(data::TensorDataset(pixels, labels),
+                              {.batch_size = 8, .shuffle = true, .seed = 2, .normalize = data::kMnistNormalize});
+  const data::TensorDataset whole(data::kMnistNormalize(pixels), labels);
+  for (const data::Batch& b : normalized) {
+    const std::vector<int64_t> idx = b.y.to_vector<int64_t>();
+    CHECK(b.x.to_vector<float>() == whole.get_batch(idx).x.to_vector<float>());
+  }
+  CHECK(pixels.to_vector<float>() == pixels_before);  // the data set's own tensor is untouched
+  check_error(
+      [] {
+        data::DataLoader(counting_dataset(3), {.normalize = data::Normalize{0, -1}});
+      },
+      {"Normalize: needs a finite mean and a positive std, got mean 0 std -1"});
+  check_error(
+      [] {
+        data::DataLoader(data::TensorDataset(sg::zeros({3}, sg::kInt64), sg::zeros({3})),
+                         {.normalize = data::kMnistNormalize});
+      },
+      {"DataLoader: normalize needs floating inputs, got int64"});
 }
