@@ -20,3 +20,8 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 #include "data/mnist.h"
+#include "optim/adam.h"
+#include "optim/clip_grad.h"
+#include "optim/lr_scheduler.h"
+#include "optim/optimizer.h"
+#include "optim/sgd.h"
