@@ -212,6 +212,9 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     } catch (const Error& e) {
       throw Error(fmt::format("in backward of '{}' (output shape {}): {}", node->name(), g.shape(), e.what()));
     }
+    // NOTE: drop g now: a view node returns a view of it (transpose, reshape), and a leaf
+    // takes a gradient's buffer over without a copy only when nothing else holds it.
+    g = Tensor();
     const auto& edges = node->next_edges();
     SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} gradients for {} inputs",
              node->name(), input_grads.size(), edges.size());

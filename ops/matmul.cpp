@@ -217,8 +217,12 @@ Tensor matmul_impl(const Tensor& a_in, const Tensor& b_in) {
 }
 
 // dC arrives in the result's shape; the 1-D operands were promoted to (1, K) and (K, 1).
+// b_transposed: b is 2-D and its transpose is contiguous (Linear's weight.t()). dB is then
+// computed as (dC^T A)^T, a transposed view of a contiguous (N, K) product, so the gradient
+// reaches the weight in the weight's own layout instead of through a strided copy.
 std::vector<Tensor> matmul_backward(const Tensor& dc, const SavedTensor& saved_a, const SavedTensor& saved_b,
-                                    const Shape& a_shape, const Shape& b_shape, bool need_da, bool need_db) {
+                                    const Shape& a_shape, const Shape& b_shape, bool need_da, bool need_db,
+                                    bool b_transposed) {
   const bool a1 = a_shape.size() == 1, b1 = b_shape.size() == 1;
   Tensor dcp = dc;
   if (a1) dcp = dcp.unsqueeze(b1 ? 0 : -2);
@@ -239,7 +243,11 @@ std::vector<Tensor> matmul_backward(const Tensor& dc, const SavedTensor& saved_a
       // b was shared by every batch: fold the batches into rows, one GEMM, no sum_to.
       const Shape& s = ap.shape();
       const int64_t rows = shape_numel(Shape(s.begin(), s.end() - 1)), K = s.back(), N = dcp.size(-1);
-      db = matmul(ap.reshape({rows, K}).t(), dcp.reshape({rows, N}));  // dB = A^T @ dC
+      const Tensor a_rows = ap.reshape({rows, K}), dc_rows = dcp.reshape({rows, N});
+      db = b_transposed ? matmul(dc_rows.t(), a_rows).t()   // dB^T = dC^T @ A, (N, K)
+                        : matmul(a_rows.t(), dc_rows);      // dB = A^T @ dC, (K, N)
+    } else if (b_transposed && ap.dim() == 2) {
+      db = matmul(dcp.t(), ap).t();
     } else {
       db = sum_to(matmul(ap.transpose(-1, -2), dcp), bp_shape);
     }
@@ -254,10 +262,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = matmul_impl(a, b);
   if (any_requires_grad({a, b})) {
     const bool need_da = a.requires_grad(), need_db = b.requires_grad();
+    const bool b_transposed = b.dim() == 2 && b.size(0) > 1 && b.size(1) > 1 && b.stride(0) == 1 && b.stride(1) == b.size(0);
     record("matmul", {a, b}, out,
            [sa = need_db ? SavedTensor(a) : SavedTensor(), sb = need_da ? SavedTensor(b) : SavedTensor(),
-            a_shape = a.shape(), b_shape = b.shape(), need_da, need_db](const Tensor& dc) {
-             return matmul_backward(dc, sa, sb, a_shape, b_shape, need_da, need_db);
+            a_shape = a.shape(), b_shape = b.shape(), need_da, need_db, b_transposed](const Tensor& dc) {
+             return matmul_backward(dc, sa, sb, a_shape, b_shape, need_da, need_db, b_transposed);
            });
   }
   return out;
