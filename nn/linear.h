@@ -15,7 +15,7 @@ struct LinearOptions {
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, Generator& gen, LinearOptions options = {});
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x) override;
   std::string extra_repr() const override;
 
   Tensor weight;  // (out_features, in_features)

@@ -14,7 +14,7 @@ void Module::check_new_name(const std::string& name, const char* what) const {
       if (n == name) return true;
     return false;
   };
-  SG_CHECK(!taken(params_) && !taken(buffers_) && !taken(children_),
+  SG_CHECK(!taken(params_) && !taken(buffers_) && !taken(children_) && !taken(generators_),
            "{}: cannot register {} '{}': the name is already registered", type_name_, what, name);
 }
 
@@ -33,6 +33,29 @@ Tensor Module::register_buffer(std::string name, Tensor t) {
   SG_CHECK(t.defined(), "{}: buffer '{}' is undefined", type_name_, name);
   buffers_.emplace_back(std::move(name), t);
   return t;
+}
+
+void Module::register_generator(std::string name, Generator& gen) {
+  check_new_name(name, "generator");
+  generators_.emplace_back(std::move(name), &gen);
+}
+
+void Module::collect_generators(const std::string& prefix, bool recurse,
+                                std::vector<std::pair<std::string, Generator*>>& out) const {
+  for (const auto& [name, gen] : generators_) out.emplace_back(prefix + name, gen);
+  if (!recurse) return;
+  for (const auto& [name, child] : children_) child->collect_generators(prefix + name + ".", true, out);
+}
+
+std::vector<std::pair<std::string, Generator*>> Module::named_generators(bool recurse) const {
+  std::vector<std::pair<std::string, Generator*>> out;
+  collect_generators("", recurse, out);
+  return out;
+}
+
+Tensor Module::forward(const Tensor&) {
+  fail("{}: forward(x) with one input is not supported (this module's forward takes other arguments)",
+       type_name_);
 }
 
 void Module::collect(const std::string& prefix, bool params, bool recurse, NamedTensors& out) const {

@@ -31,6 +31,7 @@ MultiHeadAttention::MultiHeadAttention(int64_t E, int64_t H, Generator& gen, Mul
   out_proj = register_module("out_proj", std::make_shared<Linear>(E, E, gen, LinearOptions{opts.bias, opts.dtype}));
   if (opts.bias) init::zeros_(out_proj->bias);
   dropout_gen_.manual_seed(gen.next_u64());
+  register_generator("dropout_generator", dropout_gen_);
 }
 
 std::string MultiHeadAttention::extra_repr() const {
