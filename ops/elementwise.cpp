@@ -300,7 +300,9 @@ struct GeluErfOp : FullRange {
   }
   // On float64 lanes. Numerical Recipes' erfcc: erfc(z) = t exp(-z^2 + P(t)), t = 1/(1 + z/2)
   // for z >= 0, fractional error < 1.2e-7 everywhere; erfc(-z) = 2 - erfc(z).
-  template <class DD, class VD> static VD vec_f64(DD dd, VD x) {
+  template <class DD, class VD> static VD vec_f64(DD dd, VD x) { return hn::Mul(x, cdf_f64(dd, x)); }
+  // Phi(x) = 0.5 erfc(-x / sqrt2), the normal CDF.
+  template <class DD, class VD> static VD cdf_f64(DD dd, VD x) {
     const VD u = hn::Mul(x, hn::Set(dd, -kSqrtHalf));
     const VD z = hn::Abs(u);
     const VD t = hn::Div(hn::Set(dd, 1.0), hn::MulAdd(hn::Set(dd, 0.5), z, hn::Set(dd, 1.0)));
@@ -316,21 +318,39 @@ struct GeluErfOp : FullRange {
     p = hn::MulAdd(p, t, hn::Set(dd, -1.26551223));
     const VD ans = hn::Mul(t, hn::Exp(dd, hn::NegMulAdd(z, z, p)));  // erfc(|u|)
     const VD erfc_u = hn::IfThenElse(hn::Ge(u, hn::Zero(dd)), ans, hn::Sub(hn::Set(dd, 2.0), ans));
-    return hn::Mul(hn::Mul(hn::Set(dd, 0.5), x), erfc_u);
+    return hn::Mul(hn::Set(dd, 0.5), erfc_u);
+  }
+  // The derivative Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+  // NOTE: for |x| >= 38 phi underflows in float64 (and hn::Exp leaves its range): the term
+  // is then x * 0, which keeps PyTorch's NaN at x = +-inf.
+  template <class DD, class VD> static VD grad_f64(DD dd, VD x) {
+    const VD big = hn::Set(dd, 38.0);
+    const VD in_range = hn::Mul(x, hn::Set(dd, 0.39894228040143267794));
+    const VD pdf_x = hn::Mul(in_range, hn::Exp(dd, hn::Mul(hn::Set(dd, -0.5), hn::Mul(hn::Min(hn::Abs(x), big),
+                                                                                         hn::Min(hn::Abs(x), big)))));
+    const VD term = hn::IfThenElse(hn::Lt(hn::Abs(x), big), pdf_x, hn::Mul(x, hn::Zero(dd)));
+    return hn::Add(cdf_f64(dd, x), term);
+  }
+  // Forward and backward float32 lanes through float64 lanes: out = f(x) lane by lane.
+  template <class D, class V, class F64Fn> static V widened(D d, V x, F64Fn f64) {
+#if HWY_TARGET == HWY_SCALAR  // portable builds (no -march): one lane, widen it directly
+    const hn::Rebind<double, D> dd;
+    return hn::DemoteTo(d, f64(dd, hn::PromoteTo(dd, x)));
+#else
+    const hn::Half<D> dh;
+    const hn::Rebind<double, decltype(dh)> dd;
+    const auto lo = f64(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, x)));
+    const auto hi = f64(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
+    return hn::Combine(d, hn::DemoteTo(dh, hi), hn::DemoteTo(dh, lo));
+#endif
   }
   // float32 lanes are widened to float64 so that the exp argument -z^2 (up to ~100) keeps
   // its digits: in float32 its rounding alone costs ~1e-7 x^2 relative error.
   template <class D, class V> static V vec(D d, V x) {
-#if HWY_TARGET == HWY_SCALAR  // portable builds (no -march): one lane, widen it directly
-    const hn::Rebind<double, D> dd;
-    return hn::DemoteTo(d, vec_f64(dd, hn::PromoteTo(dd, x)));
-#else
-    const hn::Half<D> dh;
-    const hn::Rebind<double, decltype(dh)> dd;
-    const auto lo = vec_f64(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, x)));
-    const auto hi = vec_f64(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
-    return hn::Combine(d, hn::DemoteTo(dh, hi), hn::DemoteTo(dh, lo));
-#endif
+    return widened(d, x, [](auto dd, auto xd) { return vec_f64(dd, xd); });
+  }
+  template <class D, class V> static V grad(D d, V x) {
+    return widened(d, x, [](auto dd, auto xd) { return grad_f64(dd, xd); });
   }
 };
 
@@ -406,6 +426,28 @@ template <class Op> Tensor hwy_unary(const char* op, const Tensor& x, int64_t co
 }
 
 constexpr int64_t kTranscendentalCost = 4;  // vs. a plain load-op-store per element
+
+// dx = dy * GeluErfOp::grad(x) over (n) contiguous float32, in parallel. The tail is padded
+// into one vector (x = 0 is in range).
+void gelu_erf_backward_f32(float* dx, const float* dy, const float* x, int64_t n) {
+  constexpr int64_t kChunk = 64;
+  parallel_for((n + kChunk - 1) / kChunk, kChunk * 2 * kTranscendentalCost, [&](int64_t b, int64_t e) {
+    const hn::ScalableTag<float> d;
+    const int64_t N = static_cast<int64_t>(hn::Lanes(d)), hi = std::min(n, e * kChunk);
+    int64_t i = b * kChunk;
+    for (; i + N <= hi; i += N)
+      hn::StoreU(hn::Mul(hn::LoadU(d, dy + i), GeluErfOp::grad(d, hn::LoadU(d, x + i))), d, dx + i);
+    if (i < hi) {
+      alignas(HWY_MAX_BYTES) float xb[HWY_MAX_BYTES / sizeof(float)] = {}, gb[HWY_MAX_BYTES / sizeof(float)] = {};
+      for (int64_t j = 0; i + j < hi; ++j) {
+        xb[j] = x[i + j];
+        gb[j] = dy[i + j];
+      }
+      hn::Store(hn::Mul(hn::Load(d, gb), GeluErfOp::grad(d, hn::Load(d, xb))), d, gb);
+      for (int64_t j = 0; i + j < hi; ++j) dx[i + j] = gb[j];
+    }
+  });
+}
 
 // ---- generic op wrappers ----
 
@@ -644,7 +686,13 @@ Tensor gelu(const Tensor& x, GeluApprox approximate) {
         return g * (s + T(2) * v * s * one_minus_s * T(kGeluBeta) * (T(1) + T(3 * kGeluKappa) * x2));
       }));
     }
-    return grads(grad_map(dy, xs.get(), [](auto g, auto v) {
+    const Tensor xv = xs.get();
+    if (dy.dtype() == kFloat32 && dy.is_contiguous() && xv.is_contiguous()) {
+      Tensor dx = empty(dy.shape(), kFloat32);
+      gelu_erf_backward_f32(dx.data_ptr<float>(), dy.data_ptr<float>(), xv.data_ptr<float>(), dy.numel());
+      return grads(dx);
+    }
+    return grads(grad_map(dy, xv, [](auto g, auto v) {
       using T = decltype(v);
       constexpr T kInvSqrt2Pi = T(0.39894228040143267794);
       const T cdf = T(0.5) * std::erfc(-v * T(kSqrtHalf));

@@ -76,18 +76,40 @@ void column_block(int64_t M, int64_t K, T alpha, const T* a, int64_t a_rs, int64
                                   cols);
 }
 
-template <int kRows, int NV, typename T>
-void gemm_with(int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
-               int64_t ldb, bool accumulate, T* c, int64_t ldc) {
-  const hn::ScalableTag<T> d;
-  const int64_t W = NV * static_cast<int64_t>(hn::Lanes(d));
-  for (int64_t c0 = 0; c0 < N; c0 += W) {
-    const int64_t cols = std::min(W, N - c0);
-    if (cols == W)
-      column_block<kRows, NV, true>(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, size_t(W));
+// The last block of columns, `cols` < 4 vectors wide: as many vectors as it needs, with
+// more rows per block when there are fewer vectors (a head dim of 16 floats is one vector:
+// four would waste three quarters of the FMAs; 12 rows keep 12 accumulators busy).
+template <typename T>
+void narrow_block(int64_t M, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
+                  bool accumulate, T* c, int64_t ldc, size_t cols, size_t lanes) {
+  const size_t vectors = (cols + lanes - 1) / lanes;
+  const bool full = cols == vectors * lanes;
+  auto run = [&]<int kRows, int NV>() {
+    if (full)
+      column_block<kRows, NV, true>(M, K, alpha, a, a_rs, a_ks, b, ldb, accumulate, c, ldc, cols);
     else
-      column_block<kRows, NV, false>(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, size_t(cols));
+      column_block<kRows, NV, false>(M, K, alpha, a, a_rs, a_ks, b, ldb, accumulate, c, ldc, cols);
+  };
+  switch (vectors) {
+    case 1: run.template operator()<12, 1>(); break;
+    case 2: run.template operator()<8, 2>(); break;
+    case 3: run.template operator()<6, 3>(); break;
+    default: run.template operator()<6, 4>(); break;
   }
+}
+
+// Column blocks of 4 vectors, then the rest as one narrower block.
+template <typename T>
+void gemm_blocks(int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
+                 int64_t ldb, bool accumulate, T* c, int64_t ldc) {
+  constexpr int kRows = 6, NV = 4;
+  const hn::ScalableTag<T> d;
+  const size_t L = hn::Lanes(d);
+  const int64_t W = NV * static_cast<int64_t>(L);
+  int64_t c0 = 0;
+  for (; c0 + W <= N; c0 += W)
+    column_block<kRows, NV, true>(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, size_t(W));
+  if (c0 < N) narrow_block(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, size_t(N - c0), L);
 }
 
 }  // namespace
@@ -98,7 +120,7 @@ void tile_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t a_r
   // 6 x 4 vectors: 24 accumulators, per k 4 loads of B and 6 broadcasts of A for 24 FMAs.
   // (Measured here on the attention tile shapes: 8 x 2 was 5-10% slower, 8 x 3 and 12 x 2
   // much slower: too few registers left.)
-  gemm_with<6, 4>(M, N, K, alpha, a, a_rs, a_ks, b, ldb, accumulate, c, ldc);
+  gemm_blocks(M, N, K, alpha, a, a_rs, a_ks, b, ldb, accumulate, c, ldc);
 }
 
 template void tile_gemm<float>(int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, const float*, int64_t,

@@ -420,7 +420,9 @@ TEST_CASE("tile_gemm matches a triple loop: odd sizes, strided and transposed A,
       }
   };
   for (const auto& [M, N, K] : std::vector<std::array<int64_t, 3>>{
-           {1, 1, 1}, {5, 7, 3}, {6, 64, 64}, {13, 65, 17}, {128, 128, 64}, {7, 130, 1}, {25, 33, 129}})
+           {1, 1, 1}, {5, 7, 3}, {6, 64, 64}, {13, 65, 17}, {128, 128, 64}, {7, 130, 1}, {25, 33, 129},
+           // every narrow last block: 1, 2, 3 vectors, full and partial, for both dtypes
+           {50, 16, 50}, {50, 8, 16}, {37, 32, 9}, {25, 48, 5}, {30, 24, 7}, {13, 40, 3}, {14, 79, 16}})
     for (bool at : {false, true})
       for (bool acc : {false, true}) {
         check.template operator()<float>(M, N, K, at, acc);

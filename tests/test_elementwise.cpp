@@ -565,6 +565,35 @@ TEST_CASE("SIMD unary kernels match naive loops (float32 and float64, odd length
   }
 }
 
+TEST_CASE("float32 gelu's SIMD gradient matches the derivative in double, tails and non-finite values included") {
+  sg::Generator gen(14);
+  auto derivative = [](float v) {  // Phi(x) + x phi(x)
+    const double d = v;
+    return 0.5 * std::erfc(-d * 0.70710678118654752440) + d * 0.39894228040143267794 * std::exp(-0.5 * d * d);
+  };
+  for (int64_t n : {1, 5, 13, 31, 1001, 200003}) {
+    CAPTURE(n);
+    Tensor x = random_vector<float>(n, gen, -12, 12).requires_grad_();
+    sg::gelu(x).backward(sg::ones({n}));
+    // NOTE: the derivative crosses zero near x = -0.75, where only an absolute bound holds.
+    check_against_naive<float>(x.detach(), x.grad(), derivative, 3e-7, 2e-7);
+  }
+  Tensor special = sg::tensor({-INFINITY, INFINITY, NAN, -40.0f, 40.0f, -38.5f, 0.0f, -1e30f, 1e30f, -0.75179f})
+                       .requires_grad_();
+  sg::gelu(special).backward(sg::ones({10}));
+  const std::vector<float> g = special.grad().to_vector<float>();
+  CHECK(std::isnan(g[0]));  // x phi(x) = inf * 0, as PyTorch
+  CHECK(std::isnan(g[1]));
+  CHECK(std::isnan(g[2]));
+  CHECK(g[3] == 0.0f);
+  CHECK(g[4] == 1.0f);
+  CHECK(g[5] == 0.0f);
+  CHECK(g[6] == 0.5f);
+  CHECK(g[7] == 0.0f);
+  CHECK(g[8] == 1.0f);
+  CHECK(std::abs(g[9]) < 1e-5f);
+}
+
 TEST_CASE("SIMD unary ops on non-contiguous input equal the contiguous result") {
   sg::Generator gen(13);
   const Tensor base = sg::randn({37, 29}, gen);
