@@ -5,13 +5,14 @@
 //   pass 2  sum (x - mean)^2         -> rstd     kFlushEvery vectors: exact enough for float32)
 //   pass 3  y = (x - mean) * (rstd * w) + b
 // Two passes over a row that sits in L1 cost less than Welford's divisions and are as
-// accurate (the variance never subtracts two large sums). Rows of at most kRegisterVecs
-// vectors (C <= 64 floats with AVX-512, the transformer's rows) are loaded once and kept in
-// registers for all three passes.
+// accurate (the variance never subtracts two large sums). Rows of at most 4 vectors (C <= 64
+// floats with AVX-512, the transformer's rows) are loaded once and kept in registers for
+// all three passes.
 // Backward, per row: pass 1 sums gw = g * w and gw * xhat (xhat recomputed from x, mean,
-// rstd) and adds g * xhat and g into this thread's dw, db partials; pass 2 writes dx. Each
-// thread owns its partials (T, added into a double copy every kFlushRows rows) and the
-// threads' doubles are summed at the end, so no two threads write one column.
+// rstd) and adds g * xhat and g into this thread's dw, db partials; pass 2 writes dx. Rows
+// of at most 4 vectors keep the row, w and the partials in registers. Each thread owns its
+// partials (T, added into a double copy every kFlushRows rows) and the threads' doubles
+// are summed at the end, so no two threads write one column.
 #include "ops/normalization_kernels.h"
 
 #include <hwy/highway.h>
@@ -35,7 +36,6 @@ template <typename T> using Vec = hn::Vec<Tag<T>>;
 
 constexpr int kFlushEvery = 64;    // vectors summed in T before the partial moves into a double
 constexpr int64_t kFlushRows = 32;  // rows of dw, db partials summed in T before moving into doubles
-constexpr int kRegisterVecs = 4;    // rows of at most this many vectors stay in registers
 
 template <typename T> HWY_INLINE int64_t lanes() { return static_cast<int64_t>(hn::Lanes(Tag<T>())); }
 
@@ -89,31 +89,32 @@ HWY_INLINE Vec<T> normalize(Vec<T> vx, Vec<T> vmean, Vec<T> vrstd, const T* w, c
   return hn::Mul(centered, scale);
 }
 
-// A row of at most kRegisterVecs vectors: one load, three passes in registers.
-template <typename T>
+// A row of kVecs vectors (C in ((kVecs - 1) L, kVecs L]): one load, three passes in
+// registers. kVecs is a template argument so that the loops unroll and v[] never touches
+// memory.
+template <int kVecs, typename T>
 HWY_INLINE RowStats short_row_forward(const T* x, const T* w, const T* b, T* y, int64_t C, double eps) {
   const Tag<T> d;
   const int64_t L = lanes<T>();
-  Vec<T> v[kRegisterVecs];
-  const int nv = static_cast<int>((C + L - 1) / L);
+  const int64_t last = C - (kVecs - 1) * L;  // elements in the last vector, 1 .. L
+  Vec<T> v[kVecs];
   Vec<T> sum = hn::Zero(d);
-  for (int k = 0; k < nv; ++k) {
-    v[k] = load_n(x + k * L, std::min(L, C - k * L));
+  for (int k = 0; k < kVecs; ++k) {
+    v[k] = load_n(x + k * L, k + 1 < kVecs ? L : last);
     sum = hn::Add(sum, v[k]);
   }
   const double mean = static_cast<double>(hn::GetLane(hn::SumOfLanes(d, sum))) / static_cast<double>(C);
   const Vec<T> vmean = hn::Set(d, static_cast<T>(mean));
   Vec<T> sq = hn::Zero(d);
-  for (int k = 0; k < nv; ++k) {
-    const int64_t count = std::min(L, C - k * L);
+  for (int k = 0; k < kVecs; ++k) {
     Vec<T> c = hn::Sub(v[k], vmean);
-    if (count < L) c = hn::IfThenElseZero(hn::FirstN(d, static_cast<size_t>(count)), c);  // padding lanes
+    if (k + 1 == kVecs && last < L) c = hn::IfThenElseZero(hn::FirstN(d, static_cast<size_t>(last)), c);  // padding
     sq = hn::MulAdd(c, c, sq);
   }
   const RowStats s{mean, rstd_from(static_cast<double>(hn::GetLane(hn::SumOfLanes(d, sq))), C, eps)};
   const Vec<T> vrstd = hn::Set(d, static_cast<T>(s.rstd));
-  for (int k = 0; k < nv; ++k) {
-    const int64_t count = std::min(L, C - k * L);
+  for (int k = 0; k < kVecs; ++k) {
+    const int64_t count = k + 1 < kVecs ? L : last;
     store_n(normalize(v[k], vmean, vrstd, w, b, k * L, count), y + k * L, count);
   }
   return s;
@@ -152,37 +153,112 @@ int backward_threads(int64_t N, int64_t C) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({omp_get_max_threads(), by_work, N})));
 }
 
-// One row's backward. dwp, dbp: this thread's partials (C) or null.
-template <typename T>
-HWY_INLINE void row_backward(const T* x, const T* w, T mean, T rstd, const T* g, T* dx, T* dwp, T* dbp, int64_t C) {
+// Adds a thread's T partials (C) into its double totals and clears them; null ones are skipped.
+template <typename T> void flush_partials(T* dwp, T* dbp, double* dw_total, double* db_total, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    if (dwp) dw_total[c] += static_cast<double>(dwp[c]);
+    if (dbp) db_total[c] += static_cast<double>(dbp[c]);
+  }
+  if (dwp) std::fill(dwp, dwp + C, T(0));
+  if (dbp) std::fill(dbp, dbp + C, T(0));
+}
+
+// Backward of rows [begin, end) of kVecs vectors each (C in ((kVecs - 1) L, kVecs L]): w
+// and the dw, db partials stay in registers across the rows, and are added into dw_total,
+// db_total (C doubles each; null: not wanted) every kFlushRows rows. dx may be null.
+// Padding lanes load g = 0 (and xhat is zeroed there): they add nothing to the sums or
+// the partials.
+template <int kVecs, typename T>
+void short_rows_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* g, T* dx, double* dw_total,
+                         double* db_total, int64_t begin, int64_t end, int64_t C) {
   const Tag<T> d;
   const int64_t L = lanes<T>();
-  const Vec<T> vmean = hn::Set(d, mean), vrstd = hn::Set(d, rstd);
-  VecSum<T> sum_gw, sum_gw_xhat;
-  // Padding lanes load g = 0, so they add nothing to the sums or the partials.
-  for (int64_t i = 0; i < C; i += L) {
-    const int64_t count = std::min(L, C - i);
-    const Vec<T> vg = load_n(g + i, count);
-    const Vec<T> xhat = hn::Mul(hn::Sub(load_n(x + i, count), vmean), vrstd);
-    const Vec<T> gw = w ? hn::Mul(vg, load_n(w + i, count)) : vg;
-    sum_gw.add(gw);
-    sum_gw_xhat.add(hn::Mul(gw, xhat));
-    if (dwp) store_n(hn::MulAdd(vg, xhat, load_n(dwp + i, count)), dwp + i, count);
-    if (dbp) store_n(hn::Add(vg, load_n(dbp + i, count)), dbp + i, count);
+  const int64_t last = C - (kVecs - 1) * L;
+  auto count = [&](int k) { return k + 1 < kVecs ? L : last; };
+  Vec<T> vw[kVecs], dw_acc[kVecs], db_acc[kVecs];
+  for (int k = 0; k < kVecs; ++k) {
+    vw[k] = w ? load_n(w + k * L, count(k)) : hn::Set(d, T(1));
+    dw_acc[k] = db_acc[k] = hn::Zero(d);
   }
-  if (!dx) return;
+  auto flush = [&] {
+    HWY_ALIGN T buf[kVecs * HWY_MAX_BYTES / sizeof(T)];
+    for (int k = 0; k < kVecs; ++k) hn::Store(dw_acc[k], d, buf + k * L);
+    if (dw_total)
+      for (int64_t c = 0; c < C; ++c) dw_total[c] += static_cast<double>(buf[c]);
+    for (int k = 0; k < kVecs; ++k) hn::Store(db_acc[k], d, buf + k * L);
+    if (db_total)
+      for (int64_t c = 0; c < C; ++c) db_total[c] += static_cast<double>(buf[c]);
+    for (int k = 0; k < kVecs; ++k) dw_acc[k] = db_acc[k] = hn::Zero(d);
+  };
   const double inv_c = 1.0 / static_cast<double>(C);
-  const Vec<T> mean_gw = hn::Set(d, static_cast<T>(sum_gw.flush() * inv_c));
-  const Vec<T> mean_gw_xhat = hn::Set(d, static_cast<T>(sum_gw_xhat.flush() * inv_c));
-  for (int64_t i = 0; i < C; i += L) {
-    const int64_t count = std::min(L, C - i);
-    const Vec<T> vg = load_n(g + i, count);
-    const Vec<T> xhat = hn::Mul(hn::Sub(load_n(x + i, count), vmean), vrstd);
-    const Vec<T> gw = w ? hn::Mul(vg, load_n(w + i, count)) : vg;
-    // rstd * (gw - mean(gw) - xhat * mean(gw * xhat))
-    const Vec<T> t = hn::NegMulAdd(xhat, mean_gw_xhat, hn::Sub(gw, mean_gw));
-    store_n(hn::Mul(t, vrstd), dx + i, count);
+  for (int64_t r = begin; r < end; ++r) {
+    const Vec<T> vmean = hn::Set(d, mean[r]), vrstd = hn::Set(d, rstd[r]);
+    Vec<T> xhat[kVecs], gw[kVecs];
+    Vec<T> sum_gw = hn::Zero(d), sum_gw_xhat = hn::Zero(d);
+    for (int k = 0; k < kVecs; ++k) {
+      const Vec<T> vg = load_n(g + r * C + k * L, count(k));
+      xhat[k] = hn::Mul(hn::Sub(load_n(x + r * C + k * L, count(k)), vmean), vrstd);
+      if (k + 1 == kVecs && last < L) xhat[k] = hn::IfThenElseZero(hn::FirstN(d, static_cast<size_t>(last)), xhat[k]);
+      gw[k] = hn::Mul(vg, vw[k]);
+      sum_gw = hn::Add(sum_gw, gw[k]);
+      sum_gw_xhat = hn::MulAdd(gw[k], xhat[k], sum_gw_xhat);
+      dw_acc[k] = hn::MulAdd(vg, xhat[k], dw_acc[k]);
+      db_acc[k] = hn::Add(db_acc[k], vg);
+    }
+    if (dx) {
+      // rstd * (gw - mean(gw) - xhat * mean(gw * xhat))
+      const Vec<T> mean_gw = hn::Set(d, static_cast<T>(hn::GetLane(hn::SumOfLanes(d, sum_gw)) * inv_c));
+      const Vec<T> mean_gw_xhat = hn::Set(d, static_cast<T>(hn::GetLane(hn::SumOfLanes(d, sum_gw_xhat)) * inv_c));
+      for (int k = 0; k < kVecs; ++k)
+        store_n(hn::Mul(hn::NegMulAdd(xhat[k], mean_gw_xhat, hn::Sub(gw[k], mean_gw)), vrstd), dx + r * C + k * L,
+                count(k));
+    }
+    if ((r - begin + 1) % kFlushRows == 0) flush();
   }
+  flush();
+}
+
+// The same for rows of any length, one vector at a time; the dw, db partials live in this
+// thread's scratch rows.
+template <typename T>
+void long_rows_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* g, T* dx, double* dw_total,
+                        double* db_total, int64_t begin, int64_t end, int64_t C) {
+  const Tag<T> d;
+  const int64_t L = lanes<T>();
+  T* dwp = dw_total ? thread_scratch<T>(C, 0) : nullptr;
+  T* dbp = db_total ? thread_scratch<T>(C, 1) : nullptr;
+  if (dwp) std::fill(dwp, dwp + C, T(0));
+  if (dbp) std::fill(dbp, dbp + C, T(0));
+  const double inv_c = 1.0 / static_cast<double>(C);
+  for (int64_t r = begin; r < end; ++r) {
+    const T *xr = x + r * C, *gr = g + r * C;
+    const Vec<T> vmean = hn::Set(d, mean[r]), vrstd = hn::Set(d, rstd[r]);
+    VecSum<T> sum_gw, sum_gw_xhat;
+    for (int64_t i = 0; i < C; i += L) {
+      const int64_t count = std::min(L, C - i);
+      const Vec<T> vg = load_n(gr + i, count);
+      const Vec<T> xhat = hn::Mul(hn::Sub(load_n(xr + i, count), vmean), vrstd);
+      const Vec<T> gw = w ? hn::Mul(vg, load_n(w + i, count)) : vg;
+      sum_gw.add(gw);
+      sum_gw_xhat.add(hn::Mul(gw, xhat));
+      if (dwp) store_n(hn::MulAdd(vg, xhat, load_n(dwp + i, count)), dwp + i, count);
+      if (dbp) store_n(hn::Add(vg, load_n(dbp + i, count)), dbp + i, count);
+    }
+    if (dx) {
+      const Vec<T> mean_gw = hn::Set(d, static_cast<T>(sum_gw.flush() * inv_c));
+      const Vec<T> mean_gw_xhat = hn::Set(d, static_cast<T>(sum_gw_xhat.flush() * inv_c));
+      for (int64_t i = 0; i < C; i += L) {
+        const int64_t count = std::min(L, C - i);
+        const Vec<T> vg = load_n(gr + i, count);
+        const Vec<T> xhat = hn::Mul(hn::Sub(load_n(xr + i, count), vmean), vrstd);
+        const Vec<T> gw = w ? hn::Mul(vg, load_n(w + i, count)) : vg;
+        const Vec<T> t = hn::NegMulAdd(xhat, mean_gw_xhat, hn::Sub(gw, mean_gw));
+        store_n(hn::Mul(t, vrstd), dx + r * C + i, count);
+      }
+    }
+    if ((r - begin + 1) % kFlushRows == 0) flush_partials(dwp, dbp, dw_total, db_total, C);
+  }
+  flush_partials(dwp, dbp, dw_total, db_total, C);
 }
 
 }  // namespace
@@ -193,15 +269,25 @@ template <typename T>
 void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, LayerNormDims dims, double eps) {
   const int64_t N = dims.N, C = dims.C;
   if (N == 0 || C == 0) return;
-  const bool in_registers = C <= kRegisterVecs * lanes<T>();
-  parallel_for(N, C, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const RowStats s = in_registers ? short_row_forward(x + r * C, w, b, y + r * C, C, eps)
-                                      : long_row_forward(x + r * C, w, b, y + r * C, C, eps);
-      mean[r] = static_cast<T>(s.mean);
-      rstd[r] = static_cast<T>(s.rstd);
-    }
-  });
+  // Every row runs the same row function: the register path for its vector count, or the
+  // general one.
+  auto run_rows = [&](auto row) {
+    parallel_for(N, C, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const RowStats s = row(x + r * C, y + r * C);
+        mean[r] = static_cast<T>(s.mean);
+        rstd[r] = static_cast<T>(s.rstd);
+      }
+    });
+  };
+  const int64_t L = lanes<T>();
+  switch ((C + L - 1) / L) {
+    case 1: return run_rows([&](const T* xr, T* yr) { return short_row_forward<1>(xr, w, b, yr, C, eps); });
+    case 2: return run_rows([&](const T* xr, T* yr) { return short_row_forward<2>(xr, w, b, yr, C, eps); });
+    case 3: return run_rows([&](const T* xr, T* yr) { return short_row_forward<3>(xr, w, b, yr, C, eps); });
+    case 4: return run_rows([&](const T* xr, T* yr) { return short_row_forward<4>(xr, w, b, yr, C, eps); });
+    default: return run_rows([&](const T* xr, T* yr) { return long_row_forward(xr, w, b, yr, C, eps); });
+  }
 }
 
 template <typename T>
@@ -213,31 +299,20 @@ void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, c
   const int threads = backward_threads(N, C);
   // Per thread: dw then db, in double.
   std::vector<double> totals(want_params ? static_cast<size_t>(threads) * 2 * C : 0, 0.0);
+  const int64_t L = lanes<T>();
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t begin = N * t / nt, end = N * (t + 1) / nt;
-    T* dwp = nullptr;
-    T* dbp = nullptr;
-    double* dw_total = want_params ? totals.data() + static_cast<size_t>(t) * 2 * C : nullptr;
-    double* db_total = want_params ? dw_total + C : nullptr;
-    if (dw) dwp = thread_scratch<T>(C, 0);
-    if (db) dbp = thread_scratch<T>(C, 1);
-    auto flush = [&] {
-      for (int64_t c = 0; c < C; ++c) {
-        if (dwp) dw_total[c] += static_cast<double>(dwp[c]);
-        if (dbp) db_total[c] += static_cast<double>(dbp[c]);
-      }
-      if (dwp) std::fill(dwp, dwp + C, T(0));
-      if (dbp) std::fill(dbp, dbp + C, T(0));
-    };
-    if (dwp) std::fill(dwp, dwp + C, T(0));
-    if (dbp) std::fill(dbp, dbp + C, T(0));
-    for (int64_t r = begin; r < end; ++r) {
-      row_backward(x + r * C, w, mean[r], rstd[r], g + r * C, dx ? dx + r * C : nullptr, dwp, dbp, C);
-      if (want_params && (r - begin + 1) % kFlushRows == 0) flush();
+    double* dw_total = dw ? totals.data() + static_cast<size_t>(t) * 2 * C : nullptr;
+    double* db_total = db ? totals.data() + static_cast<size_t>(t) * 2 * C + C : nullptr;
+    switch ((C + L - 1) / L) {
+      case 1: short_rows_backward<1>(x, w, mean, rstd, g, dx, dw_total, db_total, begin, end, C); break;
+      case 2: short_rows_backward<2>(x, w, mean, rstd, g, dx, dw_total, db_total, begin, end, C); break;
+      case 3: short_rows_backward<3>(x, w, mean, rstd, g, dx, dw_total, db_total, begin, end, C); break;
+      case 4: short_rows_backward<4>(x, w, mean, rstd, g, dx, dw_total, db_total, begin, end, C); break;
+      default: long_rows_backward(x, w, mean, rstd, g, dx, dw_total, db_total, begin, end, C);
     }
-    if (want_params) flush();
   }
   if (!want_params) return;
   for (int64_t c = 0; c < C; ++c) {
