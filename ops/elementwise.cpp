@@ -16,6 +16,7 @@
 #include "core/autograd.h"
 #include "core/kernels.h"
 #include "core/simd_exp.h"
+#include "core/simd_partial.h"
 #include "core/strided.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
@@ -320,18 +321,7 @@ struct GeluErfOp : FullRange {
     const VD erfc_u = hn::IfThenElse(hn::Ge(u, hn::Zero(dd)), ans, hn::Sub(hn::Set(dd, 2.0), ans));
     return hn::Mul(hn::Set(dd, 0.5), erfc_u);
   }
-  // The derivative Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-  // NOTE: for |x| >= 38 phi underflows in float64 (and hn::Exp leaves its range): the term
-  // is then x * 0, which keeps PyTorch's NaN at x = +-inf.
-  template <class DD, class VD> static VD grad_f64(DD dd, VD x) {
-    const VD big = hn::Set(dd, 38.0);
-    const VD in_range = hn::Mul(x, hn::Set(dd, 0.39894228040143267794));
-    const VD pdf_x = hn::Mul(in_range, hn::Exp(dd, hn::Mul(hn::Set(dd, -0.5), hn::Mul(hn::Min(hn::Abs(x), big),
-                                                                                         hn::Min(hn::Abs(x), big)))));
-    const VD term = hn::IfThenElse(hn::Lt(hn::Abs(x), big), pdf_x, hn::Mul(x, hn::Zero(dd)));
-    return hn::Add(cdf_f64(dd, x), term);
-  }
-  // Forward and backward float32 lanes through float64 lanes: out = f(x) lane by lane.
+  // float32 lanes through float64 lanes: out = f64(x) lane by lane.
   template <class D, class V, class F64Fn> static V widened(D d, V x, F64Fn f64) {
 #if HWY_TARGET == HWY_SCALAR  // portable builds (no -march): one lane, widen it directly
     const hn::Rebind<double, D> dd;
@@ -348,9 +338,6 @@ struct GeluErfOp : FullRange {
   // its digits: in float32 its rounding alone costs ~1e-7 x^2 relative error.
   template <class D, class V> static V vec(D d, V x) {
     return widened(d, x, [](auto dd, auto xd) { return vec_f64(dd, xd); });
-  }
-  template <class D, class V> static V grad(D d, V x) {
-    return widened(d, x, [](auto dd, auto xd) { return grad_f64(dd, xd); });
   }
 };
 
@@ -427,25 +414,40 @@ template <class Op> Tensor hwy_unary(const char* op, const Tensor& x, int64_t co
 
 constexpr int64_t kTranscendentalCost = 4;  // vs. a plain load-op-store per element
 
-// dx = dy * GeluErfOp::grad(x) over (n) contiguous float32, in parallel. The tail is padded
-// into one vector (x = 0 is in range).
-void gelu_erf_backward_f32(float* dx, const float* dy, const float* x, int64_t n) {
+// float32 gelu (erf): y = x Phi(x), keeping Phi(x) for the backward when `cdf` is given,
+// which then needs only phi(x) = exp(-x^2 / 2) / sqrt(2 pi), in float32 lanes:
+//   dx = dy (Phi(x) + x phi(x))
+// x, y, cdf, dy, dx: (n) contiguous. The tails are padded into one vector (x = 0).
+// NOTE: phi's float32 argument -x^2/2 rounds to ~6e-8 x^2 relative; x phi(x) is below
+// 1e-9 where that exceeds 1e-6, and exp(-inf) = 0 keeps PyTorch's NaN (inf * 0) at +-inf.
+template <class Body> void gelu_f32_vectors(int64_t n, Body&& body) {
   constexpr int64_t kChunk = 64;
   parallel_for((n + kChunk - 1) / kChunk, kChunk * 2 * kTranscendentalCost, [&](int64_t b, int64_t e) {
     const hn::ScalableTag<float> d;
     const int64_t N = static_cast<int64_t>(hn::Lanes(d)), hi = std::min(n, e * kChunk);
     int64_t i = b * kChunk;
-    for (; i + N <= hi; i += N)
-      hn::StoreU(hn::Mul(hn::LoadU(d, dy + i), GeluErfOp::grad(d, hn::LoadU(d, x + i))), d, dx + i);
-    if (i < hi) {
-      alignas(HWY_MAX_BYTES) float xb[HWY_MAX_BYTES / sizeof(float)] = {}, gb[HWY_MAX_BYTES / sizeof(float)] = {};
-      for (int64_t j = 0; i + j < hi; ++j) {
-        xb[j] = x[i + j];
-        gb[j] = dy[i + j];
-      }
-      hn::Store(hn::Mul(hn::Load(d, gb), GeluErfOp::grad(d, hn::Load(d, xb))), d, gb);
-      for (int64_t j = 0; i + j < hi; ++j) dx[i + j] = gb[j];
-    }
+    for (; i + N <= hi; i += N) body(d, i, N);
+    if (i < hi) body(d, i, hi - i);
+  });
+}
+
+void gelu_erf_forward_f32(float* y, float* cdf, const float* x, int64_t n) {
+  gelu_f32_vectors(n, [&](auto d, int64_t i, int64_t m) {
+    const auto v = simd::LoadFirstN(d, x + i, static_cast<size_t>(m));  // zeros past m
+    const auto c = GeluErfOp::widened(d, v, [](auto dd, auto xd) { return GeluErfOp::cdf_f64(dd, xd); });
+    simd::StoreFirstN(hn::Mul(v, c), d, y + i, static_cast<size_t>(m));
+    if (cdf) simd::StoreFirstN(c, d, cdf + i, static_cast<size_t>(m));
+  });
+}
+
+void gelu_erf_backward_f32(float* dx, const float* dy, const float* x, const float* cdf, int64_t n) {
+  gelu_f32_vectors(n, [&](auto d, int64_t i, int64_t m) {
+    const size_t k = static_cast<size_t>(m);
+    const auto v = simd::LoadFirstN(d, x + i, k);
+    const auto phi = hn::Mul(hn::Set(d, 0.39894228040143267794f),
+                             simd::ExpNonPositive(d, hn::Mul(hn::Set(d, -0.5f), hn::Mul(v, v))));
+    const auto grad = hn::MulAdd(v, phi, simd::LoadFirstN(d, cdf + i, k));
+    simd::StoreFirstN(hn::Mul(simd::LoadFirstN(d, dy + i, k), grad), d, dx + i, k);
   });
 }
 
@@ -668,8 +670,34 @@ Tensor sigmoid(const Tensor& x) {
 //   erf:  dx = dy (Phi(x) + x phi(x)),  Phi(x) = 0.5 (1 + erf(x/sqrt2)), phi(x) = exp(-x^2/2)/sqrt(2 pi)
 //   tanh: u = beta (x + kappa x^3), t = tanh(u);
 //         dx = dy (0.5 (1 + t) + 0.5 x (1 - t^2) beta (1 + 3 kappa x^2))
+namespace {
+// The float32 erf form: forward and backward on Highway kernels, Phi(x) saved beside x.
+Tensor gelu_erf_f32(const Tensor& x) {
+  const Tensor xc = x.is_contiguous() ? x : make_contiguous_copy(x);
+  const int64_t n = xc.numel();
+  Tensor out = empty(x.shape(), kFloat32);
+  const bool need_grad = any_requires_grad({x});
+  Tensor cdf = need_grad ? empty(x.shape(), kFloat32) : Tensor();
+  if (n > 0) gelu_erf_forward_f32(out.data_ptr<float>(), need_grad ? cdf.data_ptr<float>() : nullptr,
+                                  xc.data_ptr<float>(), n);
+  if (need_grad) {
+    record("gelu", {x}, out, [xs = SavedTensor(xc), cdf](const Tensor& dy) {
+      const Tensor dyc = dy.is_contiguous() ? dy : make_contiguous_copy(dy);
+      Tensor dx = empty(dy.shape(), kFloat32);
+      if (dx.numel() > 0)
+        gelu_erf_backward_f32(dx.data_ptr<float>(), dyc.data_ptr<float>(), xs.get().data_ptr<float>(),
+                              cdf.data_ptr<float>(), dx.numel());
+      return grads(dx);
+    });
+  }
+  return out;
+}
+}  // namespace
+
 Tensor gelu(const Tensor& x, GeluApprox approximate) {
   const bool tanh_form = approximate == GeluApprox::Tanh;
+  check_floating("gelu", x);
+  if (!tanh_form && x.dtype() == kFloat32) return gelu_erf_f32(x);
   Tensor out = tanh_form ? hwy_unary<GeluTanhOp>("gelu", x, kTranscendentalCost)
                          : hwy_unary<GeluErfOp>("gelu", x, 2 * kTranscendentalCost);
   record("gelu", {x}, out, [xs = SavedTensor(x), tanh_form](const Tensor& dy) {
@@ -686,13 +714,7 @@ Tensor gelu(const Tensor& x, GeluApprox approximate) {
         return g * (s + T(2) * v * s * one_minus_s * T(kGeluBeta) * (T(1) + T(3 * kGeluKappa) * x2));
       }));
     }
-    const Tensor xv = xs.get();
-    if (dy.dtype() == kFloat32 && dy.is_contiguous() && xv.is_contiguous()) {
-      Tensor dx = empty(dy.shape(), kFloat32);
-      gelu_erf_backward_f32(dx.data_ptr<float>(), dy.data_ptr<float>(), xv.data_ptr<float>(), dy.numel());
-      return grads(dx);
-    }
-    return grads(grad_map(dy, xv, [](auto g, auto v) {
+    return grads(grad_map(dy, xs.get(), [](auto g, auto v) {
       using T = decltype(v);
       constexpr T kInvSqrt2Pi = T(0.39894228040143267794);
       const T cdf = T(0.5) * std::erfc(-v * T(kSqrtHalf));
