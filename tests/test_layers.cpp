@@ -137,9 +137,10 @@ TEST_CASE("layer_norm fast kernels match the naive reference (float32 and float6
                                         g.data_ptr<T>(), nullptr, dw_only.data_ptr<T>(), nullptr, dims);
     check_close(dw_only, dw, 0.0, 0.0);
   };
-  // C: 1, a vector tail, exactly 4 vectors, past the register path, long rows. N: 1, odd,
-  // and enough rows for the kernels to split over threads.
-  for (const int64_t C : {1, 3, 16, 17, 64, 65, 100, 1000, 5000})
+  // C: 1, a vector tail, 1 to 4 vectors (the register paths: float32 1, 1, 1, 2, 2, 3, 4
+  // vectors, float64 1, 1, 2, 3, 4, 5, 8), past them, long rows. N: 1, odd, and enough rows
+  // for the kernels to split over threads (and flush the dweight/dbias partials).
+  for (const int64_t C : {1, 3, 16, 17, 30, 40, 64, 65, 100, 1000, 5000})
     for (const int64_t N : {1, 7, 600}) {
       if (N * C > 700000) continue;
       run.operator()<float>(N, C, true, 2e-5);
