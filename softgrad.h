@@ -31,6 +31,7 @@
 #include "data/idx.h"
 #include "data/mnist.h"
 #include "optim/adam.h"
+#include "optim/checkpoint.h"
 #include "optim/clip_grad.h"
 #include "optim/lr_scheduler.h"
 #include "optim/optimizer.h"
