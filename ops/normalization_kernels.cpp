@@ -181,7 +181,7 @@ void short_rows_backward(const T* x, const T* w, const T* mean, const T* rstd, c
     dw_acc[k] = db_acc[k] = hn::Zero(d);
   }
   auto flush = [&] {
-    HWY_ALIGN T buf[kVecs * HWY_MAX_BYTES / sizeof(T)];
+    HWY_ALIGN T buf[kVecs * HWY_MAX_BYTES / sizeof(T)] = {};  // (= {}: GCC cannot see that C <= kVecs L)
     for (int k = 0; k < kVecs; ++k) hn::Store(dw_acc[k], d, buf + k * L);
     if (dw_total)
       for (int64_t c = 0; c < C; ++c) dw_total[c] += static_cast<double>(buf[c]);
