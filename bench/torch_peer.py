@@ -36,6 +36,31 @@ answered as soon as it arrives:
     cycle=K   K input sets cut from one buffer K times the size, used in turn, so that
               inputs smaller than the cache are still read from memory on every call
 
+Training epochs on real MNIST (bench_train.cpp), a spec of their own:
+
+    mlp_epoch|vit_epoch data=DIR [batch=128] [steps=S] [warmup_steps=10] [epochs=1] [seed=0]
+
+    mlp_epoch  784-512-256-10 ReLU nn.Sequential (examples/models.h make_mlp), AdamW lr 1e-3
+               weight decay 1e-2
+    vit_epoch  models::VisionTransformer's default: Linear patch embedding of the 4x4
+               patches (patch (i, j) is token 7 i + j), a zero-initialized class token
+               prepended, a learned position embedding (normal, std 0.02) added, two
+               nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, activation='gelu',
+               batch_first=True, norm_first=True), LayerNorm, Linear head on the class
+               token; AdamW lr 1e-3 weight decay 5e-2
+    Both as examples/trainer.h trains them: the training split's IDX files in DIR (raw
+    preferred, else .gz) read with numpy, pixel / 255 normalized with MNIST's mean 0.1307
+    and std 0.3081; a step is logits = model(x); loss = F.cross_entropy(logits, y);
+    opt.zero_grad(set_to_none=True) (softgrad's zero_grad drops gradients the same way);
+    loss.backward(); opt.step(); sched.step(); loss.item(). The schedule is the trainers'
+    default: LambdaLR warmup-cosine (optim/lr_scheduler.h WarmupCosine) with one epoch of
+    warmup in a 10-epoch run. Batches are gathered with index_select in the order of
+    torch.randperm(N) seeded with seed + epoch, a new order every epoch, the last batch
+    partial. `warmup_steps` untimed steps run first (epoch 0's order), then `epochs` epochs
+    (1, 2, ...) are timed, each whole or, with steps=S, its first S steps scaled to the
+    epoch by samples (S x batch of N). Answer: the median epoch time in ms. The mean
+    training loss of the timed steps goes to stderr, to show the model trains.
+
 Methodology (the same as bench_util.h on the C++ side): float32 inputs from torch.rand,
 `warmup` untimed calls, then the median wall time of `reps` calls. Every call except add_
 and fill_ allocates a fresh output, as softgrad ops do, and frees it inside the timed call
@@ -44,10 +69,14 @@ and fill_ allocates a fresh output, as softgrad ops do, and frees it inside the 
 Output: '# ...' comment lines, then one line per spec in input order: `MEDIAN_MS<TAB>SPEC`.
 """
 import argparse
+import gzip
+import math
+import os
 import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 
@@ -191,10 +220,150 @@ def median_ms(fn, reps, warmup, after=None):
     return statistics.median(times)
 
 
+# ---- training epochs on MNIST (mlp_epoch, vit_epoch) -----------------------------------
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+_mnist_cache = {}
+
+
+def read_idx(directory, name, magic, ndim):
+    """An IDX file of unsigned bytes as a numpy array; `name` raw, else `name`.gz."""
+    path = os.path.join(directory, name)
+    opener = open
+    if not os.path.exists(path):
+        path, opener = path + ".gz", gzip.open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    header = 4 + 4 * ndim
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise ValueError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (magic {raw[:4].hex()})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - header != math.prod(dims):
+        raise ValueError(f"{path}: {len(raw) - header} data bytes for dims {dims}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def load_mnist_train(directory):
+    """(images (N, 28, 28) float32 normalized, labels (N) int64), read once per directory."""
+    if directory not in _mnist_cache:
+        images = read_idx(directory, "train-images-idx3-ubyte", 0x803, 3)
+        labels = read_idx(directory, "train-labels-idx1-ubyte", 0x801, 1)
+        if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
+            raise ValueError(f"{directory}: images {images.shape} and labels {labels.shape} do not match")
+        x = (torch.from_numpy(images.astype(np.float32) / np.float32(255.0)) - MNIST_MEAN) / MNIST_STD
+        _mnist_cache[directory] = (x.contiguous(), torch.from_numpy(labels.astype(np.int64)))
+    return _mnist_cache[directory]
+
+
+def make_mlp():
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+class VisionTransformer(torch.nn.Module):
+    """examples/models.h's VisionTransformer with its default config (cls pooling)."""
+
+    def __init__(self, patch=4, dim=64, depth=2, heads=4, mlp_ratio=4):
+        super().__init__()
+        nn = torch.nn
+        self.patch, self.side = patch, 28 // patch
+        tokens = self.side * self.side
+        self.patch_embed = nn.Linear(patch * patch, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.layers = nn.Sequential(*[
+            nn.TransformerEncoderLayer(dim, heads, mlp_ratio * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                       norm_first=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, images):  # (B, 28, 28) -> (B, 10)
+        B, S, P = images.shape[0], self.side, self.patch
+        # (B, S, P, S, P) -> (B, S, S, P, P) -> (B, T, P*P): patch (i, j) is token i * S + j.
+        patches = images.reshape(B, S, P, S, P).permute(0, 1, 3, 2, 4).reshape(B, S * S, P * P)
+        x = self.patch_embed(patches)
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)
+        x = self.norm(self.layers(x + self.pos_embed))
+        return self.head(x[:, 0])
+
+
+def warmup_cosine(warmup, total):
+    """WarmupCosine's factor of the base lr (optim/lr_scheduler.h, eta_min 0, default start factor)."""
+    def factor(t):
+        if t < warmup:
+            return (t + 1) / (warmup + 1)
+        if t <= total:
+            return 0.5 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+        return 0.0
+    return factor
+
+
+EPOCH_MODELS = {"mlp_epoch": (make_mlp, 1e-2, (784,)), "vit_epoch": (VisionTransformer, 5e-2, (28, 28))}
+
+
+def run_epoch_spec(op, tokens):
+    opts = {"batch": 128, "steps": 0, "warmup_steps": 10, "epochs": 1, "seed": 0}
+    data = None
+    for tok in tokens:
+        key, sep, value = tok.partition("=")
+        if not sep or (key not in opts and key != "data"):
+            raise ValueError(f"{op} takes data=DIR and options {', '.join(opts)}, not {tok!r}")
+        if key == "data":
+            data = value
+        else:
+            opts[key] = int(value)
+    if data is None:
+        raise ValueError(f"{op} needs data=DIR (the directory of MNIST's IDX files)")
+    make_model, weight_decay, sample_shape = EPOCH_MODELS[op]
+    x, y = load_mnist_train(data)
+    x = x.reshape((x.shape[0],) + sample_shape)
+    n, batch = x.shape[0], opts["batch"]
+    steps_per_epoch = -(-n // batch)
+    steps = min(opts["steps"] or steps_per_epoch, steps_per_epoch)
+
+    torch.manual_seed(opts["seed"])
+    model = make_model()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+    total = 10 * steps_per_epoch  # the trainers' default: 10 epochs, one of warmup
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(min(total // 2, steps_per_epoch), total))
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def run_steps(epoch, count):
+        """`count` training steps in epoch `epoch`'s order: (samples, loss sum)."""
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(opts["seed"] + epoch))
+        samples, loss_sum = 0, 0.0
+        for i in range(count):
+            idx = order[i * batch:(i + 1) * batch]
+            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+            loss = cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(idx)
+            samples += len(idx)
+        return samples, loss_sum
+
+    with torch.enable_grad():
+        run_steps(0, min(opts["warmup_steps"], steps_per_epoch))
+        epoch_ms, losses = [], []
+        for epoch in range(1, opts["epochs"] + 1):
+            t0 = time.perf_counter()
+            samples, loss_sum = run_steps(epoch, steps)
+            epoch_ms.append((time.perf_counter() - t0) * 1e3 * n / samples)
+            losses.append(loss_sum / samples)
+    print(f"torch_peer.py: {op}: {steps} of {steps_per_epoch} steps timed per epoch, mean training loss "
+          f"{', '.join(f'{l:.4f}' for l in losses)}", file=sys.stderr, flush=True)
+    return statistics.median(epoch_ms)
+
+
 def run_spec(spec, reps, warmup):
     tokens = spec.split()
     if not tokens:
         raise ValueError("empty spec")
+    if tokens[0] in EPOCH_MODELS:
+        return run_epoch_spec(tokens[0], tokens[1:])
     op, shapes, opts = tokens[0], [], {}
     for tok in tokens[1:]:
         if "=" in tok:
