@@ -4,6 +4,7 @@
 // 1/sqrt(in)), and b (out) from U(-1/sqrt(in), 1/sqrt(in)).
 #include "core/generator.h"
 #include "nn/module.h"
+#include "ops/matmul.h"
 
 namespace sg::nn {
 
@@ -23,7 +24,7 @@ class Linear : public Module {
   const int64_t in_features, out_features;
 };
 
-// y = x W^T (+ b): the functional form (PyTorch's F.linear); the bias may be undefined.
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// y = x W^T (+ b): the functional form (PyTorch's F.linear), one fused node (ops/matmul.h).
+using sg::linear;
 
 }  // namespace sg::nn

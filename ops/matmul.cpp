@@ -20,6 +20,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/kernels.h"
+#include "core/strided.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
 
@@ -267,6 +268,65 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
            [sa = need_db ? SavedTensor(a) : SavedTensor(), sb = need_da ? SavedTensor(b) : SavedTensor(),
             a_shape = a.shape(), b_shape = b.shape(), need_da, need_db, b_transposed](const Tensor& dc) {
              return matmul_backward(dc, sa, sb, a_shape, b_shape, need_da, need_db, b_transposed);
+           });
+  }
+  return out;
+}
+
+namespace {
+// y (M, N) = x (M, K) W^T + b, W (N, K) with row stride ldw; b may be null. Rows get the
+// bias first, then the GEMM accumulates (beta = 1).
+template <typename T>
+void linear_forward(T* y, const T* x, const T* w, int64_t ldw, const T* b, int64_t M, int64_t N, int64_t K) {
+  if (b) {
+    parallel_for(M, N, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::copy(b, b + N, y + r * N);
+    });
+  }
+  if (K > 0) gemm<T>(false, true, M, N, K, T(1), x, K, w, ldw, b ? T(1) : T(0), y, N);
+  else if (!b) std::fill(y, y + M * N, T(0));
+}
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  SG_CHECK(x.defined() && weight.defined() && weight.dim() == 2,
+           "linear: expected a defined input and a 2-D weight, got input {} and weight {}",
+           x.defined() ? fmt::format("{}", x.shape()) : "undefined",
+           weight.defined() ? fmt::format("{}", weight.shape()) : "undefined");
+  SG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1),
+           "linear: input {} has {} features, the weight {} expects {}", x.shape(), x.dim() ? x.size(-1) : 0,
+           weight.shape(), weight.size(1));
+  SG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
+           "linear: bias {} does not match the weight {}", bias.shape(), weight.shape());
+  SG_CHECK(is_floating(x.dtype()) && weight.dtype() == x.dtype() && (!bias.defined() || bias.dtype() == x.dtype()),
+           "linear: input, weight and bias must share a floating dtype, got {}, {} and {}", x.dtype(), weight.dtype(),
+           bias.defined() ? dtype_name(bias.dtype()) : "none");
+  const int64_t K = weight.size(1), N = weight.size(0);
+  const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  const Tensor x2 = contiguous(x).reshape({M, K});  // rows of the input
+  const Tensor w = weight.stride(1) == 1 && weight.stride(0) >= std::max<int64_t>(K, 1) ? weight : contiguous(weight);
+  const Tensor b = bias.defined() ? contiguous(bias) : bias;
+  Tensor out = empty(out_shape, x.dtype());
+  if (out.numel() > 0) {
+    visit_floating(x.dtype(), [&]<typename T>() {
+      linear_forward<T>(out.data_ptr<T>(), x2.data_ptr<T>(), w.data_ptr<T>(), std::max<int64_t>(w.stride(0), 1),
+                        b.defined() ? b.data_ptr<T>() : nullptr, M, N, K);
+    });
+  }
+  if (any_requires_grad({x, weight, bias})) {
+    const bool need_dx = x.requires_grad(), need_dw = weight.requires_grad();
+    const bool need_db = bias.defined() && bias.requires_grad();
+    record("linear", {x, weight, bias}, out,
+           [xs = need_dw ? SavedTensor(x2) : SavedTensor(), ws = need_dx ? SavedTensor(weight) : SavedTensor(),
+            x_shape = x.shape(), M, N, need_dx, need_dw, need_db](const Tensor& dy) {
+             const Tensor dy2 = dy.reshape({M, N});
+             Tensor dx, dw, db;
+             if (need_dx) dx = matmul(dy2, ws.get()).reshape(x_shape);  // (M, N) @ (N, K)
+             if (need_dw) dw = matmul(dy2.t(), xs.get());               // (N, M) @ (M, K)
+             if (need_db) db = sum(dy2, {0});
+             return std::vector<Tensor>{dx, dw, db};
            });
   }
   return out;

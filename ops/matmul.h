@@ -8,6 +8,12 @@
 namespace sg {
 
 Tensor matmul(const Tensor& a, const Tensor& b);
+
+// y = x W^T + b: PyTorch's F.linear as one node. x (..., K), weight (N, K), bias (N) or
+// undefined -> y (..., N). The forward writes the bias into y and lets the GEMM accumulate
+// onto it (beta = 1): no broadcast-add pass after it. Backward: dx = dy W, dW = dy^T x
+// (in W's layout), db = dy summed over rows.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 // The triple-loop reference (no BLAS, no autograd) the tests compare matmul with.
 Tensor matmul_naive(const Tensor& a, const Tensor& b);
 

@@ -274,3 +274,40 @@ TEST_CASE("OpenBLAS runs kernels for this CPU, not the Prescott fallback") {
   if (!user_choice && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK(info.core != "Prescott");
   CHECK(!info.core.empty());
 }
+
+TEST_CASE("gradcheck linear: one node for x W^T + b") {
+  auto lin = [](const std::vector<Tensor>& x) { return sg::linear(x[0], x[1], x[2]); };
+  auto no_bias = [](const std::vector<Tensor>& x) { return sg::linear(x[0], x[1]); };
+  auto wt = [](const std::vector<Tensor>& x) { return sg::linear(x[0], x[1].t(), x[2]); };
+  run_grad_cases({
+      {"(3,4) W(5,4) b(5)", {{3, 4}, {5, 4}, {5}}, lin},
+      {"(2,3,4) W(5,4) b(5)", {{2, 3, 4}, {5, 4}, {5}}, lin},
+      {"1-D input", {{4}, {5, 4}, {5}}, lin},
+      {"no bias", {{2, 3, 4}, {5, 4}}, no_bias},
+      {"noncontig input and weight", {{3, 4}, {5, 4}, {5}}, lin, -1.0, 1.0, true},
+      {"transposed weight view", {{3, 4}, {4, 5}, {5}}, wt},
+      {"0-size K", {{3, 0}, {5, 0}, {5}}, lin},
+      {"0 rows", {{0, 4}, {5, 4}, {5}}, lin},
+  });
+}
+
+TEST_CASE("linear equals matmul + bias, and only the inputs that need a gradient get one") {
+  sg::Generator gen(40);
+  const Tensor x = sg::randn({2, 7, 33}, gen), w = sg::randn({19, 33}, gen), b = sg::randn({19}, gen);
+  check_close(sg::linear(x, w, b), sg::matmul(x, w.t()) + b, 1e-5, 1e-5);
+  check_close(sg::linear(x, w), sg::matmul(x, w.t()), 1e-5, 1e-5);
+  check_close(sg::linear(sg::zeros({4, 0}), w.narrow(1, 0, 0), b), b.expand({4, 19}), 0, 0);
+
+  Tensor wl = w.clone().requires_grad_(), bl = b.clone().requires_grad_();
+  sg::sum(sg::linear(x, wl, bl)).backward();
+  CHECK(wl.grad().is_contiguous());
+  check_close(wl.grad(), sg::matmul(sg::ones({19, 14}), x.reshape({14, 33})), 1e-5, 1e-4);
+  check_close(bl.grad(), sg::full({19}, 14.0), 0, 0);
+}
+
+TEST_CASE("linear errors") {
+  check_error([] { sg::linear(sg::zeros({2, 3}), sg::zeros({4, 5})); }, {"linear", "[2, 3]", "[4, 5]", "3 features"});
+  check_error([] { sg::linear(sg::zeros({2, 3}), sg::zeros({4, 3}), sg::zeros({5})); }, {"linear", "bias [5]", "[4, 3]"});
+  check_error([] { sg::linear(sg::zeros({2, 3}), sg::zeros({4, 3}, sg::kFloat64)); }, {"linear", "float32", "float64"});
+  check_error([] { sg::linear(sg::zeros({2, 3}), sg::zeros({3})); }, {"linear", "2-D weight", "[3]"});
+}
