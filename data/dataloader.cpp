@@ -30,11 +30,18 @@ struct DataLoader::Iterator::Pass {
   DataLoaderOptions options;
   std::vector<int64_t> order;
   int64_t num_batches;
+  int64_t epoch;
 };
 
 DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   SG_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got {}", options_.batch_size);
+  if (options_.random_shift) {  // fail here, not at the first batch
+    options_.random_shift->check();
+    SG_CHECK(dataset_.inputs().dim() == 3 && is_floating(dataset_.inputs().dtype()),
+             "DataLoader: random_shift needs floating (N, H, W) images, got {} {}", dataset_.inputs().dtype(),
+             dataset_.inputs().shape());
+  }
   if (options_.normalize) {  // fail here, not at the first batch
     options_.normalize->check();
     SG_CHECK(is_floating(dataset_.inputs().dtype()), "DataLoader: normalize needs floating inputs, got {}",
@@ -64,7 +71,8 @@ std::vector<int64_t> DataLoader::order(int64_t epoch) const {
 }
 
 DataLoader::Iterator DataLoader::begin() {
-  auto pass = std::make_shared<Iterator::Pass>(Iterator::Pass{dataset_, options_, order(epoch_), num_batches()});
+  auto pass =
+      std::make_shared<Iterator::Pass>(Iterator::Pass{dataset_, options_, order(epoch_), num_batches(), epoch_});
   ++epoch_;
   return Iterator(std::move(pass), 0);
 }
@@ -90,6 +98,10 @@ void DataLoader::Iterator::load() {
   const int64_t B = pass_->options.batch_size, N = static_cast<int64_t>(pass_->order.size());
   const int64_t start = index_ * B, count = std::min(B, N - start);
   batch_ = pass_->dataset.get_batch(std::span<const int64_t>(pass_->order).subspan(start, count));
+  if (pass_->options.random_shift) {
+    Generator gen(mix64(epoch_seed(pass_->options.seed, pass_->epoch) ^ static_cast<uint64_t>(index_)));
+    pass_->options.random_shift->apply_(batch_.x, gen);
+  }
   if (pass_->options.normalize) pass_->options.normalize->apply_(batch_.x);
 }
 

@@ -32,7 +32,10 @@ struct DataLoaderOptions {
   bool shuffle = false;
   bool drop_last = false;  // drop the last batch when it is smaller than batch_size
   uint64_t seed = 0;       // with the epoch, fixes the shuffle order
-  // Applied in place to each batch's x (a fresh tensor, so the data set is untouched).
+  // Applied in place to each batch's x (a fresh tensor, so the data set is untouched):
+  // first the shift, with a generator derived from (seed, epoch, batch index) only, so a
+  // resumed run sees the same shifts; then normalize.
+  std::optional<RandomShift> random_shift = std::nullopt;
   std::optional<Normalize> normalize = std::nullopt;
 };
 

@@ -90,4 +90,34 @@ Tensor Normalize::operator()(const Tensor& x) const {
   return out;
 }
 
+void RandomShift::check() const {
+  SG_CHECK(max_pixels >= 0 && std::isfinite(fill), "RandomShift: needs max_pixels >= 0 and a finite fill, got {} and {}",
+           max_pixels, fill);
+}
+
+void RandomShift::apply_(const Tensor& x, Generator& gen) const {
+  check();
+  SG_CHECK(x.defined() && is_floating(x.dtype()) && x.dim() == 3 && x.is_contiguous() && !x.requires_grad(),
+           "RandomShift: expects a contiguous floating (B, H, W) batch that does not require grad, got {}",
+           x.defined() ? fmt::format("{} {}", dtype_name(x.dtype()), x.shape()) : "undefined");
+  if (max_pixels == 0 || x.numel() == 0) return;
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), span = 2 * max_pixels + 1;
+  visit_floating(x.dtype(), [&]<typename T>() {
+    std::vector<T> image(static_cast<size_t>(H * W));
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t dy = static_cast<int64_t>(gen.below(static_cast<uint64_t>(span))) - max_pixels;
+      const int64_t dx = static_cast<int64_t>(gen.below(static_cast<uint64_t>(span))) - max_pixels;
+      T* p = x.data_ptr<T>() + b * H * W;
+      std::copy(p, p + H * W, image.begin());
+      for (int64_t i = 0; i < H; ++i)  // out[i][j] = in[i - dy][j - dx], or fill
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t si = i - dy, sj = j - dx;
+          p[i * W + j] = si >= 0 && si < H && sj >= 0 && sj < W ? image[static_cast<size_t>(si * W + sj)]
+                                                               : static_cast<T>(fill);
+        }
+    }
+  });
+  ++x.impl()->storage->version;
+}
+
 }  // namespace sg::data

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 
+#include "core/generator.h"
 #include "core/tensor.h"
 
 namespace sg::data {
@@ -50,6 +51,18 @@ struct Normalize {
   Tensor operator()(const Tensor& x) const;  // a new contiguous tensor
   void apply_(const Tensor& x) const;        // in place; x must be contiguous and not require grad
   void check() const;                        // throws unless std > 0 and both are finite
+};
+
+// Random translation, the usual augmentation for MNIST-like digits: each image of a batch
+// x (B, H, W) moves by its own (dy, dx), each uniform in [-max_pixels, max_pixels]; pixels
+// moved in from outside take `fill` (the background: 0, or -mean/std after Normalize).
+// Draws two numbers per image from gen.
+struct RandomShift {
+  int64_t max_pixels = 2;  // >= 0
+  double fill = 0.0;
+
+  void apply_(const Tensor& x, Generator& gen) const;  // in place; x contiguous floating (B, H, W)
+  void check() const;
 };
 
 // The usual constants (per-pixel mean and standard deviation of the training images in [0, 1]).

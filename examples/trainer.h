@@ -25,16 +25,17 @@
 namespace trainer {
 
 struct Flags {
-  std::string data;               // directory with the IDX files; empty: find or fetch
+  std::string data{};             // directory with the IDX files; empty: find or fetch
   std::string dataset = "mnist";  // mnist | fashion
   int64_t epochs = 10;
   int64_t batch_size = 128;
   double lr = 1e-3;
   double weight_decay = 1e-2;
   double warmup_epochs = 1.0;
+  int64_t shift = 0;  // random translation of training images, in pixels (needs image-shaped inputs)
   int threads = 0;  // 0: every core
   uint64_t seed = 0;
-  std::string save, resume, metrics;
+  std::string save{}, resume{}, metrics{};
   double min_accuracy = 0.0;  // percent; exit status 1 below it
 };
 
@@ -53,6 +54,8 @@ inline void add_flags(CLI::App& app, Flags& f) {
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--warmup-epochs", f.warmup_epochs, "Epochs of linear warmup (may be fractional)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--shift", f.shift, "Move each training image by up to this many pixels at random (augmentation)")
+      ->check(CLI::Range(0, 8))->capture_default_str();
   app.add_option("--threads", f.threads, "Threads for kernels and BLAS (0: all cores)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--seed", f.seed, "Seed for init, shuffling and dropout")->capture_default_str();
@@ -87,7 +90,13 @@ inline Data load_data(const Flags& f, bool flatten) {
   sg::data::TensorDataset train = load(sg::data::Split::Train), test = load(sg::data::Split::Test);
   fmt::print("{}: {} training and {} test images from {}\n", sg::data::dataset_name(kind), train.size(), test.size(),
              root.string());
-  return Data{kind, sg::data::DataLoader(std::move(train), {.batch_size = f.batch_size, .shuffle = true, .seed = f.seed}),
+  SG_CHECK(f.shift == 0 || !flatten, "--shift needs image-shaped inputs; this trainer flattens them");
+  std::optional<sg::data::RandomShift> shift;
+  if (f.shift > 0) shift = sg::data::RandomShift{.max_pixels = f.shift, .fill = sg::data::dataset_normalize(kind)(
+                                                                            sg::zeros({1})).item<float>()};
+  return Data{kind,
+              sg::data::DataLoader(std::move(train),
+                                   {.batch_size = f.batch_size, .shuffle = true, .seed = f.seed, .random_shift = shift}),
               std::move(test)};
 }
 

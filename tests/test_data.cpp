@@ -787,3 +787,51 @@ TEST_CASE("dataloader: batches are fresh tensors that stay valid; normalize appl
       },
       {"DataLoader: normalize needs floating inputs, got int64"});
 }
+
+TEST_CASE("RandomShift moves each image by its own offset, fills the rest, and the loader repeats it per epoch") {
+  // 3 images of 4 x 5 with distinct values; max 1 pixel.
+  const Tensor images = sg::arange(0.0, 60.0).to(sg::kFloat32).reshape({3, 4, 5}) + 1.0;
+  const data::RandomShift shift{.max_pixels = 1, .fill = -7.0};
+  Tensor x = images.clone();
+  sg::Generator gen(5), replay(5);
+  shift.apply_(x, gen);
+  const float* in = images.data_ptr<float>();
+  const float* out = x.data_ptr<float>();
+  for (int64_t b = 0; b < 3; ++b) {
+    const int64_t dy = static_cast<int64_t>(replay.below(3)) - 1, dx = static_cast<int64_t>(replay.below(3)) - 1;
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 5; ++j) {
+        const int64_t si = i - dy, sj = j - dx;
+        const float want = si >= 0 && si < 4 && sj >= 0 && sj < 5 ? in[b * 20 + si * 5 + sj] : -7.0f;
+        REQUIRE(out[b * 20 + i * 5 + j] == want);
+      }
+  }
+  // Over many images every offset in [-2, 2]^2 shows up, and nothing else does.
+  Tensor dots = sg::zeros({2000, 5, 5});
+  for (int64_t b = 0; b < 2000; ++b) dots.set({b, 2, 2}, 1.0);
+  data::RandomShift{.max_pixels = 2}.apply_(dots, gen);
+  std::set<int64_t> where;
+  const float* d = dots.data_ptr<float>();
+  for (int64_t k = 0; k < dots.numel(); ++k)
+    if (d[k] == 1.0f) where.insert(k % 25);
+  CHECK(where.size() == 25);
+
+  // The loader: the same epoch gives the same shifted batches; another epoch other shifts.
+  data::DataLoader loader(data::TensorDataset(images, sg::zeros({3}, sg::kInt64)),
+                          {.batch_size = 3, .seed = 1, .random_shift = shift});
+  auto first_batch = [&](int64_t epoch) {
+    loader.set_epoch(epoch);
+    return (*loader.begin()).x.to_vector<float>();
+  };
+  CHECK(first_batch(4) == first_batch(4));
+  CHECK(first_batch(4) != first_batch(5));
+  CHECK(loader.dataset().inputs().to_vector<float>() == images.to_vector<float>());  // the data set is untouched
+
+  check_error([&] { data::RandomShift{.max_pixels = -1}.apply_(x, gen); }, {"RandomShift", "max_pixels >= 0", "-1"});
+  check_error([&] { data::RandomShift{}.apply_(sg::zeros({3, 20}), gen); }, {"RandomShift", "(B, H, W)", "[3, 20]"});
+  check_error(
+      [] {
+        data::DataLoader(data::TensorDataset(sg::zeros({3, 20}), sg::zeros({3})), {.random_shift = data::RandomShift{}});
+      },
+      {"DataLoader: random_shift needs floating (N, H, W) images", "[3, 20]"});
+}
