@@ -3,7 +3,7 @@
 // time exactly what the trainers train.
 //
 //   auto mlp = models::make_mlp({512, 256}, /*dropout=*/0.0, gen);   // 784 -> ... -> 10
-//   models::VisionTransformer vit({.patch = 4, .dim = 64, .depth = 2}, gen);
+//   models::VisionTransformer vit({.patch = 4, .dim = 64, .depth = 2, .pool = "cls"}, gen);
 #include <softgrad.h>
 
 #include <memory>
@@ -34,10 +34,13 @@ inline std::shared_ptr<sg::nn::Sequential> make_mlp(const std::vector<int64_t>& 
 // learned position embedding is added, then `depth` pre-norm encoder layers
 // (nn::TransformerEncoderLayer: MultiHeadAttention on the fused attention kernel, a GELU
 // MLP of width mlp_ratio * dim), a final LayerNorm and a Linear head to 10 classes.
+// The default: 7 x 7 patches (16 tokens), width 64, 4 layers of 4 heads, mean pooling.
+// (Measured on MNIST with the trainer's recipe: it beats 4 x 4 patches with 2 layers,
+// which costs about as much per epoch, by ~1 point after 10 epochs.)
 struct VitConfig {
-  int64_t patch = 4, dim = 64, depth = 2, heads = 4, mlp_ratio = 4;
+  int64_t patch = 7, dim = 64, depth = 4, heads = 4, mlp_ratio = 4;
   double dropout = 0.0;
-  std::string pool = "cls";
+  std::string pool = "mean";
 };
 
 class VisionTransformer : public sg::nn::Module {

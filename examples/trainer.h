@@ -62,7 +62,7 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--save", f.save, "Checkpoint file written after every epoch (safetensors, atomic)");
   app.add_option("--resume", f.resume, "Continue from this checkpoint (same flags as the run that wrote it)")
       ->check(CLI::ExistingFile);
-  app.add_option("--metrics", f.metrics, "Append one CSV row per epoch to this file");
+  app.add_option("--metrics", f.metrics, "Write one CSV row per epoch to this file (appended to on --resume)");
   app.add_option("--min-accuracy", f.min_accuracy, "Exit with status 1 when the final test accuracy (%) is lower")
       ->check(CLI::Range(0.0, 100.0));
 }
