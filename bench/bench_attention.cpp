@@ -48,32 +48,6 @@ struct Problem {
 constexpr Problem kProblems[] = {{1, 8, 1024, 64}, {1, 8, 4096, 64}, {4, 4, 256, 64}, {1, 8, 2048, 128}};
 constexpr Problem kLong = {1, 8, 16384, 64};
 
-// sgemm GFLOP/s of one 2048^3 product through OpenBLAS with the library's threads.
-class SgemmProbe {
- public:
-  SgemmProbe() {
-    sg::Generator gen(1);
-    a_ = sg::rand({kN, kN}, gen);
-    b_ = sg::rand({kN, kN}, gen);
-    c_ = sg::empty({kN, kN});
-    run();  // warm-up
-  }
-  double run() {
-    const auto t0 = sgbench::Clock::now();
-    sg::gemm<float>(false, false, kN, kN, kN, 1.0f, a_.data_ptr<float>(), kN, b_.data_ptr<float>(), kN, 0.0f,
-                    c_.data_ptr<float>(), kN);
-    const double gflops = 2.0 * kN * kN * kN / sgbench::ms_since(t0) / 1e6;
-    best_ = std::max(best_, gflops);
-    return gflops;
-  }
-  double best() const { return best_; }
-
- private:
-  static constexpr int64_t kN = 2048;
-  sg::Tensor a_, b_, c_;
-  double best_ = 0.0;
-};
-
 // The process's resident set now (VmRSS) and its peak since the last reset (VmHWM), in MB;
 // reset() starts a new peak at the current size.
 struct Resident {
@@ -110,7 +84,7 @@ struct Measured {
 // Median time of the op, with 3 sgemms right before and 3 right after its timed calls, so
 // that the op and its limit are measured in the same minutes (sgemms between the calls
 // would evict the op's inputs and slow it); then one more call for memory.
-Measured measure(const Problem& p, bool causal, bool backward, int reps, int warmup, SgemmProbe& sgemm) {
+Measured measure(const Problem& p, bool causal, bool backward, int reps, int warmup, sgbench::SgemmProbe& sgemm) {
   sg::Generator gen(7);
   sg::Tensor q = sg::randn({p.B, p.H, p.N, p.D}, gen), k = sg::randn({p.B, p.H, p.N, p.D}, gen),
              v = sg::randn({p.B, p.H, p.N, p.D}, gen);
@@ -158,7 +132,7 @@ int main(int argc, char** argv) {
     else threads = std::atoi(argv[i]);
   }
   sg::set_num_threads(threads);
-  SgemmProbe sgemm;
+  sgbench::SgemmProbe sgemm;
   double start_sgemm = 0.0;
   for (int r = 0; r < 5; ++r) start_sgemm = std::max(start_sgemm, sgemm.run());
   sgbench::TorchPeer peer(threads, 5, 1);

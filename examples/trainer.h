@@ -122,6 +122,24 @@ inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset&
   return {loss_sum / n, 100.0 * static_cast<double>(correct) / n};
 }
 
+// One optimization step on a batch: forward, cross-entropy, backward, the optimizer's and
+// the schedule's step. Returns the logits (for accuracy) and the loss. bench_train times
+// exactly this.
+struct Step {
+  sg::Tensor logits;
+  double loss = 0.0;
+};
+inline Step train_step(sg::nn::Module& model, sg::optim::Optimizer& opt, sg::optim::LRScheduler& schedule,
+                       const sg::data::Batch& b) {
+  sg::Tensor logits = model.forward(b.x);
+  const sg::Tensor loss = sg::cross_entropy(logits, b.y);
+  opt.zero_grad();
+  loss.backward();
+  opt.step();
+  schedule.step();
+  return {logits, loss.item<float>()};
+}
+
 struct Result {
   double test_accuracy = 0.0;
   bool passed = true;  // test accuracy >= --min-accuracy
@@ -165,18 +183,12 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, step = 0;
     for (const sg::data::Batch& b : data.train) {
-      const sg::Tensor logits = model.forward(b.x);
-      const sg::Tensor loss = sg::cross_entropy(logits, b.y);
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
-      schedule.step();
-
+      const Step s = train_step(model, opt, schedule, b);
       const int64_t n = b.y.size(0);
-      loss_sum += loss.item<float>() * static_cast<double>(n);
+      loss_sum += s.loss * static_cast<double>(n);
       {
         sg::NoGradGuard no_grad;
-        correct += sg::sum(sg::eq(sg::argmax(logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
+        correct += sg::sum(sg::eq(sg::argmax(s.logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
       }
       seen += n;
       progress.update(++step, seen,
