@@ -76,24 +76,24 @@ struct Data {
 // Sets the thread count, finds (or fetches) the data set, normalizes it once with its
 // usual mean and std. Images are (N, 784) with flatten, else (N, 28, 28).
 inline Data load_data(const Flags& f, bool flatten) {
+  SG_CHECK(f.shift == 0 || !flatten, "--shift needs image-shaped inputs; this trainer flattens them");
   if (f.threads > 0) sg::set_num_threads(f.threads);
   using sg::data::DatasetKind;
   const DatasetKind kind = f.dataset == "fashion" ? DatasetKind::FashionMnist : DatasetKind::Mnist;
   std::optional<std::filesystem::path> dir;
   if (!f.data.empty()) dir = f.data;
   const std::filesystem::path root = sg::data::resolve_dataset_dir(kind, dir, /*allow_download=*/true);
+  const sg::data::Normalize normalize = sg::data::dataset_normalize(kind);
   auto load = [&](sg::data::Split split) {
     sg::data::MnistData d = sg::data::load_mnist(root, split, {.flatten = flatten});
-    sg::data::dataset_normalize(kind).apply_(d.images);
+    normalize.apply_(d.images);
     return sg::data::TensorDataset(d.images, d.labels);
   };
   sg::data::TensorDataset train = load(sg::data::Split::Train), test = load(sg::data::Split::Test);
   fmt::print("{}: {} training and {} test images from {}\n", sg::data::dataset_name(kind), train.size(), test.size(),
              root.string());
-  SG_CHECK(f.shift == 0 || !flatten, "--shift needs image-shaped inputs; this trainer flattens them");
-  std::optional<sg::data::RandomShift> shift;
-  if (f.shift > 0) shift = sg::data::RandomShift{.max_pixels = f.shift, .fill = sg::data::dataset_normalize(kind)(
-                                                                            sg::zeros({1})).item<float>()};
+  std::optional<sg::data::RandomShift> shift;  // pixels moved in are background: 0 before normalizing
+  if (f.shift > 0) shift = sg::data::RandomShift{.max_pixels = f.shift, .fill = -normalize.mean / normalize.std};
   return Data{kind,
               sg::data::DataLoader(std::move(train),
                                    {.batch_size = f.batch_size, .shuffle = true, .seed = f.seed, .random_shift = shift}),
