@@ -163,6 +163,10 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
              f.resume);
     SG_CHECK(meta.at("run") == run_name, "--resume {}: the checkpoint is from {}, not {}", f.resume, meta.at("run"),
              run_name);
+    // The schedule's length comes from --epochs: another value would change every later lr.
+    SG_CHECK(meta.contains("epochs") && meta.at("epochs") == std::to_string(f.epochs),
+             "--resume {}: the checkpoint's run had --epochs {}, this one {} (pass the same flags)", f.resume,
+             meta.contains("epochs") ? meta.at("epochs") : "?", f.epochs);
     start_epoch = std::stoll(meta.at("epoch"));
     fmt::print("resumed from {} after epoch {}\n", f.resume, start_epoch);
   }
@@ -210,6 +214,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
     if (!f.save.empty()) {
       sg::optim::save_checkpoint(f.save, state,
                                  {{"run", run_name}, {"epoch", std::to_string(epoch + 1)},
+                                  {"epochs", std::to_string(f.epochs)},
                                   {"test_accuracy", fmt::format("{:.4f}", test.accuracy)}});
     }
   }
