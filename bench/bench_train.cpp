@@ -250,7 +250,8 @@ int main(int argc, char** argv) {
   if (with_torch)
     fmt::print("speedup = torch epoch s / softgrad epoch s (above 1: softgrad is faster).\n");
   fmt::print("sgemm: the best of the run {:.1f} GFLOP/s. Mean training loss over softgrad's timed steps:", sgemm.best());
-  for (const Row& r : rows) fmt::print(" {} {:.4f}", r.model.substr(0, 3), r.sg.mean_loss);
+  for (size_t i = 0; i < rows.size(); ++i)
+    fmt::print("{} {} {:.4f}", i ? "," : "", rows[i].model, rows[i].sg.mean_loss);
   fmt::print(" (PyTorch's on stderr).\n");
   return 0;
 }

@@ -358,7 +358,8 @@ def run_epoch_spec(op, tokens):
             samples, loss_sum = run_steps(epoch, steps)
             epoch_ms.append((time.perf_counter() - t0) * 1e3 * n / samples)
             losses.append(loss_sum / samples)
-    print(f"torch_peer.py: {op}: {steps} of {steps_per_epoch} steps timed per epoch, mean training loss "
+    model_desc = "".join(f" {k}={v}" for k, v in model_opts.items())
+    print(f"torch_peer.py: {op}{model_desc}: {steps} of {steps_per_epoch} steps timed per epoch, mean training loss "
           f"{', '.join(f'{l:.4f}' for l in losses)}", file=sys.stderr, flush=True)
     return statistics.median(epoch_ms)
 
