@@ -53,19 +53,12 @@ GEN = torch.Generator().manual_seed(20241105)
 
 
 # ---- input makers (all draw from GEN, so the file is reproducible) ------------------------
-def short(t, dtype):
-    """t rounded to 4 decimals (float64) or to a multiple of 2^-10 (float32, exact there)."""
-    if dtype == F64:
-        return torch.round(t * 1e4) / 1e4
-    return (torch.round(t * 1024.0) / 1024.0).to(dtype)
-
-
 def uniform(shape, lo=-1.0, hi=1.0, dtype=F64):
-    return short(reftable.uniform(GEN, shape, lo, hi), dtype)
+    return reftable.short(reftable.uniform(GEN, shape, lo, hi), dtype)
 
 
 def normal(shape, scale=1.0, offset=0.0, dtype=F64):
-    return short(offset + reftable.normal(GEN, shape, scale), dtype)
+    return reftable.short(offset + reftable.normal(GEN, shape, scale), dtype)
 
 
 CASES = []

@@ -67,14 +67,8 @@ SHAPES = [(3, 4), (4,), (2, 3)]
 GROUPS = [[0, 1], [2]]
 
 
-def short(t, dtype):
-    if dtype == F64:
-        return torch.round(t * 1e4) / 1e4
-    return (torch.round(t * 1024.0) / 1024.0).to(dtype)
-
-
 def uniform(shape, lo=-1.0, hi=1.0, dtype=F64):
-    return short(reftable.uniform(GEN, shape, lo, hi), dtype)
+    return reftable.short(reftable.uniform(GEN, shape, lo, hi), dtype)
 
 
 def scalar(v):

@@ -27,6 +27,13 @@ def normal(gen, shape, scale=1.0, dtype=F64):
     return (scale * torch.randn(shape, generator=gen, dtype=F64)).to(dtype)
 
 
+def short(t, dtype):
+    """t rounded to 4 decimals (float64) or to a multiple of 2^-10 (float32, exact there)."""
+    if dtype == F64:
+        return torch.round(t * 1e4) / 1e4
+    return (torch.round(t * 1024.0) / 1024.0).to(dtype)
+
+
 def rand_bool(gen, shape, p, draw_dtype=F64):
     """True with probability p: one uniform draw of draw_dtype per entry (the dtype decides
     how far the generator advances and so every later draw)."""
