@@ -132,27 +132,27 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
   const Plan& p = *plan;
   const kernels::AttentionDims& d = p.dims;
   Tensor out = empty(p.out_shape, q.dtype());
-  Tensor lse = empty({d.B, d.H, d.Nq}, q.dtype());  // row log-sum-exp, saved for backward
+  Tensor row_stats = empty({kernels::attention_row_stats_size(d)}, q.dtype());  // row max, log sum: for backward
   visit_floating(q.dtype(), [&]<typename T>() {
     const auto params = params_of<T>(p);
     if (naive) {
       kernels::attention_forward_naive<T>(heads_view<T>(p.q), heads_view<T>(p.k), heads_view<T>(p.v), params, d,
-                                          out.data_ptr<T>(), lse.data_ptr<T>());
+                                          out.data_ptr<T>(), row_stats.data_ptr<T>());
     } else {
       const Tensor workspace = empty({kernels::attention_forward_workspace(d)}, q.dtype());
       kernels::attention_forward<T>(heads_view<T>(p.q), heads_view<T>(p.k), heads_view<T>(p.v), params, d,
-                                    out.data_ptr<T>(), lse.data_ptr<T>(), workspace.data_ptr<T>());
+                                    out.data_ptr<T>(), row_stats.data_ptr<T>(), workspace.data_ptr<T>());
     }
   });
   if (any_requires_grad({q, k, v})) {
     // The plan holds detached q, k, v and mask (their data, not their history), each either
     // the caller's storage or a private copy: `inputs` watches the caller's, and backward
-    // throws if one of them, or out, was modified in place. lse is private.
+    // throws if one of them, or out, was modified in place. row_stats is private.
     std::vector<SavedTensor> inputs;
     for (const Tensor& t : {q, k, v, p.mask})
       if (t.defined()) inputs.emplace_back(t.detach());
     record(naive ? "scaled_dot_product_attention_naive" : kOp, {q, k, v}, out,
-           [plan, naive, inputs = std::move(inputs), saved_out = SavedTensor(out), lse](const Tensor& grad) {
+           [plan, naive, inputs = std::move(inputs), saved_out = SavedTensor(out), row_stats](const Tensor& grad) {
              const Plan& p = *plan;
              for (const SavedTensor& t : inputs) t.get();  // throws if one was modified in place
              const Tensor &qs = p.q, &ks = p.k, &vs = p.v;
@@ -169,7 +169,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
                else {
                  const Tensor workspace = empty({kernels::attention_backward_workspace(p.dims)}, qs.dtype());
                  kernels::attention_backward<T>(heads_view<T>(qs), heads_view<T>(ks), heads_view<T>(vs), params,
-                                                p.dims, o.data_ptr<T>(), g.data_ptr<T>(), lse.data_ptr<T>(),
+                                                p.dims, o.data_ptr<T>(), g.data_ptr<T>(), row_stats.data_ptr<T>(),
                                                 dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(),
                                                 workspace.data_ptr<T>());
                }

@@ -50,23 +50,25 @@ template <typename T> T row_max(const T* x, int64_t n) {
   return m;
 }
 
-// x = exp(x - shift) for x <= shift (shift is the row max or the row's log-sum-exp, so every
-// exponent is <= 0; masked -inf entries give 0); returns the sum of the new x when kSum.
-template <bool kSum, typename T> T exp_shifted(T* x, int64_t n, T shift) {
+// x = exp((x - max) - log_sum) for x <= max, log_sum >= 0 (every exponent is <= 0; masked
+// -inf entries give 0); returns the sum of the new x when kSum. The two shifts are applied
+// one after the other: x - max is exact when x is near a huge max, and log_sum survives.
+template <bool kSum, typename T> T exp_shifted(T* x, int64_t n, T max, T log_sum = T(0)) {
   const Tag<T> d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
-  const auto vshift = hn::Set(d, shift);
+  const auto vmax = hn::Set(d, max), vlog_sum = hn::Set(d, log_sum);
   auto acc = hn::Zero(d);
   int64_t i = 0;
   for (; i + L <= n; i += L) {
-    const auto e = simd::ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + i), vshift));
+    const auto e = simd::ExpNonPositive(d, hn::Sub(hn::Sub(hn::LoadU(d, x + i), vmax), vlog_sum));
     hn::StoreU(e, d, x + i);
     if constexpr (kSum) acc = hn::Add(acc, e);
   }
   if (i < n) {  // the tail: one partial vector
     const size_t left = static_cast<size_t>(n - i);
-    const auto e = hn::IfThenElseZero(hn::FirstN(d, left),
-                                      simd::ExpNonPositive(d, hn::Sub(simd::LoadFirstN(d, x + i, left), vshift)));
+    const auto e = hn::IfThenElseZero(
+        hn::FirstN(d, left),
+        simd::ExpNonPositive(d, hn::Sub(hn::Sub(simd::LoadFirstN(d, x + i, left), vmax), vlog_sum)));
     simd::StoreFirstN(e, d, x + i, left);
     if constexpr (kSum) acc = hn::Add(acc, e);
   }
@@ -165,7 +167,7 @@ int threads_for(int64_t macs, int64_t items) {
 // kt: every head's K^T, (B * H, D, ld_kt).
 template <typename T>
 void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
-                    int64_t b, int64_t h, int64_t i0, int64_t br, T* out, T* lse, int64_t ld_kt) {
+                    int64_t b, int64_t h, int64_t i0, int64_t br, T* out, T* row_stats, int64_t ld_kt) {
   constexpr int64_t ldS = kLdTile;
   T* S = thread_scratch<T>(kTileQ * ldS, 0);  // (br, bc): scores, then P in place
   T* m = thread_scratch<T>(kTileQ, 1);           // running row max
@@ -205,15 +207,18 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
     if (p.dropout_p > 0) apply_dropout(S, ldS, br, bc, b, h, i0, j0, p, d);
     tile_gemm<T>(br, d.Dv, bc, T(1), S, ldS, 1, V + j0 * v.ld, v.ld, true, O, d.Dv);  // O += P V_j
   }
-  T* L = lse + (b * d.H + h) * d.Nq + i0;
+  const int64_t rows = d.B * d.H * d.Nq, first_row = (b * d.H + h) * d.Nq + i0;
+  T* row_max = row_stats + first_row;
+  T* row_log_sum = row_stats + rows + first_row;
   for (int64_t r = 0; r < br; ++r) {
     T* o = O + r * d.Dv;
+    row_max[r] = m[r];
     if (l[r] == T(0)) {  // a fully masked row: no mass, zero output, no gradient
       std::fill(o, o + d.Dv, T(0));
-      L[r] = kInf<T>;
+      row_log_sum[r] = kInf<T>;
     } else {
       scale_row(o, d.Dv, T(1) / l[r]);
-      L[r] = m[r] + std::log(l[r]);
+      row_log_sum[r] = std::log(l[r]);
     }
   }
 }
@@ -226,7 +231,7 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
 // must see every query tile, writes it instead of adding).
 template <typename T>
 void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p, AttentionDims d,
-                      int64_t b, int64_t h, int64_t j0, int64_t bc, const T* dout, const T* lse, const T* delta,
+                      int64_t b, int64_t h, int64_t j0, int64_t bc, const T* dout, const T* row_stats, const T* delta,
                       T* dq_head, bool dq_zero, T* dk, T* dv) {
   constexpr int64_t ldS = kLdTile;
   T* P = thread_scratch<T>(kTileQ * ldS, 0);   // (br, bc) probabilities
@@ -250,17 +255,18 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
     const int64_t br = std::min(kTileQ, d.Nq - i0);
     const T* Qi = q.head(b, h) + i0 * q.ld;              // (br, D)
     const T* dOi = dout + (bh * d.Nq + i0) * d.Dv;       // (br, Dv)
-    const T* Li = lse + bh * d.Nq + i0;                  // (br)
+    const T* Mi = row_stats + bh * d.Nq + i0;                         // (br) row max
+    const T* LogLi = row_stats + d.B * d.H * d.Nq + bh * d.Nq + i0;   // (br) log row sum
     const T* Di = delta + bh * d.Nq + i0;                // (br)
     T* dQi = dq_head + i0 * d.D;                         // (br, D)
 
     tile_gemm<T>(br, bc, d.D, p.scale, Qi, q.ld, 1, Kjt, ldS, false, P, ldS);  // S = s Q_i K_j^T
     apply_masks(P, ldS, br, bc, b, h, i0, j0, p);
     for (int64_t r = 0; r < br; ++r) {
-      if (Li[r] == kInf<T>)  // fully masked row
+      if (LogLi[r] == kInf<T>)  // fully masked row
         std::fill(P + r * ldS, P + r * ldS + bc, T(0));
       else
-        exp_shifted<false>(P + r * ldS, bc, Li[r]);
+        exp_shifted<false>(P + r * ldS, bc, Mi[r], LogLi[r]);
     }
     if (p.dropout_p > 0) {
       for (int64_t r = 0; r < br; ++r) std::copy(P + r * ldS, P + r * ldS + bc, Pdrop + r * ldS);
@@ -309,7 +315,7 @@ int64_t attention_backward_workspace(AttentionDims d) {
 
 template <typename T>
 void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                       AttentionDims d, T* out, T* lse, T* workspace) {
+                       AttentionDims d, T* out, T* row_stats, T* workspace) {
   const int64_t BH = d.B * d.H, q_tiles = (d.Nq + kTileQ - 1) / kTileQ;
   const int64_t items = BH * q_tiles;
   const int threads = threads_for(BH * d.Nq * d.Nk * (d.D + d.Dv), items);
@@ -325,14 +331,14 @@ void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Att
     for (int64_t item = 0; item < items; ++item) {
       const int64_t bh = item / q_tiles, qt = q_tiles - 1 - item % q_tiles;
       const int64_t i0 = qt * kTileQ;
-      forward_q_tile(q, kt, v, p, d, bh / d.H, bh % d.H, i0, std::min(kTileQ, d.Nq - i0), out, lse, ld_kt);
+      forward_q_tile(q, kt, v, p, d, bh / d.H, bh % d.H, i0, std::min(kTileQ, d.Nq - i0), out, row_stats, ld_kt);
     }
   }
 }
 
 template <typename T>
 void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                        AttentionDims d, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv,
+                        AttentionDims d, const T* out, const T* dout, const T* row_stats, T* dq, T* dk, T* dv,
                         T* workspace) {
   const int64_t BH = d.B * d.H, rows = BH * d.Nq;
   const int64_t k_tiles = (d.Nk + kTileK - 1) / kTileK;
@@ -356,7 +362,7 @@ void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const At
 #pragma omp for schedule(dynamic, 1)
       for (int64_t bh = 0; bh < BH; ++bh)
         for (int64_t j0 = 0; j0 < d.Nk; j0 += kTileK)
-          backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse, delta,
+          backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, row_stats, delta,
                            dq + bh * d.Nq * d.D, /*dq_zero=*/j0 == 0, dk, dv);
     } else {
       // Static, so that which key tiles add into which private dq, and so the rounding of
@@ -369,7 +375,7 @@ void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const At
 #pragma omp for schedule(static, 1)
       for (int64_t item = 0; item < BH * k_tiles; ++item) {
         const int64_t bh = item / k_tiles, j0 = (item % k_tiles) * kTileK;
-        backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, lse, delta,
+        backward_kv_tile(q, k, v, p, d, bh / d.H, bh % d.H, j0, std::min(kTileK, d.Nk - j0), dout, row_stats, delta,
                          mine + bh * d.Nq * d.D, /*dq_zero=*/false, dk, dv);
       }
 #pragma omp for schedule(static)
@@ -404,25 +410,27 @@ void naive_scores(HeadsView<T> q, HeadsView<T> k, const AttentionParams<T>& p, A
   }
 }
 
-// P row (softmax of s) in place; false for a fully masked row (P = 0 then). A NaN score
-// makes the whole row NaN.
-bool naive_softmax(std::vector<double>& s, double* lse) {
+// P row (softmax of s) in place, and the row's max and log of its sum of exp(s - max);
+// false for a fully masked row (P = 0 then, log_sum = +inf). A NaN score makes the whole
+// row NaN.
+bool naive_softmax(std::vector<double>& s, double* max, double* log_sum) {
   if (std::any_of(s.begin(), s.end(), [](double x) { return std::isnan(x); })) {
     std::fill(s.begin(), s.end(), std::numeric_limits<double>::quiet_NaN());
-    *lse = std::numeric_limits<double>::quiet_NaN();
+    *max = *log_sum = std::numeric_limits<double>::quiet_NaN();
     return true;
   }
   double m = -kInf<double>;
   for (double x : s) m = std::max(m, x);
+  *max = m;
   if (m == -kInf<double>) {
     std::fill(s.begin(), s.end(), 0.0);
-    *lse = kInf<double>;
+    *log_sum = kInf<double>;
     return false;
   }
   double l = 0;
   for (double& x : s) l += (x = std::exp(x - m));
   for (double& x : s) x /= l;
-  *lse = m + std::log(l);
+  *log_sum = std::log(l);
   return true;
 }
 
@@ -439,16 +447,17 @@ template <typename T> double naive_dropout(const AttentionParams<T>& p, Attentio
 
 template <typename T>
 void attention_forward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                             AttentionDims d, T* out, T* lse) {
+                             AttentionDims d, T* out, T* row_stats) {
   std::vector<double> s(static_cast<size_t>(d.Nk));
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < d.H; ++h)
       for (int64_t i = 0; i < d.Nq; ++i) {
         const int64_t row = (b * d.H + h) * d.Nq + i;
         naive_scores(q, k, p, d, b, h, i, s);
-        double row_lse;
-        naive_softmax(s, &row_lse);
-        lse[row] = static_cast<T>(row_lse);
+        double max, log_sum;
+        naive_softmax(s, &max, &log_sum);
+        row_stats[row] = static_cast<T>(max);
+        row_stats[d.B * d.H * d.Nq + row] = static_cast<T>(log_sum);
         for (int64_t c = 0; c < d.Dv; ++c) {
           double acc = 0;
           for (int64_t j = 0; j < d.Nk; ++j)
@@ -473,8 +482,8 @@ void attention_backward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, co
       for (int64_t i = 0; i < d.Nq; ++i) {
         const T* g = dout + (bh * d.Nq + i) * d.Dv;
         naive_scores(q, k, p, d, b, h, i, P);
-        double unused;
-        naive_softmax(P, &unused);
+        double unused_max, unused_log_sum;
+        naive_softmax(P, &unused_max, &unused_log_sum);
         double sum_p_dp = 0;
         for (int64_t j = 0; j < d.Nk; ++j) {
           const double z = naive_dropout(p, d, b, h, i, j);

@@ -14,11 +14,11 @@
 //     P_j   = exp(S_j - m'),  l = l * exp(m - m') + rowsum P_j
 //     O     = O * exp(m - m') + dropout(P_j) V_j      (tile_gemm, accumulating)
 //     m     = m'
-//   O /= l;  lse = m + log l                          (saved for backward)
+//   O /= l;  save m and log l                         (for backward)
 // backward (the analytic VJP), per (b, h, K/V tile j):
 //   Delta = rowsum(dO * O)                            (one pass before the tiles)
 //   for each q-tile i:
-//     P    = exp(scale * Q_i K_j^T + mask - lse_i)    (recomputed, never stored)
+//     P    = exp((scale * Q_i K_j^T + mask - m_i) - log l_i)   (recomputed, never stored)
 //     dV_j += dropout(P)^T dO_i
 //     dP   = dropout'(dO_i V_j^T)
 //     dS   = P * (dP - Delta_i)
@@ -27,8 +27,12 @@
 // Rules shared by the fused and the naive kernels:
 //   * causal is aligned top-left as in PyTorch: query row i attends to keys j <= i;
 //   * a query row with every key masked (by the mask, by causality, or Nk = 0) has no
-//     probability mass: its output row is 0, its lse is +inf, and it passes no gradient
+//     probability mass: its output row is 0, its log l is +inf, and it passes no gradient
 //     (PyTorch's math path returns NaN there);
+//   * NOTE: the row statistic is kept as two numbers, m and log l, never as their sum
+//     lse = m + log l (FlashAttention's L): under an additive mask of -1e9 (or -1e30, or
+//     float32's lowest) on a whole row, m is that huge value and m + log l rounds to m, so
+//     log l would be lost and every recomputed P of the row would be 1 instead of 1/Nk.
 //   * dropout keeps P[b, h, i, j] when dropout_keep(seed, index) says so, index =
 //     ((b * H + h) * Nq + i) * Nk + j, and scales kept entries by 1 / (keep probability)
 //     (1 / (1 - p) up to the 2^-24 steps of the threshold); backward regenerates the same
@@ -89,16 +93,20 @@ inline bool dropout_keep(uint64_t seed, uint64_t index, uint32_t threshold) {
 int64_t attention_forward_workspace(AttentionDims dims);
 int64_t attention_backward_workspace(AttentionDims dims);
 
-// out: (B, H, Nq, Dv) contiguous; lse: (B, H, Nq) contiguous.
+// The row statistics saved for backward: (2, B, H, Nq) contiguous, the row max m first,
+// then log l (l = the row sum of exp(S - m)).
+inline int64_t attention_row_stats_size(AttentionDims d) { return 2 * d.B * d.H * d.Nq; }
+
+// out: (B, H, Nq, Dv) contiguous; row_stats: see attention_row_stats_size.
 template <typename T>
 void attention_forward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                       AttentionDims dims, T* out, T* lse, T* workspace);
+                       AttentionDims dims, T* out, T* row_stats, T* workspace);
 
-// out, dout: (B, H, Nq, Dv) contiguous; lse from the forward. Writes (overwrites) dq
+// out, dout: (B, H, Nq, Dv) contiguous; row_stats from the forward. Writes (overwrites) dq
 // (B, H, Nq, D), dk (B, H, Nk, D), dv (B, H, Nk, Dv), all contiguous.
 template <typename T>
 void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                        AttentionDims dims, const T* out, const T* dout, const T* lse, T* dq, T* dk, T* dv,
+                        AttentionDims dims, const T* out, const T* dout, const T* row_stats, T* dq, T* dk, T* dv,
                         T* workspace);
 
 // Naive references, kept for tests: each head's full S and P (Nq x Nk) materialized, sums in
@@ -106,7 +114,7 @@ void attention_backward(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const At
 // layouts and rules as above.
 template <typename T>
 void attention_forward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
-                             AttentionDims dims, T* out, T* lse);
+                             AttentionDims dims, T* out, T* row_stats);
 template <typename T>
 void attention_backward_naive(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const AttentionParams<T>& p,
                               AttentionDims dims, const T* dout, T* dq, T* dk, T* dv);

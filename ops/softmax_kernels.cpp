@@ -272,10 +272,13 @@ template <bool kStream, typename T> void softmax_row(const T* x, T* y, int64_t n
     // where the running max rose. NOTE: walk blocks rather than look up block_max[i / B]
     // per vector: a 64-bit division per vector made this pass 3x slower on Intel.
     const Tag<T> d;
-    T last_max = kLowest<T>;
+    // NOTE: the first block always sets the factor: a sentinel such as lowest() would
+    // match a row whose max is lowest() (float32's -3.4e38, a common mask value) and
+    // leave the factor at 0.
+    T last_max = block_max[0];
     Vec<T> factor = hn::Zero(d);
     for (int64_t b = 0, i = 0; i < n; ++b, i += B) {
-      if (HWY_UNLIKELY(block_max[b] != last_max)) {
+      if (HWY_UNLIKELY(b == 0 || block_max[b] != last_max)) {
         last_max = block_max[b];
         const double rescale = last_max == ms.max ? 1.0 : std::exp(static_cast<double>(last_max) - ms.max);
         factor = hn::Set(d, static_cast<T>(rescale / ms.sum));

@@ -253,6 +253,51 @@ TEST_CASE("a fully masked query row gives a zero output row and zero gradients, 
   check_close(q.grad(), sg::zeros({1, 1, 3, 4}));
 }
 
+TEST_CASE("huge negative additive masks: whole and partial rows match the unfused composition, both dtypes") {
+  // Padded rows get -1e9 (masked_fill), -1e30 or float32's lowest (Hugging Face) instead of
+  // -inf. On a whole row the max is that value and max + log(sum) rounds to the max, so a
+  // backward that recomputed P from that one number made every P of the row 1 (gradients
+  // Nk times too large). Rows r % 3 == 0 carry the value on every key, rows r % 3 == 1 on
+  // their first half, the others none. q and k are multiples of 1/4 with D = 4 (scale
+  // 1/2): the scores are exact, so the fused op and the composition add the same numbers
+  // to the mask and any difference is the op's own error.
+  // -inf follows the fully masked row rule on both sides (zeros).
+  sg::Generator gen(31);
+  const double lowest = -3.4028234663852886e38;
+  for (const sg::Dtype dtype : {sg::kFloat64, sg::kFloat32}) {
+    for (const double huge : {-1e4, -1e9, -1e30, lowest, -double(INFINITY)}) {
+      for (const auto [Nq, Nk] : {std::array<int64_t, 2>{6, 9}, std::array<int64_t, 2>{130, 150}}) {
+        CAPTURE(dtype);
+        CAPTURE(huge);
+        CAPTURE(Nk);
+        std::vector<double> m(static_cast<size_t>(Nq * Nk), 0.0);
+        for (int64_t i = 0; i < Nq; ++i)
+          for (int64_t j = 0; j < Nk; ++j)
+            if (i % 3 == 0 || (i % 3 == 1 && j < Nk / 2)) m[static_cast<size_t>(i * Nk + j)] = huge;
+        sg::SdpaOptions o;
+        o.attn_mask = sg::from_vector(m, {Nq, Nk}).to(dtype);
+        const auto dyadic = [&](int64_t rows) { return (sg::randint(-8, 9, {1, 2, rows, 4}, gen).to(dtype) * 0.25); };
+        const Tensor q = dyadic(Nq), k = dyadic(Nk);
+        const Tensor v = sg::randn({1, 2, Nk, 3}, gen, dtype), w = sg::randn({1, 2, Nq, 3}, gen, dtype);
+        const Result fused = run(false, q, k, v, w, o);
+        Tensor qc = q.detach().requires_grad_(), kc = k.detach().requires_grad_(), vc = v.detach().requires_grad_();
+        const Tensor composed =
+            sg::matmul(sg::softmax(sg::matmul(qc, kc.transpose(-1, -2)) * 0.5 + o.attn_mask, -1), vc);
+        sg::sum(composed * w).backward();
+        const double rtol = dtype == sg::kFloat64 ? 1e-12 : 1e-5;
+        const auto check = [&](const Tensor& got, const Tensor& want, const char* what) {
+          CAPTURE(what);
+          check_close(got, want, rtol, rtol * max_abs(want));
+        };
+        check(fused.out, composed.detach(), "out");
+        check(fused.dq, qc.grad(), "dq");
+        check(fused.dk, kc.grad(), "dk");
+        check(fused.dv, vc.grad(), "dv");
+      }
+    }
+  }
+}
+
 TEST_CASE("causal attention: row i ignores keys after i") {
   // Changing key/value row j may change only output rows i >= j.
   sg::Generator gen(25);

@@ -540,6 +540,31 @@ TEST_CASE("cross_entropy stays finite and correct for huge logits") {
   }
 }
 
+TEST_CASE("cross_entropy of rows of a huge negative mask value: uniform, never 0 or C times too large") {
+  // Each row's (max, sum) is kept apart (in double), never as max + log(sum), which would
+  // lose the sum when the max is -1e9 or float32's lowest.
+  const double lowest = -3.4028234663852886e38;
+  for (sg::Dtype dt : {sg::kFloat32, sg::kFloat64})
+    for (const double huge : {-1e4, -1e9, -1e30, lowest})
+      for (int64_t C : {9, 150, 5000}) {
+        CAPTURE(dt);
+        CAPTURE(huge);
+        CAPTURE(C);
+        Tensor z = sg::full({2, C}, huge, dt);
+        {
+          sg::NoGradGuard no_grad;
+          z.set({1, 0}, 0.0);  // row 1: one ordinary class, the rest masked
+        }
+        z.requires_grad_();
+        const Tensor loss = sg::cross_entropy(z, sg::tensor({int64_t{3}, int64_t{0}}), {.reduction = Reduction::None});
+        sgtest::check_values(loss, {std::log(static_cast<double>(C)), 0.0}, 1e-6, 1e-12);
+        sg::sum(loss).backward();
+        std::vector<double> want(static_cast<size_t>(2 * C), 0.0);
+        for (int64_t c = 0; c < C; ++c) want[static_cast<size_t>(c)] = 1.0 / static_cast<double>(C) - (c == 3);
+        sgtest::check_values(z.grad(), want, 1e-6, 1e-9);
+      }
+}
+
 TEST_CASE("cross_entropy edge rows follow the documented rules") {
   // ops/softmax.h: k entries at +inf share the mass (log_softmax -log k there, -inf
   // elsewhere), an all -inf row has log_softmax -inf and softmax 0, NaN spreads over its row.

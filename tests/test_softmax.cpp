@@ -585,6 +585,26 @@ TEST_CASE("large logits: +-1e4 and +-3e38 give finite, correct answers") {
   }
 }
 
+TEST_CASE("rows of a huge negative mask value (-1e4, -1e9, -1e30, lowest) on every kernel path") {
+  // Masks written as masked_fill(-1e9) or float32's lowest instead of -inf: a row made of
+  // that one value is uniform, and the value must never be taken for "no max yet" (the
+  // cached-exp path once started from lowest() and wrote zeros for such rows). C covers
+  // the register path (9), the cached-exp path (150, 5000) and the streaming path
+  // (70000); the layouts cover the non-last dim.
+  const double lowest = -3.4028234663852886e38;
+  for (const double huge : {-1e4, -1e9, -1e30, lowest})
+    for (int64_t C : {9, 150, 5000, 70000}) {
+      CAPTURE(huge);
+      CAPTURE(C);
+      check_batch(batch_with(5, C,
+                             {{0, row_of(C, {}, huge)},
+                              {2, row_of(C, {0.5, -1.0, 2.0}, huge)},
+                              {3, row_of(C, {huge, huge}, 0.25)}},
+                             static_cast<uint64_t>(C)),
+                  C > 5000 ? 1 : 3);
+    }
+}
+
 TEST_CASE("+inf entries share the mass: softmax 1/k there, log_softmax -log k, -inf elsewhere") {
   for (int64_t C : {5, 37}) {
     CAPTURE(C);

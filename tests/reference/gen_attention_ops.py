@@ -185,6 +185,35 @@ case("additive_mask_f32", *qkv(1, 2, 5, 6, 4, dtype=F32), mask=additive_mask((1,
 case("key_padding_nk140_f32", *qkv(2, 1, 2, 140, 2, dtype=F32), mask=key_padding(2, 140, (140, 129)))
 case("tiles_130x70_d8_dv4_f32", *qkv(1, 1, 130, 70, 8, Dv=4, dtype=F32))
 
+# Huge negative additive masks, as padded rows get them (masked_fill(-1e9), -1e30, float32's
+# lowest as in Hugging Face): rows 0 and 4 entirely, row 1 on its first 5 keys, row 3 on
+# every key but one, row 2 not at all. q and k are multiples of 1/4 with D = 4 (scale 1/2),
+# so every score is a multiple of 1/32 in [-8, 8], exact on both sides whatever the
+# summation order, and score + mask rounds the same way on both sides. Drawn from their
+# own generator so the cases above keep their inputs.
+GEN_HUGE = torch.Generator().manual_seed(20261202)
+
+
+def dyadic_qkv(dtype):
+    q, k = (torch.randint(-8, 9, (1, 2, 5 if i == 0 else 9, 4), generator=GEN_HUGE).to(dtype) / 4 for i in range(2))
+    return q, k, torch.randn((1, 2, 9, 3), generator=GEN_HUGE, dtype=F64).to(dtype)
+
+
+def huge_mask(value, dtype):
+    m = torch.zeros((5, 9), dtype=F64)
+    m[0, :] = value
+    m[1, :5] = value
+    m[3, :] = value
+    m[3, 6] = 0.0
+    m[4, :] = value
+    return m.to(dtype)
+
+
+HUGE = [("1e4", -1e4), ("1e9", -1e9), ("1e30", -1e30), ("lowest", -3.4028234663852886e38)]
+for _dtype, _suffix in ((F64, ""), (F32, "_f32")):
+    for _label, _value in HUGE:
+        case(f"huge_mask_{_label}{_suffix}", *dyadic_qkv(_dtype), mask=huge_mask(_value, _dtype))
+
 
 # ---- writing ---------------------------------------------------------------------------
 def main():
