@@ -3,6 +3,7 @@
 // and indices, bool holds masks (one byte each).
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string_view>
 #include <type_traits>
 
@@ -46,6 +47,26 @@ template <> struct DtypeOf<double> { static constexpr Dtype value = Dtype::Float
 template <> struct DtypeOf<int64_t> { static constexpr Dtype value = Dtype::Int64; };
 template <> struct DtypeOf<bool> { static constexpr Dtype value = Dtype::Bool; };
 template <typename T> inline constexpr Dtype dtype_of = DtypeOf<T>::value;
+
+// Converting a floating value to an integer type is undefined behaviour in C++ when the
+// value is NaN, infinite or out of the integer's range (PyTorch returns whatever the
+// hardware gives). softgrad refuses instead: every such conversion goes through
+// convertible_to<T> or cast_value<T>.
+template <typename T, typename S> constexpr bool convertible_to(S v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool> && std::is_floating_point_v<S>) {
+    // Both bounds are powers of two (or 0), exact in S: [min, max + 1).
+    return v >= static_cast<S>(std::numeric_limits<T>::min()) &&
+           v < static_cast<S>(std::numeric_limits<T>::max()) + S(1);  // false for NaN
+  } else {
+    return true;
+  }
+}
+// v as T; throws naming `op` where convertible_to<T> says no.
+template <typename T, typename S> T cast_value(S v, std::string_view op) {
+  SG_CHECK(convertible_to<T>(v), "{}: value {} cannot be converted to {} (NaN, infinite or out of range)", op, v,
+           std::is_same_v<T, int64_t> ? "int64" : "an integer");
+  return static_cast<T>(v);
+}
 
 // Calls fn.template operator()<T>() with the C++ type of `t`:
 //   visit_dtype(x.dtype(), [&]<typename T>() { ... });

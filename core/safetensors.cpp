@@ -274,12 +274,16 @@ class Reader {
 
     const Json& shape = value["shape"];
     if (!shape.is_array()) bad("tensor '{}': shape: {} is not an array", name, shape.dump());
-    uint64_t nbytes = e.dtype->itemsize;
+    // NOTE: a zero dim makes the byte count 0, but must not hide the other dims from the
+    // overflow check: [0, 2^62, 2^62] has no bytes yet strides that overflow int64. `span`
+    // counts zeros as 1, and bounds the tensor in memory too (it may load as a wider type).
+    uint64_t nbytes = e.dtype->itemsize, span = std::max(e.dtype->itemsize, dtype_size(e.dtype->loads_as));
     for (const Json& d : shape) {
       const uint64_t size = unsigned_number(d, name, "shape");
       e.shape.push_back(static_cast<int64_t>(size));
-      if (__builtin_mul_overflow(nbytes, size, &nbytes) ||
-          nbytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      nbytes *= size;  // <= span
+      if (__builtin_mul_overflow(span, std::max<uint64_t>(size, 1), &span) ||
+          span > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
         bad("tensor '{}': shape: {} elements of {} overflow 2^63 bytes", name, shape.dump(), dname);
     }
 

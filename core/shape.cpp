@@ -1,17 +1,27 @@
 #include "core/shape.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace sg {
 
+// NOTE: the overflow check multiplies every dim, a zero among them counted as 1: [0, 2^62,
+// 2^62] has no elements, but its leading stride (2^124) does not fit in int64, and a zero
+// first in the product would hide that from a plain running product.
 int64_t shape_numel(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape)
-    SG_CHECK(!__builtin_mul_overflow(n, s, &n), "shape {} has more elements than int64 can count", shape);
+  int64_t n = 1, span = 1;  // span: the product with zeros counted as 1 (the largest stride's bound)
+  for (int64_t s : shape) {
+    SG_CHECK(s >= 0, "shape {} has a negative dim {}", shape, s);
+    SG_CHECK(!__builtin_mul_overflow(span, std::max<int64_t>(s, 1), &span),
+             "shape {} has more elements than int64 can count", shape);
+    n *= s;  // |n| <= span: cannot overflow
+  }
   return n;
 }
 
 Strides contiguous_strides(const Shape& shape) {
+  shape_numel(shape);  // throws when a stride would overflow
   Strides strides(shape.size());
   int64_t s = 1;
   for (size_t d = shape.size(); d-- > 0;) {

@@ -197,7 +197,7 @@ void* Tensor::raw_data() const {
 
 template <typename T> T Tensor::item() const {
   SG_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, expected one", shape(), numel());
-  return visit_dtype(dtype(), [&]<typename S>() { return static_cast<T>(*static_cast<const S*>(raw_data())); });
+  return visit_dtype(dtype(), [&]<typename S>() { return cast_value<T>(*static_cast<const S*>(raw_data()), "item"); });
 }
 
 namespace {
@@ -226,7 +226,7 @@ template <typename T> void Tensor::set(const std::vector<int64_t>& index, T valu
            "set: cannot write into a tensor of shape {} that requires grad while grad mode is on (use a "
            "NoGradGuard)",
            shape());
-  visit_dtype(dtype(), [&]<typename S>() { static_cast<S*>(raw_data())[off] = static_cast<S>(value); });
+  visit_dtype(dtype(), [&]<typename S>() { static_cast<S*>(raw_data())[off] = cast_value<S>(value, "set"); });
   ++impl_->storage->version;
 }
 
@@ -327,7 +327,7 @@ Tensor full(const Shape& shape, double value, Dtype dtype) {
   Tensor t = empty(shape, dtype);
   visit_dtype(dtype, [&]<typename T>() {
     T* p = t.data_ptr<T>();
-    const T v = static_cast<T>(value);
+    const T v = cast_value<T>(value, "full");
     parallel_for(t.numel(), 1, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
   });
   return t;
@@ -420,7 +420,7 @@ Tensor from_doubles(const std::vector<double>& v, const Shape& shape, Dtype dtyp
   Tensor t = empty(shape, dtype);
   visit_dtype(dtype, [&]<typename T>() {
     T* p = t.data_ptr<T>();
-    for (size_t i = 0; i < v.size(); ++i) p[i] = static_cast<T>(v[i]);
+    for (size_t i = 0; i < v.size(); ++i) p[i] = cast_value<T>(v[i], "tensor");
   });
   return t;
 }
@@ -466,8 +466,10 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << to_st
 
 // ---- core kernels ----
 namespace {
-// dst[i] = update(dst[i], src[i]) over two same-shape strided tensors, in parallel runs;
-// the unit-stride case is a plain loop the compiler vectorizes.
+// update(dst[i], src[i]) over two same-shape strided tensors, in parallel runs; the
+// unit-stride case is a plain loop the compiler vectorizes. update takes dst[i] by
+// reference: a copy only writes it (dst may hold uninitialised bytes, e.g. a bool that is
+// neither 0 nor 1), an accumulation reads it too.
 template <typename D, typename S, typename Update>
 void update_strided(const Tensor& dst, const Tensor& src, Update&& update) {
   const auto L = coalesce<2>(dst.shape(), {dst.strides(), src.strides()});
@@ -477,11 +479,31 @@ void update_strided(const Tensor& dst, const Tensor& src, Update&& update) {
     D* dp = d + off[0];
     const S* sp = s + off[1];
     if (st[0] == 1 && st[1] == 1) {
-      for (int64_t i = 0; i < n; ++i) dp[i] = update(dp[i], sp[i]);
+      for (int64_t i = 0; i < n; ++i) update(dp[i], sp[i]);
     } else {
-      for (int64_t i = 0; i < n; ++i) dp[i * st[0]] = update(dp[i * st[0]], sp[i * st[1]]);
+      for (int64_t i = 0; i < n; ++i) update(dp[i * st[0]], sp[i * st[1]]);
     }
   });
+}
+
+// Throws when an element of src cannot be converted to D (a NaN, infinite or out-of-range
+// float going to int64), before anything is written.
+template <typename D, typename S> void check_convertible(const Tensor& src, Dtype dst_dtype) {
+  if constexpr (!std::is_same_v<D, int64_t> || !std::is_floating_point_v<S>) {
+    return;
+  } else {
+    std::atomic<bool> bad{false};
+    S bad_value{};
+    const S* s = static_cast<const S*>(src.raw_data());
+    parallel_runs(coalesce<1>(src.shape(), {src.strides()}), [&](std::array<int64_t, 1> off, int64_t n,
+                                                                   std::array<int64_t, 1> st) {
+      for (int64_t i = 0; i < n; ++i) {
+        const S v = s[off[0] + i * st[0]];
+        if (!convertible_to<D>(v) && !bad.exchange(true)) bad_value = v;
+      }
+    });
+    if (bad) cast_value<D>(bad_value, fmt::format("converting {} of shape {} to {}", src.dtype(), src.shape(), dst_dtype));
+  }
 }
 }  // namespace
 
@@ -490,7 +512,8 @@ void copy_kernel(const Tensor& dst, const Tensor& src) {
   if (dst.numel() == 0) return;
   visit_dtype(dst.dtype(), [&]<typename D>() {
     visit_dtype(src.dtype(), [&]<typename S>() {
-      update_strided<D, S>(dst, src, [](D, S v) { return static_cast<D>(v); });
+      check_convertible<D, S>(src, dst.dtype());
+      update_strided<D, S>(dst, src, [](D& d, S v) { d = static_cast<D>(v); });
     });
   });
 }
@@ -501,7 +524,7 @@ void add_into_kernel(const Tensor& dst, const Tensor& src) {
   SG_CHECK(is_floating(dst.dtype()), "accumulate: gradients must be floating, got {}", dst.dtype());
   if (dst.numel() == 0) return;
   visit_dtype(dst.dtype(), [&]<typename T>() {
-    if constexpr (std::is_floating_point_v<T>) update_strided<T, T>(dst, src, [](T a, T b) { return a + b; });
+    if constexpr (std::is_floating_point_v<T>) update_strided<T, T>(dst, src, [](T& a, T b) { a += b; });
   });
 }
 

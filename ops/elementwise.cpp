@@ -796,7 +796,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   SG_CHECK(broadcast_shapes(x.shape(), mask.shape(), "masked_fill") == x.shape(),
            "masked_fill: mask of shape {} cannot be broadcast to x of shape {}", mask.shape(), x.shape());
   Tensor out = visit_dtype(x.dtype(), [&]<typename T>() {
-    const T v = static_cast<T>(value);
+    const T v = cast_value<T>(value, "masked_fill");
     return binary_map<T, T, bool>(x, mask, x.shape(), x.dtype(), [v](T xv, bool m) { return m ? v : xv; });
   });
   record("masked_fill", {x}, out,
@@ -855,7 +855,7 @@ Tensor& fill_(Tensor& self, double value) {
   if (self.numel() > 0) {
     const auto L = coalesce<1>(self.shape(), {self.strides()});
     visit_dtype(self.dtype(), [&]<typename T>() {
-      const T v = static_cast<T>(value);
+      const T v = cast_value<T>(value, "fill_");
       inplace_unary_kernel(self.data_ptr<T>(), L, [v](T) { return v; });
     });
   }

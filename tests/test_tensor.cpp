@@ -415,6 +415,52 @@ TEST_CASE("shapes whose byte size overflows are rejected, not allocated short") 
   check_error([] { sg::zeros({int64_t{1} << 40, int64_t{1} << 40}); }, {"more elements than int64"});
 }
 
+TEST_CASE("a zero dim does not hide an overflow of the other dims (their strides would overflow)") {
+  const int64_t big = int64_t{1} << 62, huge = int64_t{1} << 32;
+  check_error([&] { sg::empty({0, big, big}); }, {"[0, 4611686018427387904, 4611686018427387904]", "more elements"});
+  check_error([&] { sg::zeros({0, huge, huge, huge}); }, {"more elements than int64"});
+  check_error([&] { sg::empty({2, -3}); }, {"negative"});
+  // Empty shapes that fit are fine, and have the usual strides.
+  const Tensor e = sg::empty({0, 1 << 20, 1 << 20});
+  CHECK(e.numel() == 0);
+  CHECK(e.strides() == sg::Strides{int64_t{1} << 40, 1 << 20, 1});
+}
+
+TEST_CASE("copies write the destination without reading it: bool and strided copies") {
+  // The destination of a copy is uninitialised memory (a bool there may hold 190); the
+  // sanitizer build fails if the copy loads it. (The release build cannot see the read.)
+  const Tensor t = sg::ones({3, 4}, sg::kBool).transpose(0, 1).contiguous();
+  CHECK(t.to_vector<bool>() == std::vector<bool>(12, true));
+  CHECK(sg::tensor({0.0, 2.5, -1.0}).to(sg::kBool).to_vector<bool>() == std::vector<bool>{false, true, true});
+  const Tensor m = sg::tensor({true, false, true, true, false, false}).reshape({2, 3}).transpose(0, 1);
+  CHECK(m.contiguous().to_vector<int64_t>() == std::vector<int64_t>{1, 1, 0, 0, 1, 0});
+  CHECK(m.to(sg::kFloat32).to_vector<float>() == std::vector<float>{1, 1, 0, 0, 1, 0});
+}
+
+TEST_CASE("float to int64 conversions refuse NaN, infinities and values out of range (C++ UB)") {
+  for (sg::Dtype dt : {sg::kFloat32, sg::kFloat64}) {
+    CAPTURE(dt);
+    for (double bad : {std::nan(""), double(INFINITY), -double(INFINITY), 9.3e18, -9.3e18, 1e30}) {
+      CAPTURE(bad);
+      const Tensor x = sg::tensor({1.0, bad, 3.0}, dt);
+      check_error([&] { x.to(sg::kInt64); }, {"converting", "to int64", "cannot be converted"});
+      check_error([&] { x.transpose(0, 0).to_vector<int64_t>(); }, {"cannot be converted"});
+      check_error([&] { sg::select(x, 0, 1).item<int64_t>(); }, {"item", "cannot be converted"});
+    }
+    // The ends of the range convert exactly.
+    CHECK(sg::tensor({-9223372036854775808.0, 9.2e18, -0.5, 2.75}, dt).to(sg::kInt64).to_vector<int64_t>() ==
+          std::vector<int64_t>{INT64_MIN, dt == sg::kFloat64 ? int64_t{9200000000000000000} : int64_t{9200000267938955264},
+                               0, 2});
+  }
+  check_error([] { sg::full({2}, std::nan(""), sg::kInt64); }, {"full", "nan", "cannot be converted"});
+  check_error([] { sg::tensor({1e19}, sg::kInt64); }, {"tensor", "cannot be converted"});
+  Tensor i = sg::zeros({3}, sg::kInt64);
+  check_error([&] { i.set({0}, 1e300); }, {"set", "cannot be converted"});
+  check_error([&] { sg::fill_(i, -INFINITY); }, {"fill_", "cannot be converted"});
+  check_error([&] { sg::masked_fill(i, sg::tensor({true, false, true}), 1e20); }, {"masked_fill", "cannot be converted"});
+  CHECK(i.to_vector<int64_t>() == std::vector<int64_t>{0, 0, 0});  // nothing was written
+}
+
 TEST_CASE("rand float32 stays in [0, 1)") {
   sg::Generator gen(0);
   const std::vector<float> v = sg::rand({1 << 22}, gen).to_vector<float>();
