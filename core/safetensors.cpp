@@ -2,6 +2,7 @@
 #include "core/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ using Json = nlohmann::ordered_json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's cap
 constexpr std::string_view kMetadataKey = "__metadata__";
+constexpr int kMaxHeaderDepth = 3;  // header object > tensor entry > shape / data_offsets
 
 // ---- dtypes ------------------------------------------------------------------------------
 // The file dtypes softgrad reads, their element size and the softgrad dtype they load as.
@@ -197,8 +199,14 @@ class Reader {
     std::vector<std::set<std::string>> keys_in_object;
     std::vector<std::string> last_key{""};
     std::optional<std::string> repeated;
-    auto watch = [&](int, nlohmann::json::parse_event_t event, Json& parsed) {
+    // NOTE: the format nests three deep at most ({"name": {"shape": [2, 3]}}); deeper input
+    // is refused as soon as the parser enters it, before it builds anything (a 100 MB header
+    // of nested arrays otherwise took 4 GB of memory and 13 s to refuse).
+    auto watch = [&](int depth, nlohmann::json::parse_event_t event, Json& parsed) {
       using E = nlohmann::json::parse_event_t;
+      if ((event == E::object_start || event == E::array_start) && depth >= kMaxHeaderDepth)
+        bad("header: JSON nested deeper than the format's {} levels (an {} at depth {})", kMaxHeaderDepth,
+            event == E::object_start ? "object" : "array", depth + 1);
       if (event == E::object_start) {
         keys_in_object.emplace_back();
         last_key.push_back("");
@@ -380,8 +388,54 @@ class Reader {
 };
 
 // ---- writing -----------------------------------------------------------------------------
-// A temporary file beside the target that becomes the target on commit() and is removed if
-// destroyed before.
+// A temporary file beside the target, ".<name>.tmp.<pid>.<n>", that becomes the target on
+// commit() and is removed if destroyed before.
+//
+// A writer killed mid-save (kill -9, a crash) cannot remove its temporary file, so each new
+// save to the same target removes those of dead writers. Liveness is an flock() the writer
+// holds on its temporary file while it exists: the kernel drops it when the process dies,
+// however it dies. A cleaner removes a file only while holding that lock itself, and a
+// writer that finds its fresh file already locked (a cleaner got there between its open()
+// and its flock()) or no longer at its name leaves it and takes another name, so a live
+// writer's file is never removed. On a file system without flock() nothing is locked and
+// nothing is cleaned.
+namespace {
+
+bool same_file(int fd, const char* path) {
+  struct stat a{}, b{};
+  return ::fstat(fd, &a) == 0 && ::lstat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// "<pid>.<n>": the tail of a temporary file's name.
+bool is_temporary_tail(std::string_view tail) {
+  const size_t dot = tail.find('.');
+  auto digits = [](std::string_view d) {
+    return !d.empty() && std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  return dot != std::string_view::npos && digits(tail.substr(0, dot)) && digits(tail.substr(dot + 1));
+}
+
+void remove_dead_writers_files(const std::filesystem::path& dir, const std::string& filename, const std::string& own) {
+  namespace fs = std::filesystem;
+  const std::string prefix = "." + filename + ".tmp.";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with(prefix) || !is_temporary_tail(std::string_view(name).substr(prefix.size()))) continue;
+    const std::string path = it->path().string();
+    if (path == own) continue;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) continue;
+    struct stat st{};
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        same_file(fd, path.c_str()))
+      ::unlink(path.c_str());  // its writer is gone: nobody else holds the lock
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
 class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path) : path_(path) {
@@ -393,10 +447,16 @@ class AtomicFile {
     for (int attempt = 0;; ++attempt) {
       tmp_ = (dir / fmt::format(".{}.tmp.{}.{}", target.filename().string(), ::getpid(), counter++)).string();
       fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);  // umask applies
-      if (fd_ >= 0) break;
-      if (errno != EEXIST || attempt == 100)
-        bad("cannot create a temporary file in '{}': {}", dir.string(), errno_text(errno));
+      if (fd_ < 0) {
+        if (errno != EEXIST || attempt == 100)
+          bad("cannot create a temporary file in '{}': {}", dir.string(), errno_text(errno));
+        continue;
+      }
+      if (claim()) break;
+      ::close(std::exchange(fd_, -1));  // a cleaner holds it and removes it: take another name
+      if (attempt == 100) bad("cannot create a temporary file in '{}': every name was taken", dir.string());
     }
+    remove_dead_writers_files(dir, target.filename().string(), tmp_);
     buffer_.reserve(kBufferBytes);
   }
   ~AtomicFile() {
@@ -440,6 +500,13 @@ class AtomicFile {
 
  private:
   static constexpr size_t kBufferBytes = size_t{1} << 20;
+
+  // Locks the fresh temporary file for as long as this writer lives; false when a cleaner
+  // holds the lock or already removed the file.
+  bool claim() const {
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) return errno != EWOULDBLOCK;  // no flock() here: unlocked
+    return same_file(fd_, tmp_.c_str());
+  }
 
   void flush() {
     write_through(buffer_.data(), buffer_.size());

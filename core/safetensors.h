@@ -22,10 +22,12 @@
 // tensors are written as their row-major contents. The write is atomic: the bytes go to a
 // fresh temporary file in the target's directory, are flushed and fsync'ed, and the file is
 // renamed over the target. After any failure the temporary file is gone and a previous file
-// at `path` is untouched.
+// at `path` is untouched. A writer killed mid-save (kill -9) cannot remove its temporary file
+// (".<name>.tmp.<pid>.<n>"); the next save to the same path removes those whose writer is
+// dead (each writer holds an flock() on its file while it lives), never a live writer's.
 //
 // Reading validates everything before it trusts it (header length against the file size
-// and a 100 MB cap, JSON syntax and UTF-8, known keys only and no key twice, dtypes,
+// and a 100 MB cap, JSON syntax and UTF-8, nesting no deeper than the format's 3 levels, known keys only and no key twice, dtypes,
 // shapes, offsets that match shape x element size and tile the data section without gap,
 // overlap or trailing bytes, bool bytes that are 0 or 1, string-only metadata) and throws an
 // sg::Error naming the file and the offending field. Tensors come back contiguous, in

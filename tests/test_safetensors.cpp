@@ -2,8 +2,12 @@
 // prescribe, the reference implementation's fixtures and a file PyTorch's tensors were
 // written to (tests/reference/gen_safetensors.py), every validation error, atomic saves,
 // and module state save/load (nn/serialize.h).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <bit>
 #include <cmath>
@@ -311,7 +315,8 @@ TEST_CASE("corrupted files: every check names the file and the field") {
   const fs::path dir = scratch_dir("corrupt");
   const Bytes f32x2 = le_bytes<float>({1.0f, 2.0f});
   auto entry = [](const std::string& name, const std::string& body) { return "\"" + name + "\":{" + body + "}"; };
-  auto x = [&](const std::string& body) { return make_file("{" + entry("x", body) + "}", f32x2); };  // one tensor
+  // one tensor (NOTE: built with append: GCC 12 warns a false -Wrestrict on "{" + string here)
+  auto x = [&](const std::string& body) { return make_file(std::string("{").append(entry("x", body)).append("}"), f32x2); };
   const std::string ok2 = R"("dtype":"F32","shape":[2],"data_offsets":[0,8])";
   struct Corrupt {
     std::string label;
@@ -362,6 +367,15 @@ TEST_CASE("corrupted files: every check names the file and the field") {
       {"fits the file, not memory (I8 loads as int64)",
        x(R"("dtype":"I8","shape":[0,2305843009213693952],"data_offsets":[0,0])"),
        {"tensor 'x': shape: [0,2305843009213693952] elements of I8 overflow"}},
+      {"shape nested in an array",
+       x(R"("dtype":"F32","shape":[[2]],"data_offsets":[0,8])"),
+       {"header: JSON nested deeper than the format's 3 levels (an array at depth 4)"}},
+      {"metadata nested in an object",
+       make_file(R"({"__metadata__":{"a":{"b":{}}}})", ""),
+       {"header: JSON nested deeper than the format's 3 levels (an object at depth 4)"}},
+      {"deep nesting", make_file("[" + std::string(1000, '['), ""), {"header: must start with '{'"}},
+      {"deep nesting in an object", make_file(std::string("{\"x\":").append(100000, '['), ""),
+       {"header: JSON nested deeper than the format's 3 levels"}},
       {"offsets not a pair",
        x(R"("dtype":"F32","shape":[2],"data_offsets":[0,4,8])"),
        {"tensor 'x': data_offsets: [0,4,8] is not an array [begin, end]"}},
@@ -430,6 +444,17 @@ TEST_CASE("corrupted files: every check names the file and the field") {
               {"load_safetensors: '" + missing + "': cannot open", "No such file"});
   check_error([&] { sg::load_safetensors(dir.string()); },
               {"load_safetensors: '" + dir.string() + "': not a regular file"});
+}
+
+TEST_CASE("a header of 100 MB of nested arrays is refused at the fourth level, without building it") {
+  // It used to take 4 GB of memory and 13 s before its error.
+  const fs::path dir = scratch_dir("deep");
+  const std::string path = (dir / "deep.safetensors").string();
+  std::string header = "{\"x\":";
+  header.append(100'000'000 - header.size(), '[');
+  write_bytes(path, make_file(header, ""));
+  check_error([&] { sg::load_safetensors(path); }, {"nested deeper than the format's 3 levels"});
+  fs::remove_all(dir);
 }
 
 TEST_CASE("save refuses bad input and names the path") {
@@ -510,6 +535,83 @@ TEST_CASE("a failed save leaves the previous file byte-identical and no temporar
   sg::save_safetensors(path, {{"w", sg::full({3}, 2.5)}});
   CHECK(find(sg::load_safetensors(path).tensors, "w").to_vector<float>() == std::vector<float>{2.5f, 2.5f, 2.5f});
   CHECK(dir_entries(dir) == only_ckpt);
+}
+
+TEST_CASE("temporary files of writers killed mid-save are removed by the next save; a live writer's stay") {
+  const fs::path dir = scratch_dir("killed");
+  const std::string path = (dir / "ck.safetensors").string();
+  sg::save_safetensors(path, {{"w", sg::full({3}, 1.5)}});
+  const Bytes good = read_bytes(path);
+  const Tensor big = sg::zeros({1 << 20});  // 4 MiB: the child dies while writing it
+  auto is_temporary = [](const std::string& name) { return name.starts_with(".ck.safetensors.tmp."); };
+  auto temporaries = [&] {
+    std::vector<std::string> out;
+    for (const std::string& name : dir_entries(dir))
+      if (is_temporary(name)) out.push_back(name);
+    return out;
+  };
+  // Two writers die mid-save, as under kill -9: past the file size limit the kernel sends
+  // SIGXFSZ, whose default action ends the process on the spot (no destructor runs). Each
+  // leaves its temporary file; the second, starting its save, removes the first's.
+  std::vector<std::string> left;
+  for (int i = 0; i < 2; ++i) {
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      signal(SIGXFSZ, SIG_DFL);
+      rlimit small{64 * 1024, 64 * 1024};
+      setrlimit(RLIMIT_FSIZE, &small);
+      sg::save_safetensors(path, {{"w", big}});
+      _exit(0);  // not reached
+    }
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGXFSZ);
+    const std::vector<std::string> now = temporaries();
+    REQUIRE(now.size() == 1);
+    CHECK(std::find(left.begin(), left.end(), now[0]) == left.end());
+    left.push_back(now[0]);
+  }
+  CHECK(read_bytes(path) == good);
+
+  // A live writer: a process holding the lock on its temporary file (the writer's protocol).
+  int ready[2], release[2];
+  REQUIRE(pipe(ready) == 0);
+  REQUIRE(pipe(release) == 0);
+  const pid_t live = fork();
+  REQUIRE(live >= 0);
+  if (live == 0) {
+    const std::string mine = (dir / fmt::format(".ck.safetensors.tmp.{}.0", getpid())).string();
+    const int fd = open(mine.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) _exit(1);
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    if (read(release[0], &c, 1) < 0) _exit(1);  // until the parent closes its end
+    _exit(0);
+  }
+  char c = 0;
+  REQUIRE(read(ready[0], &c, 1) == 1);
+  const std::string live_name = fmt::format(".ck.safetensors.tmp.{}.0", live);
+  // Unrelated names that only look similar are never touched.
+  for (const char* other : {".ck.safetensors.tmp.12x.0", ".other.safetensors.tmp.1.0", "ck.safetensors.tmp.1.0"})
+    write_bytes(dir / other, "x");
+
+  sg::save_safetensors(path, {{"w", sg::full({3}, 2.5)}});
+  std::vector<std::string> want = {".ck.safetensors.tmp.12x.0", live_name};
+  std::sort(want.begin(), want.end());
+  CHECK(temporaries() == want);
+  CHECK(sg::load_safetensors(path).tensors[0].second.to_vector<float>() == std::vector<float>{2.5f, 2.5f, 2.5f});
+
+  // Once the live writer is gone (killed), its file goes too.
+  REQUIRE(kill(live, SIGKILL) == 0);
+  int status = 0;
+  REQUIRE(waitpid(live, &status, 0) == live);
+  for (int fd : {ready[0], ready[1], release[0], release[1]}) close(fd);
+  sg::save_safetensors(path, {{"w", sg::full({3}, 3.5)}});
+  CHECK(temporaries() == std::vector<std::string>{".ck.safetensors.tmp.12x.0"});
+  CHECK(dir_entries(dir) == std::vector<std::string>{".ck.safetensors.tmp.12x.0", ".other.safetensors.tmp.1.0",
+                                                      "ck.safetensors", "ck.safetensors.tmp.1.0"});
 }
 
 TEST_CASE("save: a file for the PyTorch-side check") {
