@@ -51,7 +51,7 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
 
 int64_t DataLoader::num_batches() const {
   const int64_t n = dataset_.size(), b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  return n / b + (!options_.drop_last && n % b != 0);  // NOTE: not (n + b - 1) / b, which overflows for a huge b
 }
 
 void DataLoader::set_epoch(int64_t epoch) {

@@ -15,8 +15,14 @@
 #include <CLI/CLI.hpp>
 #include <softgrad.h>
 
+#include <omp.h>
+
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -39,6 +45,20 @@ struct Flags {
   double min_accuracy = 0.0;  // percent; exit status 1 below it
 };
 
+// A number flag that must be finite and within [lo, hi] (CLI11's own range checks let NaN
+// through, and accept 1e300 where a later product overflows).
+inline CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
+          return fmt::format("{} is not a finite number in [{}, {}]", text, lo, hi);
+        return "";
+      },
+      fmt::format("FINITE in [{}, {}]", lo, hi));
+}
+
 inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--data", f.data,
                  "Directory with the IDX files (train-images-idx3-ubyte[.gz], ...). Default: MNIST from the "
@@ -49,11 +69,11 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--epochs", f.epochs, "Training epochs")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--batch-size", f.batch_size, "Mini-batch size")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--lr", f.lr, "Peak learning rate (AdamW; linear warmup, then cosine decay to 0)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(finite_in(0.0, 1e6))->capture_default_str();
   app.add_option("--weight-decay", f.weight_decay, "AdamW's decoupled weight decay")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--warmup-epochs", f.warmup_epochs, "Epochs of linear warmup (may be fractional)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(finite_in(0.0, 1e6))->capture_default_str();
+  app.add_option("--warmup-epochs", f.warmup_epochs, "Epochs of linear warmup (may be fractional; at most half the run)")
+      ->check(finite_in(0.0, 1e9))->capture_default_str();
   app.add_option("--shift", f.shift, "Move each training image by up to this many pixels at random (augmentation)")
       ->check(CLI::Range(0, 8))->capture_default_str();
   app.add_option("--threads", f.threads, "Threads for kernels and BLAS (0: all cores)")
@@ -64,7 +84,7 @@ inline void add_flags(CLI::App& app, Flags& f) {
       ->check(CLI::ExistingFile);
   app.add_option("--metrics", f.metrics, "Write one CSV row per epoch to this file (appended to on --resume)");
   app.add_option("--min-accuracy", f.min_accuracy, "Exit with status 1 when the final test accuracy (%) is lower")
-      ->check(CLI::Range(0.0, 100.0));
+      ->check(finite_in(0.0, 100.0));
 }
 
 struct Data {
@@ -73,11 +93,24 @@ struct Data {
   sg::data::TensorDataset test;
 };
 
+// The thread count: --threads, but never more than the cores this process may run on
+// (omp_get_num_procs: the affinity mask). Two OpenMP threads on one core wait for each
+// other at every barrier: 1000 threads on 2 cores ran 22x slower than 2.
+inline void set_threads(int requested) {
+  if (requested <= 0) return;  // the default: every core
+  const int cores = omp_get_num_procs();
+  if (requested > cores)
+    fmt::print("--threads {}: this machine gives the process {} cores; using {} (threads beyond the cores only "
+               "wait for each other at every parallel step)\n",
+               requested, cores, cores);
+  sg::set_num_threads(std::min(requested, cores));
+}
+
 // Sets the thread count, finds (or fetches) the data set, normalizes it once with its
 // usual mean and std. Images are (N, 784) with flatten, else (N, 28, 28).
 inline Data load_data(const Flags& f, bool flatten) {
   SG_CHECK(f.shift == 0 || !flatten, "--shift needs image-shaped inputs; this trainer flattens them");
-  if (f.threads > 0) sg::set_num_threads(f.threads);
+  set_threads(f.threads);
   using sg::data::DatasetKind;
   const DatasetKind kind = f.dataset == "fashion" ? DatasetKind::FashionMnist : DatasetKind::Mnist;
   std::optional<std::filesystem::path> dir;
@@ -145,30 +178,58 @@ struct Result {
   bool passed = true;  // test accuracy >= --min-accuracy
 };
 
-// Trains with AdamW and warmup-cosine over flags.epochs epochs (resuming if asked).
+// The epoch a checkpoint's run finished, from its metadata, checked against this run's
+// flags: the same run name and --epochs (the schedule's length: another value would change
+// every later lr), and an integer epoch in [0, epochs].
+inline int64_t resumed_epoch(const std::map<std::string, std::string>& meta, const Flags& f,
+                             const std::string& run_name) {
+  auto field = [&](const char* key) -> const std::string& {
+    const auto it = meta.find(key);
+    SG_CHECK(it != meta.end(), "--resume {}: the checkpoint's metadata has no '{}' field", f.resume, key);
+    return it->second;
+  };
+  auto integer = [&](const char* key) {
+    const std::string& text = field(key);
+    int64_t v = -1;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    SG_CHECK(ec == std::errc() && end == text.data() + text.size() && v >= 0,
+             "--resume {}: the checkpoint's metadata field '{}' is '{}', not a non-negative integer", f.resume, key,
+             text);
+    return v;
+  };
+  SG_CHECK(field("run") == run_name, "--resume {}: the checkpoint is from {}, not {}", f.resume, field("run"),
+           run_name);
+  const int64_t epochs = integer("epochs"), epoch = integer("epoch");
+  SG_CHECK(epochs == f.epochs, "--resume {}: the checkpoint's run had --epochs {}, this one {} (pass the same flags)",
+           f.resume, epochs, f.epochs);
+  SG_CHECK(epoch <= epochs, "--resume {}: the checkpoint's metadata field 'epoch' is {}, past its run's {} epochs",
+           f.resume, epoch, epochs);
+  return epoch;
+}
+
+// Trains with AdamW and warmup-cosine over flags.epochs epochs (resuming if asked). Stops
+// with an error at the first loss that is not finite (a diverged run), naming the epoch
+// and the step; a checkpoint is only ever replaced by a finite state (save_checkpoint
+// refuses any other), and a checkpoint holding NaN or inf is refused on --resume.
 inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::string& run_name) {
   const int64_t steps_per_epoch = data.train.num_batches();
-  const int64_t total_steps = f.epochs * steps_per_epoch;
+  int64_t total_steps = 0;
+  SG_CHECK(!__builtin_mul_overflow(f.epochs, steps_per_epoch, &total_steps),
+           "--epochs {}: {} epochs of {} steps are more steps than int64 can count", f.epochs, f.epochs,
+           steps_per_epoch);
   // Warmup takes at most half the run (a one-epoch run still gets its cosine decay).
-  const auto warmup_steps = std::min(
-      total_steps / 2, static_cast<int64_t>(std::llround(f.warmup_epochs * static_cast<double>(steps_per_epoch))));
+  const double warmup = std::min(f.warmup_epochs * static_cast<double>(steps_per_epoch),
+                                 static_cast<double>(total_steps / 2));
+  const int64_t warmup_steps = std::llround(warmup);
   sg::optim::AdamW opt(model.parameters(), {.lr = f.lr, .weight_decay = f.weight_decay});
   sg::optim::WarmupCosine schedule(opt, warmup_steps, total_steps);
   const sg::optim::TrainingState state{model, opt, &schedule};
 
   int64_t start_epoch = 0;
   if (!f.resume.empty()) {
-    const auto meta = sg::optim::load_checkpoint(f.resume, state);
-    SG_CHECK(meta.contains("epoch") && meta.contains("run"), "--resume {}: no epoch/run in the checkpoint's metadata",
-             f.resume);
-    SG_CHECK(meta.at("run") == run_name, "--resume {}: the checkpoint is from {}, not {}", f.resume, meta.at("run"),
-             run_name);
-    // The schedule's length comes from --epochs: another value would change every later lr.
-    SG_CHECK(meta.contains("epochs") && meta.at("epochs") == std::to_string(f.epochs),
-             "--resume {}: the checkpoint's run had --epochs {}, this one {} (pass the same flags)", f.resume,
-             meta.contains("epochs") ? meta.at("epochs") : "?", f.epochs);
-    start_epoch = std::stoll(meta.at("epoch"));
-    fmt::print("resumed from {} after epoch {}\n", f.resume, start_epoch);
+    start_epoch = resumed_epoch(sg::optim::load_checkpoint(f.resume, state), f, run_name);
+    fmt::print("resumed from {} after epoch {} of {}{}\n", f.resume, start_epoch, f.epochs,
+               start_epoch == f.epochs ? ": nothing left to train" : "");
   }
 
   fmt::print("{}\nAdamW lr {} weight decay {}, {} warmup steps then cosine; batch {}, {} threads; "
@@ -180,6 +241,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                           /*append=*/start_epoch > 0);
   ProgressLine progress(stdout);
   Evaluation test{};
+  std::string last_saved = "no checkpoint was written by this run";
   for (int64_t epoch = start_epoch; epoch < f.epochs; ++epoch) {
     model.train();
     data.train.set_epoch(epoch);
@@ -188,6 +250,12 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
     int64_t correct = 0, seen = 0, step = 0;
     for (const sg::data::Batch& b : data.train) {
       const Step s = train_step(model, opt, schedule, b);
+      ++step;
+      if (!std::isfinite(s.loss)) {
+        progress.finish(fmt::format("epoch {}/{}  stopped at step {}", epoch + 1, f.epochs, step));
+        sg::fail("training diverged: the loss is {} at epoch {}/{}, step {}/{} (lr {:.6g}); {}", s.loss, epoch + 1,
+                 f.epochs, step, steps_per_epoch, schedule.get_last_lr().front(), last_saved);
+      }
       const int64_t n = b.y.size(0);
       loss_sum += s.loss * static_cast<double>(n);
       {
@@ -195,7 +263,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
         correct += sg::sum(sg::eq(sg::argmax(s.logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
       }
       seen += n;
-      progress.update(++step, seen,
+      progress.update(step, seen,
                       fmt::format("loss {:.4f}  acc {:.2f}%", loss_sum / static_cast<double>(seen),
                                   100.0 * static_cast<double>(correct) / static_cast<double>(seen)));
     }
@@ -208,6 +276,8 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                                 "{:.2f}s ({:.0f} samples/s)",
                                 epoch + 1, f.epochs, train_loss, train_acc, test.loss, test.accuracy, epoch_s,
                                 static_cast<double>(seen) / epoch_s));
+    SG_CHECK(std::isfinite(test.loss), "training diverged: the test loss is {} after epoch {}/{}; {}", test.loss,
+             epoch + 1, f.epochs, last_saved);
     csv.row({fmt::format("{}", epoch + 1), fmt::format("{:.6f}", train_loss), fmt::format("{:.4f}", train_acc),
              fmt::format("{:.6f}", test.loss), fmt::format("{:.4f}", test.accuracy), fmt::format("{:.6g}", lr_now),
              fmt::format("{:.3f}", epoch_s), fmt::format("{:.0f}", static_cast<double>(seen) / epoch_s)});
@@ -216,6 +286,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                                  {{"run", run_name}, {"epoch", std::to_string(epoch + 1)},
                                   {"epochs", std::to_string(f.epochs)},
                                   {"test_accuracy", fmt::format("{:.4f}", test.accuracy)}});
+      last_saved = fmt::format("{} holds the model after epoch {}", f.save, epoch + 1);
     }
   }
   if (start_epoch >= f.epochs) test = evaluate(model, data.test);

@@ -31,6 +31,22 @@ namespace hn = hwy::HWY_NAMESPACE;
 // Dispatch and checks
 // ============================================================================================
 
+// int64 arithmetic wraps around on overflow (two's complement), as in PyTorch and NumPy;
+// signed overflow is undefined behaviour in C++, unsigned arithmetic is modular, and the
+// conversion back to int64 is modular too (C++20). Floating types compute as written.
+template <typename T> T wrapping_add(T x, T y) {
+  if constexpr (std::is_integral_v<T>) return static_cast<T>(static_cast<uint64_t>(x) + static_cast<uint64_t>(y));
+  else return x + y;
+}
+template <typename T> T wrapping_sub(T x, T y) {
+  if constexpr (std::is_integral_v<T>) return static_cast<T>(static_cast<uint64_t>(x) - static_cast<uint64_t>(y));
+  else return x - y;
+}
+template <typename T> T wrapping_mul(T x, T y) {
+  if constexpr (std::is_integral_v<T>) return static_cast<T>(static_cast<uint64_t>(x) * static_cast<uint64_t>(y));
+  else return x * y;
+}
+
 void check_floating(const char* op, const Tensor& x) {
   SG_CHECK(is_floating(x.dtype()), "{}: expected a floating tensor (float32 or float64), got {} of shape {}", op,
            x.dtype(), x.shape());
@@ -503,7 +519,7 @@ void bump_version(const Tensor& t) { ++t.impl()->storage->version; }
 // ============================================================================================
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_arith("add", a, b, true, [](auto x, auto y) { return x + y; });
+  Tensor out = binary_arith("add", a, b, true, [](auto x, auto y) { return wrapping_add(x, y); });
   record("add", {a, b}, out,
          [sa = a.shape(), sb = b.shape(), ga = a.requires_grad(), gb = b.requires_grad()](const Tensor& dy) {
            return grads(reduce_grad(ga, dy, sa), reduce_grad(gb, dy, sb));
@@ -512,7 +528,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_arith("sub", a, b, true, [](auto x, auto y) { return x - y; });
+  Tensor out = binary_arith("sub", a, b, true, [](auto x, auto y) { return wrapping_sub(x, y); });
   record("sub", {a, b}, out,
          [sa = a.shape(), sb = b.shape(), ga = a.requires_grad(), gb = b.requires_grad()](const Tensor& dy) {
            return grads(reduce_grad(ga, dy, sa), gb ? sum_to(neg(dy), sb) : Tensor());
@@ -521,7 +537,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_arith("mul", a, b, true, [](auto x, auto y) { return x * y; });
+  Tensor out = binary_arith("mul", a, b, true, [](auto x, auto y) { return wrapping_mul(x, y); });
   record("mul", {a, b}, out,
          [as = SavedTensor(a), bs = SavedTensor(b), ga = a.requires_grad(), gb = b.requires_grad()](const Tensor& dy) {
            const Tensor av = as.get(), bv = bs.get();
@@ -599,7 +615,7 @@ Tensor pow(const Tensor& a, double exponent) {
 // ============================================================================================
 
 Tensor neg(const Tensor& x) {
-  Tensor out = unary_arith("neg", x, true, [](auto v) { return -v; });
+  Tensor out = unary_arith("neg", x, true, [](auto v) { return wrapping_sub(decltype(v)(0), v); });
   record("neg", {x}, out, [](const Tensor& dy) { return grads(neg(dy)); });
   return out;
 }
@@ -629,7 +645,7 @@ Tensor sqrt(const Tensor& x) {
 
 // dx = dy sign(x), 0 at 0
 Tensor abs(const Tensor& x) {
-  Tensor out = unary_arith("abs", x, true, [](auto v) { return v < 0 ? -v : v; });
+  Tensor out = unary_arith("abs", x, true, [](auto v) { return v < 0 ? wrapping_sub(decltype(v)(0), v) : v; });
   record("abs", {x}, out, [xs = SavedTensor(x)](const Tensor& dy) {
     return grads(grad_map(dy, xs.get(), [](auto g, auto v) {
       using T = decltype(v);
@@ -766,6 +782,22 @@ Tensor le(const Tensor& a, const Tensor& b) { return compare("le", a, b, [](auto
 Tensor gt(const Tensor& a, const Tensor& b) { return compare("gt", a, b, [](auto x, auto y) { return x > y; }); }
 Tensor ge(const Tensor& a, const Tensor& b) { return compare("ge", a, b, [](auto x, auto y) { return x >= y; }); }
 
+namespace {
+template <typename F> Tensor classify(const char* op, const Tensor& x, F f) {
+  SG_CHECK(x.defined(), "{}: undefined tensor", op);
+  return visit_dtype(x.dtype(), [&]<typename T>() {
+    return unary_map<bool, T>(x, kBool, [f](T v) {
+      if constexpr (std::is_floating_point_v<T>) return f(v);
+      else return f(0.0);  // integers and bools: finite, not NaN, not infinite
+    });
+  });
+}
+}  // namespace
+
+Tensor isfinite(const Tensor& x) { return classify("isfinite", x, [](auto v) { return std::isfinite(v); }); }
+Tensor isnan(const Tensor& x) { return classify("isnan", x, [](auto v) { return std::isnan(v); }); }
+Tensor isinf(const Tensor& x) { return classify("isinf", x, [](auto v) { return std::isinf(v); }); }
+
 // da = sum_to(cond ? dy : 0, a.shape);  db = sum_to(cond ? 0 : dy, b.shape)
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   SG_CHECK(cond.dtype() == kBool, "where: cond must be bool, got {} of shape {}", cond.dtype(), cond.shape());
@@ -824,10 +856,10 @@ Tensor& add_(Tensor& self, const Tensor& other, double alpha) {
     T* s = self.data_ptr<T>();
     const T* o = src.data_ptr<T>();
     if (alpha == 1.0) {
-      inplace_binary_kernel(s, o, L, [](T x, T y) { return x + y; });
+      inplace_binary_kernel(s, o, L, [](T x, T y) { return wrapping_add(x, y); });
     } else {
-      const T al = static_cast<T>(alpha);
-      inplace_binary_kernel(s, o, L, [al](T x, T y) { return x + al * y; });
+      const T al = cast_value<T>(alpha, "add_");
+      inplace_binary_kernel(s, o, L, [al](T x, T y) { return wrapping_add(x, wrapping_mul(al, y)); });
     }
   });
   bump_version(self);
@@ -842,8 +874,8 @@ Tensor& mul_(Tensor& self, double factor) {
   if (self.numel() > 0) {
     const auto L = coalesce<1>(self.shape(), {self.strides()});
     visit_numeric(self.dtype(), [&]<typename T>() {
-      const T f = static_cast<T>(factor);
-      inplace_unary_kernel(self.data_ptr<T>(), L, [f](T x) { return x * f; });
+      const T f = cast_value<T>(factor, "mul_");
+      inplace_unary_kernel(self.data_ptr<T>(), L, [f](T x) { return wrapping_mul(x, f); });
     });
   }
   bump_version(self);

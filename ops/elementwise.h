@@ -36,6 +36,11 @@ Tensor lt(const Tensor& a, const Tensor& b);
 Tensor le(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
+// Classification of values (as PyTorch): bool tensors of x's shape, no gradient. Integer
+// and bool tensors are finite everywhere.
+Tensor isfinite(const Tensor& x);
+Tensor isnan(const Tensor& x);
+Tensor isinf(const Tensor& x);
 
 // cond ? a : b with broadcasting over all three; cond is bool. Differentiable in a and b.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);

@@ -129,6 +129,15 @@ UpstreamGrad upstream(const Tensor& grad, Reduction reduction) {
   return u;
 }
 
+// The mean over no rows at all is 0 / 0: PyTorch returns NaN without a word, softgrad
+// refuses (an empty batch is a data loader's mistake, and a NaN loss poisons training).
+void check_not_empty_mean(const char* op, const LossLayout& L, const Tensor& input, Reduction reduction) {
+  SG_CHECK(L.rows() > 0 || reduction != Reduction::Mean,
+           "{}: the mean over an empty batch (input shape {}) is undefined; skip the batch, or use Reduction::Sum "
+           "(0) or Reduction::None",
+           op, input.shape());
+}
+
 // ---- cross_entropy: class dim last ---------------------------------------------------------
 
 // (N, C, d1..dk) -> (N, d1..dk, C) and back. NOTE: the (N, C, d...) case moves the class
@@ -281,6 +290,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
   const double eps = options.label_smoothing;
   SG_CHECK(eps >= 0.0 && eps <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got {} (input shape {})", eps,
            logits.shape());
+  check_not_empty_mean("cross_entropy", L, logits, options.reduction);
   const Tensor weight = checked_weight("cross_entropy", options.weight, logits, L);
   if (target.dtype() == kInt64) return cross_entropy_index(logits, target, weight, L, options);
   SG_CHECK(is_floating(target.dtype()),
@@ -302,6 +312,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NLLLossOpti
   SG_CHECK(target.dtype() == kInt64,
            "nll_loss: expected an int64 target of class indices of shape {}, got {} of shape {}", L.row_shape,
            target.dtype(), target.shape());
+  check_not_empty_mean("nll_loss", L, log_probs, options.reduction);
   const Tensor weight = checked_weight("nll_loss", options.weight, log_probs, L);
   const Tensor t = checked_index_target("nll_loss", target, log_probs, L, options.ignore_index);
   const Tensor x = contiguous(log_probs.detach());  // read in place as (N, C, D)

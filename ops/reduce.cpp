@@ -34,8 +34,9 @@ namespace {
 
 namespace hn = hwy::HWY_NAMESPACE;
 
-// float32 and float64 accumulate in double, int64 in int64.
-template <typename T> using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+// float32 and float64 accumulate in double, int64 in uint64: an int64 sum wraps around on
+// overflow (as PyTorch's) instead of being undefined behaviour.
+template <typename T> using Acc = std::conditional_t<std::is_floating_point_v<T>, double, uint64_t>;
 
 // Long contiguous rows are reduced in blocks of this many elements (256 KB of float32):
 // the unit of parallel work, and the fixed summation tree that makes results
@@ -90,10 +91,10 @@ double sum_contig(const double* x, int64_t n) {
 }
 
 // x: (n) -> Σ x (integer addition is associative: the compiler vectorizes it)
-int64_t sum_contig(const int64_t* x, int64_t n) {
-  int64_t s = 0;
+uint64_t sum_contig(const int64_t* x, int64_t n) {
+  uint64_t s = 0;  // modular: see Acc
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += x[i];
+  for (int64_t i = 0; i < n; ++i) s += static_cast<uint64_t>(x[i]);
   return s;
 }
 

@@ -44,7 +44,11 @@ enum class Reduction { None, Mean, Sum };
 //   label_smoothing in [0, 1]: the target becomes (1 - eps) * target + eps / C, with
 //           PyTorch's normalization of the smoothing term.
 //   ignore_index (index targets only): those rows give loss 0 and gradient 0.
-// Forward saves only the per-row log-sum-exp (N*d1*...*dk values), never the
+//   An empty batch (no rows) with reduction Mean throws (PyTorch returns NaN); Sum gives 0,
+//   None an empty tensor. A batch whose every row is ignored gives NaN with Mean (0 / 0, as
+//   PyTorch) and a zero gradient.
+// Forward saves only each row's max and sum of exp(x - max) (N*d1*...*dk pairs; never
+// max + log(sum), which loses the sum when max is huge, e.g. a -1e9 mask), never the
 // probabilities; backward recomputes softmax on the fly:
 //   dlogits = (softmax(logits) - target_distribution) * scale.
 // Errors name the op, the shapes, and for a bad label the row and the value.
@@ -60,7 +64,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
 // PyTorch's torch.nn.functional.nll_loss: loss_i = -weight[t_i] * log_probs[i, t_i].
 //   log_probs (C), (N, C) or (N, C, d1, ..., dk); target int64 (), (N) or (N, d1, ..., dk).
 //   Mean divides by the summed weight of the rows not ignored (NaN when all are ignored,
-//   as in PyTorch).
+//   as in PyTorch; an empty batch with Mean throws, as for cross_entropy).
 struct NLLLossOptions {
   Tensor weight{};
   int64_t ignore_index = -100;

@@ -5,6 +5,9 @@
 
 #include "core/safetensors.h"
 #include "nn/serialize.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+#include "ops/shape.h"
 
 namespace sg::optim {
 
@@ -36,6 +39,23 @@ Generator::State generator_state(const std::string& path, const std::string& nam
   return s;
 }
 
+// One line per floating tensor holding NaN or an infinity: a diverged run, which a
+// checkpoint must neither replace a good one with nor continue from.
+std::vector<std::string> non_finite_tensors(const NamedTensors& tensors) {
+  std::vector<std::string> problems;
+  for (const auto& [name, t] : tensors) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    const Tensor finite = isfinite(t).reshape({-1}).to(kInt64);
+    const int64_t bad = t.numel() - sum(finite).item<int64_t>();
+    if (bad == 0) continue;
+    const int64_t first = argmin(finite, 0).item<int64_t>();
+    problems.push_back(fmt::format("tensor '{}' {}: {} of {} values are not finite (the first, at flat index {}, is {})",
+                                   name, t.shape(), bad, t.numel(), first,
+                                   select(t.reshape({-1}), 0, first).item<double>()));
+  }
+  return problems;
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const TrainingState& state,
@@ -46,6 +66,11 @@ void save_checkpoint(const std::string& path, const TrainingState& state,
   if (state.scheduler) append_prefixed(tensors, kSchedulerPrefix, state.scheduler->state_dict());
   for (const auto& [name, gen] : state.model.named_generators())
     tensors.emplace_back(std::string(kGeneratorPrefix) + name, generator_tensor(*gen));
+  const std::vector<std::string> bad = non_finite_tensors(tensors);
+  SG_CHECK(bad.empty(),
+           "save_checkpoint: {}: not saved (any earlier file there is kept): the training state is not finite, "
+           "the run has diverged: {}",
+           path, fmt::join(bad, "; "));
   std::map<std::string, std::string> meta = metadata;
   meta["format"] = kCheckpointFormat;
   save_safetensors(path, tensors, meta);
@@ -59,6 +84,10 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, cons
            "a weights-only file loads with nn::load",
            path, format == file.metadata.end() ? "<missing>" : format->second, kCheckpointFormat);
   file.metadata.erase(format);
+
+  const std::vector<std::string> bad = non_finite_tensors(file.tensors);
+  SG_CHECK(bad.empty(), "load_checkpoint: {}: the training state in the file is not finite (a diverged run cannot "
+           "continue; resume from an earlier checkpoint): {}", path, fmt::join(bad, "; "));
 
   NamedTensors model, optimizer, scheduler;
   std::map<std::string, Tensor> generators;

@@ -21,8 +21,10 @@
 // Module names are dotted and never contain '/', so the parts cannot collide.
 // The metadata holds the caller's entries plus "format" = "softgrad-checkpoint/1".
 //
-// Loading checks the format, then loads each part with its own checks (names, shapes,
-// dtypes; every mismatch named) before returning the caller's metadata. The data loader's
+// Saving refuses a state with NaN or infinite values (a diverged run must not replace the
+// last good checkpoint); loading refuses such a file too, naming each tensor. Loading
+// checks the format, then loads each part with its own checks (names, shapes, dtypes; every
+// mismatch named) before returning the caller's metadata. The data loader's
 // order needs no state: it is a function of (seed, epoch) (data/dataloader.h).
 #include <map>
 #include <string>

@@ -766,3 +766,38 @@ TEST_CASE("pow(a, b) has zero gradient wherever the exponent is 0 (a^0 is consta
   sgtest::check_values(a.grad(), {0.0, 0.0, 0.0});            // 0 * 0^-1 must not leak NaN
   sgtest::check_values(b.grad(), {0.0, std::log(2.0), 0.0});  // a^b log a, masked where a == 0
 }
+
+TEST_CASE("isfinite, isnan and isinf classify values as PyTorch; integers are finite") {
+  for (sg::Dtype dt : {sg::kFloat32, sg::kFloat64}) {
+    CAPTURE(dt);
+    const Tensor x = sg::tensor({1.0, std::nan(""), double(INFINITY), -double(INFINITY), -0.0, 1e-310}, dt);
+    const std::vector<int64_t> finite = {1, 0, 0, 0, 1, 1};
+    CHECK(sg::isfinite(x).to_vector<int64_t>() == finite);
+    CHECK(sg::isnan(x).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 0, 0, 0, 0});
+    CHECK(sg::isinf(x).to_vector<int64_t>() == std::vector<int64_t>{0, 0, 1, 1, 0, 0});
+    CHECK(sg::isfinite(x.reshape({2, 3}).transpose(0, 1)).to_vector<int64_t>() ==
+          std::vector<int64_t>{1, 0, 0, 1, 0, 1});
+  }
+  CHECK(sg::isfinite(sg::tensor({int64_t{1}, INT64_MIN})).to_vector<int64_t>() == std::vector<int64_t>{1, 1});
+  CHECK(sg::isnan(sg::tensor({true, false})).to_vector<int64_t>() == std::vector<int64_t>{0, 0});
+  CHECK(sg::isinf(sg::zeros({0, 3})).shape() == Shape{0, 3});
+}
+
+TEST_CASE("int64 arithmetic wraps around on overflow (two's complement, as PyTorch), never UB") {
+  const Tensor big = sg::tensor({INT64_MAX, INT64_MIN, int64_t{3}});
+  CHECK((big + 1.0).to_vector<int64_t>() == std::vector<int64_t>{INT64_MIN, INT64_MIN + 1, 4});
+  CHECK((big - 1.0).to_vector<int64_t>() == std::vector<int64_t>{INT64_MAX - 1, INT64_MAX, 2});
+  CHECK((big * 2.0).to_vector<int64_t>() == std::vector<int64_t>{-2, 0, 6});
+  CHECK(sg::neg(big).to_vector<int64_t>() == std::vector<int64_t>{INT64_MIN + 1, INT64_MIN, -3});
+  CHECK(sg::abs(big).to_vector<int64_t>() == std::vector<int64_t>{INT64_MAX, INT64_MIN, 3});
+  CHECK(sg::sum(sg::tensor({INT64_MAX, int64_t{2}})).item<int64_t>() == INT64_MIN + 1);
+  CHECK(sg::sum(sg::full({4, 3}, 4.0e18, sg::kInt64), {0}).to_vector<int64_t>() ==
+        std::vector<int64_t>(3, static_cast<int64_t>(uint64_t{16000000000000000000u})));
+  Tensor i = sg::tensor({INT64_MAX});
+  sg::add_(i, sg::tensor({int64_t{1}}), 2.0);
+  CHECK(i.item<int64_t>() == INT64_MIN + 1);
+  sg::mul_(i, -1.0);
+  CHECK(i.item<int64_t>() == INT64_MAX);
+  sgtest::check_error([&] { sg::mul_(i, 1e30); }, {"mul_", "cannot be converted"});
+  sgtest::check_error([&] { (void)(i * 1e19); }, {"cannot be converted"});
+}
