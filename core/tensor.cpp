@@ -20,6 +20,28 @@
 namespace sg {
 
 // ---- Storage ----
+// NOTE: AddressSanitizer sees only malloc's bookkeeping: the mapped buffers below never pass
+// through malloc, a cached buffer is live memory to it after its tensor is gone, and a
+// small buffer's round-up to 64 bytes is addressable. So softgrad tells it which bytes a
+// tensor owns: [0, n) of its buffer is unpoisoned, the rest of the buffer and every cached
+// buffer are poisoned (an access is reported as use-after-poison), and a mapping is
+// unpoisoned before munmap (the next mmap may return the same addresses).
+#if defined(__SANITIZE_ADDRESS__)
+#define SG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SG_ASAN 1
+#endif
+#endif
+#ifdef SG_ASAN
+#include <sanitizer/asan_interface.h>
+#define SG_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define SG_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SG_POISON(p, n) ((void)(p), (void)(n))
+#define SG_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
 // Buffers from kMapMin up are mapped (and cached when freed, below); from kHugePage up they
@@ -38,6 +60,11 @@ std::atomic<int64_t> g_peak_bytes{0};
 // buffer instead left a cache full of last phase's sizes and every new output faulting.)
 // Leaked on purpose (no static destruction order to get wrong).
 constexpr size_t kCacheLimit = size_t{512} << 20;
+
+void unmap(void* p, size_t len) {
+  SG_UNPOISON(p, len);
+  munmap(p, len);
+}
 
 class MappingCache {
  public:
@@ -66,12 +93,12 @@ class MappingCache {
       free_.push_back({p, len});
       bytes_ += len;
     }
-    for (const Mapping& m : evicted) munmap(m.data, m.len);
+    for (const Mapping& m : evicted) unmap(m.data, m.len);
     return true;
   }
   void release_all() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const Mapping& m : free_) munmap(m.data, m.len);
+    for (const Mapping& m : free_) unmap(m.data, m.len);
     free_.clear();
     bytes_ = 0;
   }
@@ -94,6 +121,9 @@ MappingCache& mapping_cache() {
   static auto* cache = new MappingCache;
   return *cache;
 }
+
+// A small buffer's size: whole 64-byte lines (aligned_alloc wants a multiple of the alignment).
+size_t small_buffer_bytes(size_t n) { return n == 0 ? 64 : (n + 63) / 64 * 64; }
 
 void count_allocation(int64_t bytes) {
   const int64_t now = g_current_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
@@ -139,13 +169,15 @@ Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
     void* reused = mapping_cache().take(len);
     data = reused ? reused : map_fresh(len, huge, n);
     mapped_ = len;
+    SG_UNPOISON(data, n);
+    SG_POISON(static_cast<char*>(data) + n, len - n);
     if (zero_fill && reused) std::memset(data, 0, n);  // fresh anonymous pages are zero already
 #ifdef SOFTGRAD_POISON_EMPTY
     if (!zero_fill) std::memset(data, 0xff, n);
 #endif
     return;
   }
-  const size_t rounded = n == 0 ? 64 : (n + 63) / 64 * 64;
+  const size_t rounded = small_buffer_bytes(n);
   data = std::aligned_alloc(64, rounded);
   if (!data) {
     g_current_bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
@@ -158,15 +190,18 @@ Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
     std::memset(data, 0xff, rounded);
 #endif
   }
+  SG_POISON(static_cast<char*>(data) + n, rounded - n);
 }
 
 Storage::~Storage() {
   g_current_bytes.fetch_sub(static_cast<int64_t>(nbytes), std::memory_order_relaxed);
   if (mapped_) {
-    if (!mapping_cache().give(data, mapped_)) munmap(data, mapped_);
-  }
-  else
+    SG_POISON(data, mapped_);  // cached: nobody's memory until take() hands it out again
+    if (!mapping_cache().give(data, mapped_)) unmap(data, mapped_);
+  } else {
+    SG_UNPOISON(data, small_buffer_bytes(nbytes));  // the tail poisoned above: free() owns it again
     std::free(data);
+  }
 }
 
 // ---- Tensor metadata ----

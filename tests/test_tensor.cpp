@@ -4,6 +4,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include "test_util.h"
 
 namespace {
@@ -459,6 +463,33 @@ TEST_CASE("float to int64 conversions refuse NaN, infinities and values out of r
   check_error([&] { sg::fill_(i, -INFINITY); }, {"fill_", "cannot be converted"});
   check_error([&] { sg::masked_fill(i, sg::tensor({true, false, true}), 1e20); }, {"masked_fill", "cannot be converted"});
   CHECK(i.to_vector<int64_t>() == std::vector<int64_t>{0, 0, 0});  // nothing was written
+}
+
+TEST_CASE("AddressSanitizer sees softgrad's own buffers: bytes past a tensor and cached buffers are poisoned") {
+#if defined(__SANITIZE_ADDRESS__)
+  // Mapped (>= 256 KiB) buffers are rounded up to 64 KiB and reused from a cache after
+  // their tensor dies; small ones to 64 bytes. Neither slack nor a cached buffer may be
+  // addressable, or ASan would miss out-of-bounds reads and use-after-free there.
+  const int64_t n = 300 * 1024 / 4 + 3;  // 307212 bytes of float32
+  Tensor big = sg::empty({n});
+  auto* p = static_cast<char*>(big.raw_data());
+  CHECK_FALSE(__asan_address_is_poisoned(p));
+  CHECK_FALSE(__asan_address_is_poisoned(p + 4 * n - 1));
+  CHECK(__asan_address_is_poisoned(p + 4 * n));
+  big = Tensor();  // back to the cache
+  CHECK(__asan_address_is_poisoned(p));
+  Tensor again = sg::zeros({n});  // the same size takes the cached buffer back
+  CHECK(again.raw_data() == p);
+  CHECK_FALSE(__asan_address_is_poisoned(p + 4 * n - 1));
+  CHECK(__asan_address_is_poisoned(p + 4 * n));
+  Tensor small = sg::empty({3});
+  auto* q = static_cast<char*>(small.raw_data());
+  CHECK_FALSE(__asan_address_is_poisoned(q + 11));
+  CHECK(__asan_address_is_poisoned(q + 12));
+  sg::empty_cache();
+#else
+  MESSAGE("AddressSanitizer is off in this build: the sanitizer build (.ci/run) checks this");
+#endif
 }
 
 TEST_CASE("rand float32 stays in [0, 1)") {
