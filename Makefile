@@ -4,8 +4,11 @@
 #   make test     build, fetch MNIST (once), run every test (ctest)
 #   make demo     build and train the tiny example model (no data needed)
 #   make bench    build and run the benchmarks (also installs PyTorch, dev-only)
+#   make sanitize build and run every test under ASan + UBSan (build-sanitize/)
+#   make fuzz     build the libFuzzer targets with clang and run each FUZZ_SECONDS (build-fuzz/)
 #   make clean    remove the build directory
-# Variables: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS, ARGS.
+# Variables: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS, ARGS,
+# FUZZ_SECONDS (60).
 
 BUILD_DIR  ?= build
 BUILD_TYPE ?= Release
@@ -16,12 +19,12 @@ ARGS       ?=
 # Quieter output from the make that CMake runs underneath.
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all help deps bench-deps data configure build test mnist demo bench clean
+.PHONY: all help deps bench-deps data configure build test mnist demo bench sanitize fuzz clean
 
 all: build
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,12p' Makefile
 
 deps:
 	bash tools/install-deps.sh
@@ -59,6 +62,28 @@ bench: bench-deps configure
 	  [ -e "$$src" ] || { echo "no benchmarks yet"; break; }; \
 	  prog=$(BUILD_DIR)/bench/$$(basename "$$src" .cpp); \
 	  echo "== $$prog"; "$$prog"; \
+	done
+
+# Every test, with AddressSanitizer and UndefinedBehaviorSanitizer (any UB aborts).
+sanitize:
+	$(MAKE) test BUILD_DIR=build-sanitize BUILD_TYPE=RelWithDebInfo \
+	  CMAKE_ARGS="-DSOFTGRAD_SANITIZE=ON -DSOFTGRAD_BUILD_BENCH=OFF"
+
+# The fuzz targets (tests/fuzz/README.md): each runs FUZZ_SECONDS on a working corpus in
+# build-fuzz/corpus/<target>, seeded read-only from the committed seeds.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_idx:tests/fuzz/corpus/idx fuzz_safetensors:tests/reference/safetensors
+fuzz:
+	bash tools/install-deps.sh --fuzz
+	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DSOFTGRAD_FUZZ=ON -DSOFTGRAD_BUILD_TESTS=OFF -DSOFTGRAD_BUILD_EXAMPLES=OFF \
+	  -DSOFTGRAD_BUILD_BENCH=OFF -DSOFTGRAD_INSTALL=OFF $(CMAKE_ARGS)
+	cmake --build build-fuzz -j $(JOBS) --target $(foreach t,$(FUZZ_TARGETS),$(word 1,$(subst :, ,$(t))))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; seeds=$${t#*:}; mkdir -p build-fuzz/corpus/$$name; \
+	  echo "== $$name ($(FUZZ_SECONDS) s, seeds from $$seeds)"; \
+	  build-fuzz/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 build-fuzz/corpus/$$name $$seeds; \
 	done
 
 clean:

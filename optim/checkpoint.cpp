@@ -111,7 +111,8 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, cons
   std::vector<std::string> problems;
   for (const auto& [name, gen] : named_gens)
     if (!generators.contains(name)) problems.push_back(fmt::format("missing generator '{}'", name));
-  for (const auto& [name, t] : generators) {
+  for (const auto& entry : generators) {
+    const std::string& name = entry.first;  // (clang 14 cannot capture a structured binding)
     const bool known = std::any_of(named_gens.begin(), named_gens.end(), [&](const auto& g) { return g.first == name; });
     if (!known) problems.push_back(fmt::format("unexpected generator '{}'", name));
   }

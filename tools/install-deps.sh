@@ -3,6 +3,7 @@
 #   tools/install-deps.sh            build + test dependencies
 #   tools/install-deps.sh --bench    also PyTorch and NumPy (benchmarks, reference tables;
 #                                    dev-only and large, never needed to build or test)
+#   tools/install-deps.sh --fuzz     also clang, libFuzzer and clang's OpenMP (make fuzz)
 #   tools/install-deps.sh PKG...     also the named extra packages
 # Runs apt-get (through sudo when not root) only when something is missing.
 set -euo pipefail
@@ -12,7 +13,8 @@ packages=(g++ cmake make libopenblas-openmp-dev libfmt-dev doctest-dev libhwy-de
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(python3 python3-torch python3-numpy) ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --fuzz) packages+=(clang libclang-rt-14-dev libomp-14-dev) ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     -*) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
     *) packages+=("$arg") ;;
   esac
