@@ -23,6 +23,7 @@
 #include "nn/module.h"
 #include "nn/multihead_attention.h"
 #include "nn/normalization.h"
+#include "nn/module_list.h"
 #include "nn/sequential.h"
 #include "nn/serialize.h"
 #include "nn/transformer.h"

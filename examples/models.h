@@ -51,15 +51,22 @@ class VisionTransformer : public sg::nn::Module {
     SG_CHECK(c.dim % c.heads == 0, "mnist_transformer: --dim {} is not a multiple of --heads {}", c.dim, c.heads);
     const bool cls = c.pool == "cls";
     patch_embed_ = register_module("patch_embed", std::make_shared<sg::nn::Linear>(c.patch * c.patch, c.dim, gen));
-    if (cls) cls_token_ = register_parameter("cls_token", sg::zeros({1, 1, c.dim}));
-    sg::Tensor pos = sg::empty({1, tokens_ + (cls ? 1 : 0), c.dim});
-    sg::nn::init::normal_(pos, 0.0, 0.02, gen);
-    pos_embed_ = register_parameter("pos_embed", pos);
+    if (cls) {
+      cls_token_ = sg::zeros({1, 1, c.dim});
+      register_parameter("cls_token", &cls_token_);
+    }
+    pos_embed_ = sg::empty({1, tokens_ + (cls ? 1 : 0), c.dim});
+    sg::nn::init::normal_(pos_embed_, 0.0, 0.02, gen);
+    register_parameter("pos_embed", &pos_embed_);
     layers_ = register_module("layers", std::make_shared<sg::nn::Sequential>());
     for (int64_t i = 0; i < c.depth; ++i)
       layers_->push_back(std::make_shared<sg::nn::TransformerEncoderLayer>(
           c.dim, c.heads, gen,
-          sg::nn::TransformerEncoderLayerOptions{.dim_feedforward = c.mlp_ratio * c.dim, .dropout = c.dropout}));
+          sg::nn::TransformerEncoderLayerOptions{.dim_feedforward = c.mlp_ratio * c.dim,
+                                                 .dropout = c.dropout,
+                                                 .activation = sg::nn::Activation::GELU,
+                                                 .batch_first = true,
+                                                 .norm_first = true}));
     norm_ = register_module("norm", std::make_shared<sg::nn::LayerNorm>(c.dim));
     head_ = register_module("head", std::make_shared<sg::nn::Linear>(c.dim, 10, gen));
   }

@@ -24,13 +24,13 @@ std::optional<int64_t> checked_padding_idx(std::optional<int64_t> p, int64_t V, 
 Embedding::Embedding(int64_t V, int64_t D, Generator& gen, EmbeddingOptions options)
     : Module("Embedding"), num_embeddings(V), embedding_dim(D), padding_idx(checked_padding_idx(options.padding_idx, V, D)) {
   SG_CHECK(is_floating(options.dtype), "Embedding: dtype must be float32 or float64, got {}", options.dtype);
-  Tensor w = empty({V, D}, options.dtype);
-  init::normal_(w, 0.0, 1.0, gen);
+  weight = empty({V, D}, options.dtype);
+  init::normal_(weight, 0.0, 1.0, gen);
   if (padding_idx) {
-    Tensor row = narrow(w, 0, *padding_idx, 1);
+    Tensor row = narrow(weight, 0, *padding_idx, 1);
     zero_(row);
   }
-  weight = register_parameter("weight", w);
+  register_parameter("weight", &weight);
 }
 
 Tensor Embedding::forward(const Tensor& indices) {

@@ -17,6 +17,7 @@ class CrossEntropyLoss : public Module {
  public:
   explicit CrossEntropyLoss(CrossEntropyLossOptions options = {});
   Tensor forward(const Tensor& logits, const Tensor& target);
+  Tensor operator()(const Tensor& logits, const Tensor& target) { return forward(logits, target); }
   using Module::forward;  // the one-input forward throws: a loss takes two inputs
 
   const CrossEntropyLossOptions options;

@@ -21,12 +21,12 @@ MultiHeadAttention::MultiHeadAttention(int64_t E, int64_t H, Generator& gen, Mul
            "MultiHeadAttention: embed_dim {} must be positive and divisible by num_heads {}", E, H);
   SG_CHECK(opts.dropout >= 0.0 && opts.dropout < 1.0, "MultiHeadAttention: dropout must be in [0, 1), got {}",
            opts.dropout);
-  Tensor w = empty({3 * E, E}, opts.dtype);
-  init::xavier_uniform_(w, gen);
-  in_proj_weight = register_parameter("in_proj_weight", w);
+  in_proj_weight = empty({3 * E, E}, opts.dtype);
+  init::xavier_uniform_(in_proj_weight, gen);
+  register_parameter("in_proj_weight", &in_proj_weight);
   if (opts.bias) {
-    Tensor b = zeros({3 * E}, opts.dtype);
-    in_proj_bias = register_parameter("in_proj_bias", b);
+    in_proj_bias = zeros({3 * E}, opts.dtype);
+    register_parameter("in_proj_bias", &in_proj_bias);
   }
   out_proj = register_module("out_proj", std::make_shared<Linear>(E, E, gen, LinearOptions{opts.bias, opts.dtype}));
   if (opts.bias) init::zeros_(out_proj->bias);

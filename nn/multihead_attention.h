@@ -50,6 +50,9 @@ class MultiHeadAttention : public Module {
  public:
   MultiHeadAttention(int64_t embed_dim, int64_t num_heads, Generator& gen, MultiHeadAttentionOptions options = {});
   Tensor forward(const Tensor& query, const Tensor& key, const Tensor& value, const AttentionMasks& masks = {});
+  Tensor operator()(const Tensor& query, const Tensor& key, const Tensor& value, const AttentionMasks& masks = {}) {
+    return forward(query, key, value, masks);
+  }
   std::string extra_repr() const override;
 
   Tensor in_proj_weight;  // (3E, E): rows [0, E) make q, [E, 2E) k, [2E, 3E) v

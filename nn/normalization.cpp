@@ -14,8 +14,11 @@ LayerNorm::LayerNorm(Shape shape, LayerNormOptions opts)
   SG_CHECK(opts.eps >= 0.0, "LayerNorm: eps must be >= 0, got {}", opts.eps);
   SG_CHECK(is_floating(opts.dtype), "LayerNorm: dtype must be float32 or float64, got {}", opts.dtype);
   if (!opts.elementwise_affine) return;
-  weight = register_parameter("weight", ones(normalized_shape, opts.dtype));
-  if (opts.bias) bias = register_parameter("bias", zeros(normalized_shape, opts.dtype));
+  weight = ones(normalized_shape, opts.dtype);
+  register_parameter("weight", &weight);
+  if (!opts.bias) return;
+  bias = zeros(normalized_shape, opts.dtype);
+  register_parameter("bias", &bias);
 }
 
 LayerNorm::LayerNorm(int64_t normalized_size, LayerNormOptions opts) : LayerNorm(Shape{normalized_size}, opts) {}

@@ -2,19 +2,14 @@
 
 namespace sg::nn {
 
-Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) : Module("Sequential") {
+Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) : ModuleList("Sequential") {
   for (const auto& m : modules) push_back(m);
 }
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (const auto& m : modules_) h = m->forward(h);
+  for (const auto& m : modules()) h = m->forward(h);
   return h;
-}
-
-const std::shared_ptr<Module>& Sequential::operator[](size_t i) const {
-  SG_CHECK(i < modules_.size(), "Sequential: index {} is out of range for {} modules", i, modules_.size());
-  return modules_[i];
 }
 
 }  // namespace sg::nn

@@ -12,36 +12,19 @@
 //
 // A module without a one-input forward (MultiHeadAttention, CrossEntropyLoss) throws when
 // reached. An empty Sequential returns x.
-#include <cstddef>
 #include <initializer_list>
 #include <memory>
-#include <vector>
 
-#include "nn/module.h"
+#include "nn/module_list.h"
 
 namespace sg::nn {
 
-class Sequential : public Module {
+class Sequential : public ModuleList {
  public:
-  Sequential() : Module("Sequential") {}
+  Sequential() : ModuleList("Sequential") {}
   Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
-
-  // Appends a module under the next index; returns it (typed) for chaining.
-  template <typename M> std::shared_ptr<M> push_back(std::shared_ptr<M> module) {
-    SG_CHECK(module != nullptr, "Sequential: push_back of a null module (at index {})", modules_.size());
-    register_module(std::to_string(modules_.size()), module);
-    modules_.push_back(module);
-    return module;
-  }
+  // push_back, size, empty, operator[], at<M>, as<M>, begin/end: see nn::ModuleList.
   Tensor forward(const Tensor& x) override;
-
-  size_t size() const { return modules_.size(); }
-  bool empty() const { return modules_.empty(); }
-  // The module at index i (bounds checked).
-  const std::shared_ptr<Module>& operator[](size_t i) const;
-
- private:
-  std::vector<std::shared_ptr<Module>> modules_;
 };
 
 }  // namespace sg::nn

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <map>
 #include <set>
 #include <vector>
@@ -11,9 +12,18 @@
 
 namespace sg::nn {
 
+namespace {
+// Bitwise equality of two tensors of one shape and dtype.
+bool same_values(const Tensor& a, const Tensor& b) {
+  const Tensor ca = a.detach().contiguous(), cb = b.detach().contiguous();
+  return std::memcmp(ca.raw_data(), cb.raw_data(), ca.nbytes()) == 0;
+}
+}  // namespace
+
 NamedTensors state_dict(const Module& module) {
   NamedTensors out;
-  for (auto& list : {module.named_parameters(), module.named_buffers()})
+  // Every name, tied ones included (as PyTorch's state_dict).
+  for (auto& list : {module.named_parameters(true, false), module.named_buffers(true, false)})
     for (const auto& [name, t] : list) out.emplace_back(name, t.detach());
   return out;
 }
@@ -43,6 +53,25 @@ void load_state_dict(Module& module, const NamedTensors& state, bool strict) {
       mismatched.push_back(fmt::format("shape mismatch: {}: checkpoint {}, module {}", name, src.shape(), dst.shape()));
     if (src.dtype() != dst.dtype())
       mismatched.push_back(fmt::format("dtype mismatch: {}: checkpoint {}, module {}", name, src.dtype(), dst.dtype()));
+  }
+  // Tied names (one tensor under several names) must be given the same values.
+  // (own holds detached handles: identity comes from the registered tensors themselves.)
+  std::map<const TensorImpl*, std::string> first_name;
+  NamedTensors registered = module.named_parameters(true, false);
+  for (auto& entry : module.named_buffers(true, false)) registered.push_back(std::move(entry));
+  for (size_t i = 0; i < own.size(); ++i) {
+    const auto& [name, dst] = own[i];
+    const auto [it, inserted] = first_name.emplace(registered[i].second.impl().get(), name);
+    const auto a = given.find(it->second), b = given.find(name);
+    if (inserted || a == given.end() || b == given.end()) continue;
+    const Tensor &ta = *a->second, &tb = *b->second;
+    if (!ta.defined() || !tb.defined() || ta.shape() != dst.shape() || tb.shape() != dst.shape() ||
+        ta.dtype() != dst.dtype() || tb.dtype() != dst.dtype())
+      continue;  // reported above
+    if (!same_values(ta, tb))
+      mismatched.push_back(fmt::format("tied parameters differ: {} and {} are one tensor in the module, but the "
+                                       "state gives them different values",
+                                       it->second, name));
   }
   std::vector<std::string> unexpected;
   if (strict)

@@ -1,10 +1,12 @@
 #pragma once
 // nn::TransformerEncoderLayer: PyTorch's torch.nn.TransformerEncoderLayer, built on
-// nn::MultiHeadAttention, nn::Linear, nn::LayerNorm and nn::Dropout. Our defaults differ
-// from PyTorch's where the transformer trainers want it: batch_first and norm_first
-// (pre-norm) are on, and the activation is GELU.
+// nn::MultiHeadAttention, nn::Linear, nn::LayerNorm and nn::Dropout, with PyTorch's defaults:
+// post-norm, ReLU, batch_first = false (x is (T, B, d_model)), dim_feedforward 2048,
+// dropout 0.1. The trainers set what they want (pre-norm, GELU, batch_first) explicitly.
 //
-//   sg::nn::TransformerEncoderLayer layer(64, 4, gen, {.dim_feedforward = 256, .dropout = 0.1});
+//   sg::nn::TransformerEncoderLayer layer(64, 4, gen, {.dim_feedforward = 256, .dropout = 0.1,
+//                                        .activation = sg::nn::Activation::GELU, .batch_first = true,
+//                                        .norm_first = true});
 //   sg::Tensor y = layer.forward(x);                                   // x (B, T, 64)
 //   sg::Tensor z = layer.forward(x, {.key_padding_mask = pad, .is_causal = true});
 //
@@ -46,10 +48,10 @@ enum class Activation { ReLU, GELU };
 struct TransformerEncoderLayerOptions {
   int64_t dim_feedforward = 2048;
   double dropout = 0.1;
-  Activation activation = Activation::GELU;
+  Activation activation = Activation::ReLU;
   double layer_norm_eps = 1e-5;
-  bool batch_first = true;
-  bool norm_first = true;
+  bool batch_first = false;
+  bool norm_first = false;
   bool bias = true;
   Dtype dtype = kFloat32;
 };
@@ -59,6 +61,8 @@ class TransformerEncoderLayer : public Module {
   TransformerEncoderLayer(int64_t d_model, int64_t nhead, Generator& gen, TransformerEncoderLayerOptions options = {});
   // x: (B, T, d_model) with batch_first, else (T, B, d_model); or unbatched (T, d_model).
   Tensor forward(const Tensor& x, const AttentionMasks& masks);
+  using Module::operator();  // layer(x)
+  Tensor operator()(const Tensor& x, const AttentionMasks& masks) { return forward(x, masks); }
   Tensor forward(const Tensor& x) override;  // no masks
   std::string extra_repr() const override;
 

@@ -548,11 +548,15 @@ TEST_CASE("TransformerEncoderLayer: PyTorch's names and order, init, repr") {
   CHECK(layer.linear2->weight.shape() == Shape{8, 16});
   CHECK(layer.num_parameters() == 3 * 64 + 24 + 64 + 8 + 128 + 16 + 128 + 8 + 4 * 8);
   check_close(layer.norm1->weight, sg::ones({8}), 0.0, 0.0);
-  CHECK(layer.self_attn->options.batch_first);
+  // PyTorch's defaults: post-norm, ReLU, (T, B, E) layout, dropout 0.1, feed-forward 2048.
+  CHECK(!layer.self_attn->options.batch_first);
   CHECK(layer.dropout->p == 0.1);
+  const sg::nn::TransformerEncoderLayerOptions defaults;
+  CHECK((defaults.activation == sg::nn::Activation::ReLU && !defaults.norm_first && !defaults.batch_first &&
+         defaults.dim_feedforward == 2048 && defaults.dropout == 0.1 && defaults.layer_norm_eps == 1e-5));
   const std::string s = layer.summary();
-  CHECK(s.find("TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, activation=gelu, norm_first=true, "
-               "batch_first=true\n") == 0);
+  CHECK(s.find("TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, activation=relu, norm_first=false, "
+               "batch_first=false\n") == 0);
   CHECK(s.find("  (self_attn): MultiHeadAttention(embed_dim=8, num_heads=2, dropout=0.1") != std::string::npos);
   CHECK(s.find("  (linear1): Linear(in_features=8, out_features=16, bias=true)\n  (dropout): Dropout(p=0.1)\n") !=
         std::string::npos);
@@ -573,7 +577,11 @@ TEST_CASE("TransformerEncoderLayer equals its formula from the submodules (pre-n
   for (const bool norm_first : {true, false})
     for (const auto act : {sg::nn::Activation::GELU, sg::nn::Activation::ReLU}) {
       CAPTURE(norm_first);
-      auto L = small_layer(gen, {.dim_feedforward = 6, .dropout = 0.0, .activation = act, .norm_first = norm_first});
+      auto L = small_layer(gen, {.dim_feedforward = 6,
+                                 .dropout = 0.0,
+                                 .activation = act,
+                                 .batch_first = true,
+                                 .norm_first = norm_first});
       auto sa = [&](const Tensor& h) { return L->self_attn->forward(h, h, h, masks); };
       auto ff = [&](const Tensor& h) {
         const Tensor a = L->linear1->forward(h);
@@ -601,7 +609,7 @@ TEST_CASE("TransformerEncoderLayer gradcheck end to end in float64 (input and ev
   sg::Generator gen(20);
   for (const bool norm_first : {true, false}) {
     CAPTURE(norm_first);
-    auto L = small_layer(gen, {.dim_feedforward = 6, .dropout = 0.0, .norm_first = norm_first});
+    auto L = small_layer(gen, {.dim_feedforward = 6, .dropout = 0.0, .batch_first = true, .norm_first = norm_first});
     std::vector<Tensor> inputs = {sgtest::leaf({2, 3, 4}, gen)};
     for (const Tensor& p : L->parameters()) inputs.push_back(p);  // perturbed in place: the layer sees it
     sgtest::check_gradients(
