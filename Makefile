@@ -9,6 +9,7 @@
 #   make clean    remove the build directory
 # Variables: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS, ARGS,
 # FUZZ_SECONDS (60).
+# Tools: tools/plot-metrics RUN.csv RUN.png draws a trainer's --metrics CSV (loss, accuracy).
 
 BUILD_DIR  ?= build
 BUILD_TYPE ?= Release

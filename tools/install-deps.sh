@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages softgrad needs, skipping those already installed.
-#   tools/install-deps.sh            build + test dependencies
+#   tools/install-deps.sh            build + test dependencies (gnuplot-nox included: the
+#                                    tools/plot-metrics test runs it)
+#   tools/install-deps.sh --plot     only gnuplot-nox, for tools/plot-metrics (no build tools)
 #   tools/install-deps.sh --bench    also PyTorch and NumPy (benchmarks, reference tables;
 #                                    dev-only and large, never needed to build or test)
 #   tools/install-deps.sh --fuzz     also clang, libFuzzer and clang's OpenMP (make fuzz)
@@ -8,25 +10,45 @@
 # Runs apt-get (through sudo when not root) only when something is missing.
 set -euo pipefail
 
-packages=(g++ cmake make libopenblas-openmp-dev libfmt-dev doctest-dev libhwy-dev
-          zlib1g-dev libcli11-dev nlohmann-json3-dev)
+# gnuplot with the pngcairo terminal and nothing for X11; a gnuplot-qt or gnuplot-x11
+# already there does as well (they conflict with gnuplot-nox: apt would remove them).
+# "a|b" is a set of alternatives: any one installed is enough, else the first is installed.
+plot_packages=("gnuplot-nox|gnuplot-qt|gnuplot-x11")
+base_packages=(g++ cmake make libopenblas-openmp-dev libfmt-dev doctest-dev libhwy-dev
+               zlib1g-dev libcli11-dev nlohmann-json3-dev "${plot_packages[@]}")
+extra=()
+plot_only=0
 for arg in "$@"; do
   case "$arg" in
-    --bench) packages+=(python3 python3-torch python3-numpy) ;;
-    --fuzz) packages+=(clang libclang-rt-14-dev libomp-14-dev) ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --bench) extra+=(python3 python3-torch python3-numpy) ;;
+    --fuzz) extra+=(clang libclang-rt-14-dev libomp-14-dev) ;;
+    --plot) plot_only=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     -*) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
-    *) packages+=("$arg") ;;
+    *) extra+=("$arg") ;;
   esac
 done
+
+# --plot drops the build packages; any other option or name given with it still counts.
+if [ "$plot_only" -eq 1 ]; then
+  packages=("${plot_packages[@]}" ${extra[@]+"${extra[@]}"})
+else
+  packages=("${base_packages[@]}" ${extra[@]+"${extra[@]}"})
+fi
 
 is_installed() {
   dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null | grep -qx installed
 }
+any_installed() {
+  local alt alts
+  IFS='|' read -ra alts <<<"$1"
+  for alt in "${alts[@]}"; do is_installed "$alt" && return 0; done
+  return 1
+}
 
 missing=()
 for p in "${packages[@]}"; do
-  is_installed "$p" || missing+=("$p")
+  any_installed "$p" || missing+=("${p%%|*}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
