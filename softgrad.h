@@ -14,6 +14,7 @@
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
+#include "ops/sort.h"
 #include "nn/activation.h"
 #include "nn/dropout.h"
 #include "nn/embedding.h"

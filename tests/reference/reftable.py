@@ -61,6 +61,15 @@ def fmt_values(t, nonfinite=False):
     return " ".join(repr(float(v)) for v in flat)  # 'nan', 'inf', '-inf' parse with strtod
 
 
+def exact_as_double(t):
+    """The C++ reader (tests/reference_table.h) holds every value as a double: an int64 must
+    survive that (|v| <= 2^53, or a multiple of a large enough power of two)."""
+    if t.dtype == torch.int64:
+        for v in t.reshape(-1).tolist():
+            assert int(float(v)) == v, f"int64 {v} is not exact as a double"
+    return t
+
+
 def fmt_tensor(t, nonfinite=False):
     shape = "[" + ",".join(str(d) for d in t.shape) + "]"
     return f"{DTYPE_NAMES[t.dtype]} {shape} : {fmt_values(t, nonfinite)}"
@@ -72,6 +81,7 @@ class Case(NamedTuple):
     inputs: dict  # input name -> tensor, in the order they are passed and written
     wrt: list  # the differentiated inputs, in the order of their `grad` lines
     nonfinite: bool = False  # the outputs may hold nan/inf (every other value must be finite)
+    nonfinite_inputs: bool = False  # the inputs may hold nan/inf too (weights and gradients never)
 
 
 def write_table(script, table, title, cases, weight, allow_unused=False, floating_only=False):
@@ -101,10 +111,10 @@ def write_table(script, table, title, cases, weight, allow_unused=False, floatin
         assert y.is_floating_point() or not floating_only, c.name
         lines.append(f"case {c.name}")
         for k, v in leaves.items():
-            lines.append(f"input {k} {fmt_tensor(v)}")
+            lines.append(f"input {k} {fmt_tensor(exact_as_double(v), c.nonfinite_inputs)}")
         out_names = ["values", "indices"] if len(outputs) == 2 else ["out"]
         for k, v in zip(out_names, outputs):
-            lines.append(f"output {k} {fmt_tensor(v, c.nonfinite)}")
+            lines.append(f"output {k} {fmt_tensor(exact_as_double(v), c.nonfinite)}")
         if y.is_floating_point():
             w = weight(tuple(y.shape), dtype=y.dtype)
             grads = torch.autograd.grad((y * w).sum(), [leaves[k] for k in c.wrt], allow_unused=allow_unused)
