@@ -21,6 +21,7 @@
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,8 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;  // accumulated by backward(); leaves (and retain_grad)
   std::shared_ptr<Node> grad_fn;     // the node that produced this tensor; null for leaves
 };
+
+struct ValuesIndices;  // {values, indices}: defined below Tensor
 
 class Tensor {
  public:
@@ -123,6 +126,59 @@ class Tensor {
   Tensor expand(const Shape& shape) const;
   Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
 
+  // ---- method forms of common ops (LibTorch's x.sum(), x.softmax(1), ...) ----
+  // Thin forwards to the free functions of the same name in ops/ (defined there, so that
+  // core/ does not depend on ops/); the free functions stay the primary API and their
+  // headers document the rules.
+  // reductions (ops/reduce.h)
+  Tensor sum() const;
+  Tensor sum(const std::vector<int64_t>& dims, bool keepdim = false) const;
+  Tensor mean() const;
+  Tensor mean(const std::vector<int64_t>& dims, bool keepdim = false) const;
+  Tensor var() const;
+  Tensor max() const;
+  ValuesIndices max(int64_t dim, bool keepdim = false) const;
+  Tensor min() const;
+  ValuesIndices min(int64_t dim, bool keepdim = false) const;
+  Tensor argmax() const;
+  Tensor argmax(int64_t dim, bool keepdim = false) const;
+  Tensor argmin(int64_t dim, bool keepdim = false) const;
+  // indexing and shape (ops/shape.h)
+  Tensor select(int64_t dim, int64_t index) const;
+  Tensor index_select(int64_t dim, const Tensor& index) const;
+  Tensor gather(int64_t dim, const Tensor& index) const;
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
+  Tensor squeeze() const;
+  // softmax family and matmul (ops/softmax.h, ops/matmul.h)
+  Tensor softmax(int64_t dim) const;
+  Tensor log_softmax(int64_t dim) const;
+  Tensor matmul(const Tensor& other) const;
+  // elementwise (ops/elementwise.h)
+  Tensor exp() const;
+  Tensor log() const;
+  Tensor sqrt() const;
+  Tensor abs() const;
+  Tensor neg() const;
+  Tensor relu() const;
+  Tensor tanh() const;
+  Tensor sigmoid() const;
+  Tensor gelu() const;  // exact (erf) form
+  Tensor pow(double exponent) const;
+  Tensor clamp(std::optional<double> min, std::optional<double> max) const;
+  Tensor masked_fill(const Tensor& mask, double value) const;
+  Tensor add(const Tensor& other) const;
+  Tensor sub(const Tensor& other) const;
+  Tensor mul(const Tensor& other) const;
+  Tensor div(const Tensor& other) const;
+  Tensor eq(const Tensor& other) const;
+  Tensor isfinite() const;
+  // sorting and sampling (ops/sort.h)
+  ValuesIndices sort(int64_t dim = -1, bool descending = false) const;
+  Tensor argsort(int64_t dim = -1, bool descending = false) const;
+  ValuesIndices topk(int64_t k, int64_t dim = -1, bool largest = true, bool sorted = true) const;
+  Tensor cumsum(int64_t dim) const;
+
   const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
 
  private:
@@ -131,6 +187,12 @@ class Tensor {
 };
 
 // ---- creation ----
+// What max(x, dim), min(x, dim), sort and topk return.
+struct ValuesIndices {
+  Tensor values;
+  Tensor indices;  // int64
+};
+
 Tensor empty(const Shape& shape, Dtype dtype = kFloat32);  // contents unspecified
 Tensor zeros(const Shape& shape, Dtype dtype = kFloat32);
 Tensor ones(const Shape& shape, Dtype dtype = kFloat32);

@@ -116,7 +116,7 @@ class Module {
   struct Slot {
     std::string name;
     Tensor* member = nullptr;
-    Tensor value;
+    Tensor value = Tensor();
     bool requires_grad = false;
     const Tensor& get() const { return member ? *member : value; }
   };

@@ -950,4 +950,24 @@ Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_like("le", a,
 Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_like("gt", a, b)); }
 Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_like("ge", a, b)); }
 
+// ---- Tensor's method forms ----
+Tensor Tensor::exp() const { return sg::exp(*this); }
+Tensor Tensor::log() const { return sg::log(*this); }
+Tensor Tensor::sqrt() const { return sg::sqrt(*this); }
+Tensor Tensor::abs() const { return sg::abs(*this); }
+Tensor Tensor::neg() const { return sg::neg(*this); }
+Tensor Tensor::relu() const { return sg::relu(*this); }
+Tensor Tensor::tanh() const { return sg::tanh(*this); }
+Tensor Tensor::sigmoid() const { return sg::sigmoid(*this); }
+Tensor Tensor::gelu() const { return sg::gelu(*this); }
+Tensor Tensor::pow(double exponent) const { return sg::pow(*this, exponent); }
+Tensor Tensor::clamp(std::optional<double> min, std::optional<double> max) const { return sg::clamp(*this, min, max); }
+Tensor Tensor::masked_fill(const Tensor& mask, double value) const { return sg::masked_fill(*this, mask, value); }
+Tensor Tensor::add(const Tensor& other) const { return sg::add(*this, other); }
+Tensor Tensor::sub(const Tensor& other) const { return sg::sub(*this, other); }
+Tensor Tensor::mul(const Tensor& other) const { return sg::mul(*this, other); }
+Tensor Tensor::div(const Tensor& other) const { return sg::div(*this, other); }
+Tensor Tensor::eq(const Tensor& other) const { return sg::eq(*this, other); }
+Tensor Tensor::isfinite() const { return sg::isfinite(*this); }
+
 }  // namespace sg

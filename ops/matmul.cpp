@@ -350,4 +350,6 @@ Tensor matmul_naive(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+Tensor Tensor::matmul(const Tensor& other) const { return sg::matmul(*this, other); }
+
 }  // namespace sg

@@ -812,4 +812,18 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return out;
 }
 
+// ---- Tensor's method forms ----
+Tensor Tensor::sum() const { return sg::sum(*this); }
+Tensor Tensor::sum(const std::vector<int64_t>& dims, bool keepdim) const { return sg::sum(*this, dims, keepdim); }
+Tensor Tensor::mean() const { return sg::mean(*this); }
+Tensor Tensor::mean(const std::vector<int64_t>& dims, bool keepdim) const { return sg::mean(*this, dims, keepdim); }
+Tensor Tensor::var() const { return sg::var(*this); }
+Tensor Tensor::max() const { return sg::max(*this); }
+ValuesIndices Tensor::max(int64_t dim, bool keepdim) const { return sg::max(*this, dim, keepdim); }
+Tensor Tensor::min() const { return sg::min(*this); }
+ValuesIndices Tensor::min(int64_t dim, bool keepdim) const { return sg::min(*this, dim, keepdim); }
+Tensor Tensor::argmax() const { return sg::argmax(*this); }
+Tensor Tensor::argmax(int64_t dim, bool keepdim) const { return sg::argmax(*this, dim, keepdim); }
+Tensor Tensor::argmin(int64_t dim, bool keepdim) const { return sg::argmin(*this, dim, keepdim); }
+
 }  // namespace sg

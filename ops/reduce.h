@@ -20,10 +20,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = fa
 Tensor var(const Tensor& x);
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false, int64_t correction = 1);
 
-struct ValuesIndices {
-  Tensor values;
-  Tensor indices;  // int64
-};
+// ValuesIndices {values, indices (int64)} is in core/tensor.h.
 // All-element max/min: the gradient is shared evenly among tied maxima (as PyTorch).
 Tensor max(const Tensor& x);
 Tensor min(const Tensor& x);

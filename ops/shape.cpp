@@ -517,4 +517,13 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   return sg::narrow(*this, dim, start, length);
 }
 
+Tensor Tensor::select(int64_t dim, int64_t index) const { return sg::select(*this, dim, index); }
+Tensor Tensor::index_select(int64_t dim, const Tensor& index) const { return sg::index_select(*this, dim, index); }
+Tensor Tensor::gather(int64_t dim, const Tensor& index) const { return sg::gather(*this, dim, index); }
+Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) const {
+  return sg::slice(*this, dim, start, end, step);
+}
+Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const { return sg::flatten(*this, start_dim, end_dim); }
+Tensor Tensor::squeeze() const { return sg::squeeze(*this); }
+
 }  // namespace sg

@@ -70,4 +70,8 @@ Tensor softmax_family(Which w, const Tensor& x, int64_t dim) {
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_family(Which::kSoftmax, x, dim); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_family(Which::kLogSoftmax, x, dim); }
 
+// ---- Tensor's method forms ----
+Tensor Tensor::softmax(int64_t dim) const { return sg::softmax(*this, dim); }
+Tensor Tensor::log_softmax(int64_t dim) const { return sg::log_softmax(*this, dim); }
+
 }  // namespace sg

@@ -536,4 +536,12 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement, G
   return out;
 }
 
+// ---- Tensor's method forms ----
+ValuesIndices Tensor::sort(int64_t dim, bool descending) const { return sg::sort(*this, dim, descending); }
+Tensor Tensor::argsort(int64_t dim, bool descending) const { return sg::argsort(*this, dim, descending); }
+ValuesIndices Tensor::topk(int64_t k, int64_t dim, bool largest, bool sorted) const {
+  return sg::topk(*this, k, dim, largest, sorted);
+}
+Tensor Tensor::cumsum(int64_t dim) const { return sg::cumsum(*this, dim); }
+
 }  // namespace sg
