@@ -216,8 +216,8 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     // takes a gradient's buffer over without a copy only when nothing else holds it.
     g = Tensor();
     const auto& edges = node->next_edges();
-    SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} gradients for {} inputs",
-             node->name(), input_grads.size(), edges.size());
+    SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} for {}", node->name(),
+             plural(input_grads.size(), "gradient"), plural(edges.size(), "input"));
     for (size_t i = 0; i < edges.size(); ++i) {
       const Edge& e = edges[i];
       const Tensor& gi = input_grads[i];

@@ -238,8 +238,8 @@ template <typename T> T Tensor::item() const {
 namespace {
 // Element offset of `index` in t (bounds checked, negative indices from the end).
 int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const char* op) {
-  SG_CHECK(static_cast<int64_t>(index.size()) == t.dim(), "{}: {} indices for a tensor of shape {}", op, index.size(),
-           t.shape());
+  SG_CHECK(static_cast<int64_t>(index.size()) == t.dim(), "{}: {} for a tensor of shape {}", op,
+           plural(index.size(), "index", "indices"), t.shape());
   int64_t off = 0;
   for (size_t d = 0; d < index.size(); ++d) {
     const int64_t i = index[d], n = t.shape()[d];
@@ -444,7 +444,8 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen) {
 
 template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
   SG_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()),
-           "from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape, shape_numel(shape));
+           "from_vector: got {} for shape {} ({})", plural(values.size(), "value"), shape,
+           plural(shape_numel(shape), "element"));
   Tensor t = empty(shape, dtype_of<T>);
   std::copy(values.begin(), values.end(), t.data_ptr<T>());
   return t;
@@ -468,7 +469,8 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype d
   std::vector<double> v;
   const size_t cols = rows.size() ? rows.begin()->size() : 0;
   for (const auto& r : rows) {
-    SG_CHECK(r.size() == cols, "tensor: ragged nested list (rows of {} and {} values)", cols, r.size());
+    SG_CHECK(r.size() == cols, "tensor: ragged nested list (rows of {} and of {})", plural(cols, "value"),
+             plural(r.size(), "value"));
     v.insert(v.end(), r.begin(), r.end());
   }
   return from_doubles(v, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(cols)}, dtype);

@@ -13,7 +13,7 @@ Tensor Sequential::forward(const Tensor& x) {
 }
 
 const std::shared_ptr<Module>& Sequential::operator[](size_t i) const {
-  SG_CHECK(i < modules_.size(), "Sequential: index {} is out of range for {} modules", i, modules_.size());
+  SG_CHECK(i < modules_.size(), "Sequential: index {} is out of range for {}", i, plural(modules_.size(), "module"));
   return modules_[i];
 }
 

@@ -99,9 +99,9 @@ Tensor checked_index_target(const char* op, const Tensor& target, const Tensor& 
   for (int64_t r = 0; r < L.rows(); ++r) {
     const int64_t v = p[r];
     SG_CHECK(v == ignore_index || (v >= 0 && v < L.C),
-             "{}: target {}{} is out of range for {} classes (input shape {}, target shape {}; expected a class in "
+             "{}: target {}{} is out of range for {} (input shape {}, target shape {}; expected a class in "
              "[0, {}) or ignore_index {})",
-             op, v, row_position(L, r), L.C, x.shape(), target.shape(), L.C, ignore_index);
+             op, v, row_position(L, r), plural(L.C, "class"), x.shape(), target.shape(), L.C, ignore_index);
   }
   return t;
 }

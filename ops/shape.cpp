@@ -41,12 +41,12 @@ Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, cons
     }
   }
   if (infer_at >= 0) {
-    SG_CHECK(known != 0 && numel % known == 0, "{}: shape {} is invalid for input of shape {} ({} elements)", op,
-             requested, from, numel);
+    SG_CHECK(known != 0 && numel % known == 0, "{}: shape {} is invalid for input of shape {} ({})", op,
+             requested, from, plural(numel, "element"));
     shape[infer_at] = numel / known;
   }
-  SG_CHECK(shape_numel(shape) == numel, "{}: shape {} is invalid for input of shape {} ({} elements)", op, requested,
-           from, numel);
+  SG_CHECK(shape_numel(shape) == numel, "{}: shape {} is invalid for input of shape {} ({})", op, requested,
+           from, plural(numel, "element"));
   return shape;
 }
 
@@ -131,8 +131,8 @@ Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   const int64_t nd = x.dim();
-  SG_CHECK(static_cast<int64_t>(dims.size()) == nd, "permute: {} dims given for a tensor of shape {}", dims.size(),
-           x.shape());
+  SG_CHECK(static_cast<int64_t>(dims.size()) == nd, "permute: {} given for a tensor of shape {}",
+           plural(dims.size(), "dim"), x.shape());
   std::vector<int64_t> perm(dims.size());
   std::vector<bool> seen(dims.size(), false);
   Shape shape(dims.size());

@@ -140,6 +140,26 @@ TEST_CASE("from_vector") {
   check_error([] { sg::from_vector(std::vector<float>{1, 2, 3, 4, 5}, {2, 3}); }, {"from_vector", "5", "[2, 3]"});
 }
 
+TEST_CASE("plural: messages count in the right number (1 value, 2 values)") {
+  CHECK(sg::plural(1, "thread") == "1 thread");
+  CHECK(sg::plural(0, "thread") == "0 threads");
+  CHECK(sg::plural(int64_t{2}, "epoch") == "2 epochs");
+  CHECK(sg::plural(size_t{1}, "class") == "1 class");
+  CHECK(sg::plural(3, "class") == "3 classes");
+  CHECK(sg::plural(2, "box") == "2 boxes");
+  CHECK(sg::plural(2, "batch", "batches") == "2 batches");
+  CHECK(sg::plural(3, "epoch") == "3 epochs");
+  CHECK(sg::plural(1, "index", "indices") == "1 index");
+  CHECK(sg::plural(-1, "index", "indices") == "-1 indices");
+  CHECK(sg::plural(uint64_t{1}, "trailing byte") == "1 trailing byte");
+  // Messages that used to say "1 values", "1 elements", "1 indices".
+  check_error([] { sg::from_vector(std::vector<float>{1}, {2, 3}); },
+              {"from_vector: got 1 value for shape [2, 3] (6 elements)"});
+  check_error([] { sg::from_vector(std::vector<float>{1, 2}, {1}); }, {"got 2 values for shape [1] (1 element)"});
+  check_error([] { sg::zeros({2, 3}).at<float>({1}); }, {"at: 1 index for a tensor of shape [2, 3]"});
+  check_error([] { sg::tensor({{1.0, 2.0}, {3.0}}); }, {"rows of 2 values and of 1 value"});
+}
+
 TEST_CASE("rand and randn are reproducible per seed") {
   sg::Generator g1(7), g2(7), g3(8);
   const auto a = sg::rand({100}, g1).to_vector<float>();
