@@ -87,13 +87,36 @@ std::string row_position(const LossLayout& L, int64_t r) {
   return fmt::format(" at position ({})", fmt::join(idx, ", "));
 }
 
+// When a target does not fit an input of 3 or more dims because the classes are the input's
+// LAST dim (a sequence model's (B, T, V) logits with (B, T) targets; PyTorch wants the
+// classes in dim 1), the reshape that fixes it, with the numbers; else "".
+std::string classes_last_hint(const char* op, const Tensor& x, const Tensor& target) {
+  const Shape& s = x.shape();
+  if (s.size() < 3) return "";
+  const Shape lead(s.begin(), s.end() - 1);
+  const int64_t rows = shape_numel(lead), V = s.back();
+  const bool same_lead = target.shape() == lead;
+  const bool flat = target.dim() == 1 && target.size(0) == rows;
+  if (!same_lead && !flat) return "";
+  const std::string input = std::string_view(op) == "nll_loss" ? "log_probs" : "logits";
+  const std::string call = fmt::format("{}({}.reshape({{-1, {}}}), targets.reshape({{-1}}))", op, input, V);
+  if (s.size() == 3)
+    return fmt::format(
+        "; the classes look like the last dim of {} (B, T, V) = ({}): reshape {} to (B*T, V) = ({}, {}) and "
+        "targets to (B*T) = ({}), as in {}",
+        input, fmt::join(s, ", "), input, rows, V, rows, call);
+  return fmt::format("; the classes look like the last dim of {} {}: reshape {} to (-1, {}) = ({}, {}) and targets "
+                     "to (-1) = ({}), as in {}",
+                     input, s, input, V, rows, V, rows, call);
+}
+
 // An int64 target of the rows' shape whose labels are in [0, C) or ignore_index. Returned
 // contiguous (its flat order is the row order).
 Tensor checked_index_target(const char* op, const Tensor& target, const Tensor& x, const LossLayout& L,
                             int64_t ignore_index) {
   SG_CHECK(target.shape() == L.row_shape,
-           "{}: expected a target of shape {} for an input of shape {} (class dim {}), got target shape {}", op,
-           L.row_shape, x.shape(), x.dim() == 1 ? 0 : 1, target.shape());
+           "{}: expected a target of shape {} for an input of shape {} (class dim {}), got target shape {}{}", op,
+           L.row_shape, x.shape(), x.dim() == 1 ? 0 : 1, target.shape(), classes_last_hint(op, x, target));
   Tensor t = contiguous(target);
   const int64_t* p = t.data_ptr<int64_t>();
   for (int64_t r = 0; r < L.rows(); ++r) {
