@@ -230,7 +230,7 @@ void* Tensor::raw_data() const {
   return static_cast<char*>(impl.storage->data) + impl.offset * static_cast<int64_t>(dtype_size(impl.dtype));
 }
 
-template <typename T> T Tensor::item() const {
+template <typename T> T Tensor::item_impl() const {
   SG_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, expected one", shape(), numel());
   return visit_dtype(dtype(), [&]<typename S>() { return cast_value<T>(*static_cast<const S*>(raw_data()), "item"); });
 }
@@ -251,11 +251,14 @@ int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const
 }
 }  // namespace
 
-template <typename T> T Tensor::at(const std::vector<int64_t>& index) const {
-  return data_ptr<T>()[element_offset(*this, index, "at")];
+template <typename T> T Tensor::at_impl(const std::vector<int64_t>& index) const {
+  if constexpr (std::is_same_v<T, int>)
+    return cast_value<int>(at_impl<int64_t>(index), "at");
+  else
+    return data_ptr<T>()[element_offset(*this, index, "at")];
 }
 
-template <typename T> void Tensor::set(const std::vector<int64_t>& index, T value) {
+template <typename T> void Tensor::set_impl(const std::vector<int64_t>& index, T value) {
   const int64_t off = element_offset(*this, index, "set");
   SG_CHECK(!(requires_grad() && GradMode::is_enabled()),
            "set: cannot write into a tensor of shape {} that requires grad while grad mode is on (use a "
@@ -265,28 +268,36 @@ template <typename T> void Tensor::set(const std::vector<int64_t>& index, T valu
   ++impl_->storage->version;
 }
 
-template <typename T> std::vector<T> Tensor::to_vector() const {
-  std::vector<T> out(static_cast<size_t>(numel()));
-  if (out.empty()) return out;
-  Tensor dst = from_vector(out, shape());
-  copy_kernel(dst, *this);
-  const T* p = dst.data_ptr<T>();
-  std::copy(p, p + out.size(), out.begin());
-  return out;
+template <typename T> std::vector<T> Tensor::to_vector_impl() const {
+  if constexpr (std::is_same_v<T, int>) {
+    const std::vector<int64_t> wide = to_vector_impl<int64_t>();
+    std::vector<int> out(wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) out[i] = cast_value<int>(wide[i], "to_vector");
+    return out;
+  } else {
+    std::vector<T> out(static_cast<size_t>(numel()));
+    if (out.empty()) return out;
+    Tensor dst = from_vector(out, shape());
+    copy_kernel(dst, *this);
+    const T* p = dst.data_ptr<T>();
+    std::copy(p, p + out.size(), out.begin());
+    return out;
+  }
 }
 
-#define SG_INSTANTIATE(T)                                          \
-  template T Tensor::item<T>() const;                              \
-  template T Tensor::at<T>(const std::vector<int64_t>&) const;     \
-  template void Tensor::set<T>(const std::vector<int64_t>&, T);    \
-  template std::vector<T> Tensor::to_vector<T>() const;            \
-  template Tensor from_vector<T>(const std::vector<T>&, const Shape&);
+// The element types (core/dtype.h's is_element_type).
+#define SG_INSTANTIATE(T)                                                \
+  template T Tensor::item_impl<T>() const;                               \
+  template T Tensor::at_impl<T>(const std::vector<int64_t>&) const;      \
+  template void Tensor::set_impl<T>(const std::vector<int64_t>&, T);     \
+  template std::vector<T> Tensor::to_vector_impl<T>() const;             \
+  template Tensor detail::from_vector_impl<T>(const std::vector<T>&, const Shape&);
 SG_INSTANTIATE(float)
 SG_INSTANTIATE(double)
 SG_INSTANTIATE(int64_t)
+SG_INSTANTIATE(int)
 SG_INSTANTIATE(bool)
 #undef SG_INSTANTIATE
-template void Tensor::set<int>(const std::vector<int64_t>&, int);
 
 // ---- autograd accessors ----
 Tensor& Tensor::requires_grad_(bool on) {
@@ -442,12 +453,13 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen) {
   return t;
 }
 
-template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+template <typename T> Tensor detail::from_vector_impl(const std::vector<T>& values, const Shape& shape) {
   SG_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()),
            "from_vector: got {} for shape {} ({})", plural(values.size(), "value"), shape,
            plural(shape_numel(shape), "element"));
-  Tensor t = empty(shape, dtype_of<T>);
-  std::copy(values.begin(), values.end(), t.data_ptr<T>());
+  using Stored = std::conditional_t<std::is_same_v<T, int>, int64_t, T>;  // int is stored as int64
+  Tensor t = empty(shape, dtype_of<Stored>);
+  std::copy(values.begin(), values.end(), t.data_ptr<Stored>());
   return t;
 }
 

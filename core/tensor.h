@@ -79,20 +79,36 @@ class Tensor {
   bool is_contiguous() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
 
-  // Pointer to the first element (storage offset applied). Throws on a dtype mismatch.
+  // Pointer to the first element (storage offset applied); T is the dtype's own type
+  // (float, double, int64_t, bool). Throws on a dtype mismatch.
   // NOTE: a raw escape hatch for kernels and I/O: writes through it are not tracked by the
   // version counter, so never use it to modify a tensor that autograd has saved.
   template <typename T> T* data_ptr() const;
   void* raw_data() const;
+  // Typed access. T is float, double, int64_t, int or bool (another type does not compile,
+  // with a message listing these); int goes through int64, checked for range.
   // The single value of a one-element tensor, converted to T.
-  template <typename T> T item() const;
-  // Typed read of one element (negative indices count from the end); bounds checked.
-  template <typename T> T at(const std::vector<int64_t>& index) const;
+  template <typename T> T item() const {
+    check_element_type<T>();
+    return item_impl<T>();
+  }
+  // Typed read of one element (negative indices count from the end); bounds checked. T is
+  // the dtype's own type (int reads an int64 tensor).
+  template <typename T> T at(const std::vector<int64_t>& index) const {
+    check_element_type<T>();
+    return at_impl<T>(index);
+  }
   // Writes one element, converted to the tensor's dtype. An in-place write: refused on a
   // tensor that requires grad while grad mode is on, and bumps the storage version.
-  template <typename T> void set(const std::vector<int64_t>& index, T value);
+  template <typename T> void set(const std::vector<int64_t>& index, T value) {
+    check_element_type<T>();
+    set_impl<T>(index, value);
+  }
   // All elements in row-major order, converted to T.
-  template <typename T> std::vector<T> to_vector() const;
+  template <typename T> std::vector<T> to_vector() const {
+    check_element_type<T>();
+    return to_vector_impl<T>();
+  }
 
   // ---- autograd ----
   bool requires_grad() const { return checked().requires_grad; }
@@ -126,6 +142,12 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
 
  private:
+  // Defined in tensor.cpp for the element types only.
+  template <typename T> T item_impl() const;
+  template <typename T> T at_impl(const std::vector<int64_t>& index) const;
+  template <typename T> void set_impl(const std::vector<int64_t>& index, T value);
+  template <typename T> std::vector<T> to_vector_impl() const;
+
   TensorImpl& checked() const;
   std::shared_ptr<TensorImpl> impl_;
 };
@@ -155,6 +177,7 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype d
 Tensor tensor(std::initializer_list<int> values);
 Tensor tensor(std::initializer_list<int64_t> values);
 Tensor tensor(std::initializer_list<bool> values);
+// A contiguous tensor of `shape` holding `values`, of T's dtype (std::vector<int> gives int64).
 template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape);
 
 // Number of threads used by softgrad's kernels and OpenBLAS (default: all cores).
@@ -180,7 +203,18 @@ std::string to_string(const Tensor& t);  // PyTorch's print layout, large tensor
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // ---- template definitions ----
+namespace detail {
+template <typename T> Tensor from_vector_impl(const std::vector<T>& values, const Shape& shape);  // tensor.cpp
+}
+template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+  check_element_type<T>();
+  return detail::from_vector_impl(values, shape);
+}
+
 template <typename T> T* Tensor::data_ptr() const {
+  static_assert(is_element_type<T> && !std::is_same_v<T, int>,
+                "softgrad: data_ptr<T> takes a dtype's own type: float, double, int64_t or bool (item<T>, "
+                "at<T> and to_vector<T> convert)");
   SG_CHECK(dtype() == dtype_of<T>, "data_ptr: tensor is {}, asked for {}", dtype_name(dtype()),
            dtype_name(dtype_of<T>));
   return static_cast<T*>(impl_->storage->data) + impl_->offset;

@@ -245,6 +245,32 @@ TEST_CASE("item") {
   check_error([] { sg::zeros({2, 3}).item<float>(); }, {"item", "[2, 3]", "6"});
 }
 
+TEST_CASE("int works as an element type, through int64 and checked (it used to fail to link)") {
+  // Any other type (short, unsigned, uint8_t, ...) is a compile-time error naming the
+  // supported ones: tests/compile_fail/element_type.cpp, run by ctest.
+  CHECK(sg::tensor({7}).item<int>() == 7);
+  CHECK(sg::tensor({-2.9}).item<int>() == -2);  // converted toward zero, as item<int64_t>
+  CHECK(sg::tensor({true}).item<int>() == 1);
+  const Tensor v = sg::from_vector(std::vector<int>{1, -2, 3, 4, 5, 6}, {2, 3});
+  CHECK(v.dtype() == sg::kInt64);
+  CHECK(v.to_vector<int64_t>() == std::vector<int64_t>{1, -2, 3, 4, 5, 6});
+  CHECK(v.to_vector<int>() == std::vector<int>{1, -2, 3, 4, 5, 6});
+  CHECK(v.at<int>({1, -1}) == 6);
+  CHECK(sg::tensor({1.5, -0.5, 2.0}).to_vector<int>() == std::vector<int>{1, 0, 2});
+  CHECK(sg::zeros({0}).to_vector<int>().empty());
+  Tensor w = v.clone();
+  w.set({0, 0}, 40);
+  CHECK(w.at<int>({0, 0}) == 40);
+  // Values outside int's range throw instead of wrapping.
+  const Tensor big = sg::from_vector(std::vector<int64_t>{1, int64_t{1} << 40}, {2});
+  check_error([&] { (void)big.to_vector<int>(); }, {"to_vector", "1099511627776", "int (int32)"});
+  check_error([&] { (void)big.at<int>({1}); }, {"at", "1099511627776", "int (int32)"});
+  check_error([] { (void)sg::tensor({int64_t{-3000000000}}).item<int>(); }, {"item", "-3000000000", "int (int32)"});
+  check_error([] { (void)sg::tensor({3e9}, sg::kFloat64).item<int>(); }, {"item", "int (int32)"});
+  check_error([&] { (void)v.at<int>({2, 0}); }, {"at", "index 2"});
+  check_error([] { (void)sg::zeros({2}).at<int>({0}); }, {"data_ptr", "float32", "int64"});
+}
+
 TEST_CASE("at with negative indices and bounds") {
   Tensor t = iota({2, 3});
   CHECK(t.at<float>({0, 0}) == 0.0f);
