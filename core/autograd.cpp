@@ -160,6 +160,7 @@ void record(std::string name, const std::vector<Tensor>& inputs, Tensor& output,
 
 // ---- the engine ----
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  check_defined("backward", root, "output");
   SG_CHECK(root.requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
            root.shape());
   Tensor seed = grad;

@@ -205,9 +205,10 @@ Storage::~Storage() {
 }
 
 // ---- Tensor metadata ----
-TensorImpl& Tensor::checked() const {
-  SG_CHECK(impl_ != nullptr, "operation on an undefined tensor");
-  return *impl_;
+void Tensor::fail_undefined(const char* accessor) {
+  fail("Tensor::{}: the tensor is undefined (a default-constructed Tensor); give it the result of an op or a "
+       "factory such as sg::zeros first",
+       accessor);
 }
 
 int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
@@ -226,11 +227,12 @@ bool Tensor::is_contiguous() const {
 }
 
 void* Tensor::raw_data() const {
-  auto& impl = checked();
+  auto& impl = checked("raw_data");
   return static_cast<char*>(impl.storage->data) + impl.offset * static_cast<int64_t>(dtype_size(impl.dtype));
 }
 
 template <typename T> T Tensor::item_impl() const {
+  checked("item");
   SG_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, expected one", shape(), numel());
   return visit_dtype(dtype(), [&]<typename S>() { return cast_value<T>(*static_cast<const S*>(raw_data()), "item"); });
 }
@@ -252,6 +254,7 @@ int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const
 }  // namespace
 
 template <typename T> T Tensor::at_impl(const std::vector<int64_t>& index) const {
+  checked("at");
   if constexpr (std::is_same_v<T, int>)
     return cast_value<int>(at_impl<int64_t>(index), "at");
   else
@@ -259,6 +262,7 @@ template <typename T> T Tensor::at_impl(const std::vector<int64_t>& index) const
 }
 
 template <typename T> void Tensor::set_impl(const std::vector<int64_t>& index, T value) {
+  checked("set");
   const int64_t off = element_offset(*this, index, "set");
   SG_CHECK(!(requires_grad() && GradMode::is_enabled()),
            "set: cannot write into a tensor of shape {} that requires grad while grad mode is on (use a "
@@ -269,6 +273,7 @@ template <typename T> void Tensor::set_impl(const std::vector<int64_t>& index, T
 }
 
 template <typename T> std::vector<T> Tensor::to_vector_impl() const {
+  checked("to_vector");
   if constexpr (std::is_same_v<T, int>) {
     const std::vector<int64_t> wide = to_vector_impl<int64_t>();
     std::vector<int> out(wide.size());
@@ -301,7 +306,7 @@ SG_INSTANTIATE(bool)
 
 // ---- autograd accessors ----
 Tensor& Tensor::requires_grad_(bool on) {
-  auto& impl = checked();
+  auto& impl = checked("requires_grad_");
   SG_CHECK(!on || is_floating(impl.dtype), "requires_grad_: only floating tensors can require grad, got {}",
            impl.dtype);
   SG_CHECK(impl.grad_fn == nullptr || on,
@@ -311,12 +316,12 @@ Tensor& Tensor::requires_grad_(bool on) {
 }
 
 Tensor Tensor::grad() const {
-  auto& impl = checked();
+  auto& impl = checked("grad");
   return impl.grad ? Tensor(impl.grad) : Tensor();
 }
 
 void Tensor::set_grad(const Tensor& g) {
-  auto& impl = checked();
+  auto& impl = checked("set_grad");
   if (!g.defined()) {
     impl.grad.reset();
     return;
@@ -329,10 +334,10 @@ void Tensor::set_grad(const Tensor& g) {
   impl.grad = make_contiguous_copy(g).impl();
 }
 
-void Tensor::zero_grad() { checked().grad.reset(); }
+void Tensor::zero_grad() { checked("zero_grad").grad.reset(); }
 
 void Tensor::retain_grad() {
-  auto& impl = checked();
+  auto& impl = checked("retain_grad");
   SG_CHECK(impl.requires_grad, "retain_grad: tensor does not require grad");
   impl.retains_grad = true;
 }
@@ -340,7 +345,7 @@ void Tensor::retain_grad() {
 void Tensor::backward(const Tensor& grad, bool retain_graph) const { run_backward(*this, grad, retain_graph); }
 
 Tensor Tensor::detach() const {
-  auto& impl = checked();
+  auto& impl = checked("detach");
   auto out = std::make_shared<TensorImpl>();
   out->storage = impl.storage;
   out->shape = impl.shape;

@@ -22,6 +22,7 @@
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -68,14 +69,14 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   bool defined() const { return impl_ != nullptr; }
-  const Shape& shape() const { return checked().shape; }
-  const Strides& strides() const { return checked().strides; }
+  const Shape& shape() const { return checked("shape").shape; }
+  const Strides& strides() const { return checked("strides").strides; }
   int64_t dim() const { return static_cast<int64_t>(shape().size()); }
   int64_t size(int64_t d) const;    // negative d counts from the end
   int64_t stride(int64_t d) const;
   int64_t numel() const { return shape_numel(shape()); }
-  int64_t offset() const { return checked().offset; }
-  Dtype dtype() const { return checked().dtype; }
+  int64_t offset() const { return checked("offset").offset; }
+  Dtype dtype() const { return checked("dtype").dtype; }
   bool is_contiguous() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
 
@@ -111,10 +112,10 @@ class Tensor {
   }
 
   // ---- autograd ----
-  bool requires_grad() const { return checked().requires_grad; }
+  bool requires_grad() const { return checked("requires_grad").requires_grad; }
   Tensor& requires_grad_(bool on = true);  // leaves of floating dtype only
-  bool is_leaf() const { return checked().grad_fn == nullptr; }
-  const std::shared_ptr<Node>& grad_fn() const { return checked().grad_fn; }
+  bool is_leaf() const { return checked("is_leaf").grad_fn == nullptr; }
+  const std::shared_ptr<Node>& grad_fn() const { return checked("grad_fn").grad_fn; }
   Tensor grad() const;  // undefined until a backward reaches this leaf
   void set_grad(const Tensor& g);
   void zero_grad();     // drops the gradient (PyTorch's set_to_none)
@@ -148,9 +149,23 @@ class Tensor {
   template <typename T> void set_impl(const std::vector<int64_t>& index, T value);
   template <typename T> std::vector<T> to_vector_impl() const;
 
-  TensorImpl& checked() const;
+  // The impl, or an sg::Error naming the accessor. Ops check their inputs first with
+  // check_defined (below), which names the op; this is the backstop.
+  TensorImpl& checked(const char* accessor) const {
+    if (impl_ == nullptr) [[unlikely]] fail_undefined(accessor);
+    return *impl_;
+  }
+  [[noreturn]] static void fail_undefined(const char* accessor);
   std::shared_ptr<TensorImpl> impl_;
 };
+
+// An op's entry check on each tensor argument, e.g. check_defined("relu", x) throws
+// "relu: the input is an undefined tensor (a default-constructed Tensor)". Every op family
+// calls it from the checks its ops share (check_floating, check_binary, reduced_mask, ...),
+// so that the message names the op rather than the accessor that found the null handle.
+inline void check_defined(std::string_view op, const Tensor& x, std::string_view role = "input") {
+  SG_CHECK(x.defined(), "{}: the {} is an undefined tensor (a default-constructed Tensor)", op, role);
+}
 
 // ---- creation ----
 Tensor empty(const Shape& shape, Dtype dtype = kFloat32);  // contents unspecified

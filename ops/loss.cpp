@@ -37,7 +37,7 @@ struct LossLayout {
 };
 
 LossLayout checked_layout(const char* op, const Tensor& x) {
-  SG_CHECK(x.defined(), "{}: the input tensor is undefined", op);
+  check_defined(op, x);
   SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 input, got {} of shape {}", op, x.dtype(),
            x.shape());
   SG_CHECK(x.dim() >= 1,
@@ -309,7 +309,7 @@ Tensor cross_entropy_prob(const Tensor& logits, const Tensor& target, const Tens
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
   const LossLayout L = checked_layout("cross_entropy", logits);
-  SG_CHECK(target.defined(), "cross_entropy: the target tensor is undefined (input shape {})", logits.shape());
+  check_defined("cross_entropy", target, "target");
   const double eps = options.label_smoothing;
   SG_CHECK(eps >= 0.0 && eps <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got {} (input shape {})", eps,
            logits.shape());
@@ -331,7 +331,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NLLLossOptions& options) {
   const LossLayout L = checked_layout("nll_loss", log_probs);
-  SG_CHECK(target.defined(), "nll_loss: the target tensor is undefined (input shape {})", log_probs.shape());
+  check_defined("nll_loss", target, "target");
   SG_CHECK(target.dtype() == kInt64,
            "nll_loss: expected an int64 target of class indices of shape {}, got {} of shape {}", L.row_shape,
            target.dtype(), target.shape());

@@ -1,6 +1,7 @@
 // Tensor creation, element access, conversions and view semantics.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -656,4 +657,124 @@ TEST_CASE("the reuse cache makes room for new sizes by dropping the oldest buffe
   CHECK(sg::memory_stats().cached_bytes == kLimit - 2 * 16 * kMiB);
   sg::empty_cache();
   CHECK(sg::memory_stats().cached_bytes == 0);
+}
+
+TEST_CASE("an undefined tensor passed to an op is reported under the op's name and the argument's role") {
+  const Tensor U;  // default-constructed: no impl
+  sg::Generator gen(0);
+  const Tensor x = sg::ones({2, 3}), w = sg::ones({4, 3}), idx = sg::tensor({0, 1});
+  const Tensor mask = sg::tensor({true, false}), labels = sg::tensor({0, 2}), q = sg::ones({1, 2, 4});
+  Tensor y = sg::zeros({2, 3}), undefined_self;
+  struct Case {
+    std::string op, role;
+    std::function<void()> call;
+  };
+  const std::vector<Case> cases = {
+      // elementwise, and the operators that forward to them
+      {"add", "first operand", [&] { sg::add(U, x); }},
+      {"add", "second operand", [&] { sg::add(x, U); }},
+      {"sub", "first operand", [&] { sg::sub(U, x); }},
+      {"mul", "second operand", [&] { sg::mul(x, U); }},
+      {"div", "first operand", [&] { sg::div(U, x); }},
+      {"pow", "first operand", [&] { sg::pow(U, x); }},
+      {"pow", "input", [&] { sg::pow(U, 2.0); }},
+      {"neg", "input", [&] { sg::neg(U); }},
+      {"exp", "input", [&] { sg::exp(U); }},
+      {"log", "input", [&] { sg::log(U); }},
+      {"sqrt", "input", [&] { sg::sqrt(U); }},
+      {"abs", "input", [&] { sg::abs(U); }},
+      {"relu", "input", [&] { sg::relu(U); }},
+      {"tanh", "input", [&] { sg::tanh(U); }},
+      {"sigmoid", "input", [&] { sg::sigmoid(U); }},
+      {"gelu", "input", [&] { sg::gelu(U); }},
+      {"gelu", "input", [&] { sg::gelu(U, sg::GeluApprox::Tanh); }},
+      {"clamp", "input", [&] { sg::clamp(U, 0.0, 1.0); }},
+      {"eq", "first operand", [&] { sg::eq(U, x); }},
+      {"ne", "second operand", [&] { sg::ne(x, U); }},
+      {"lt", "first operand", [&] { sg::lt(U, x); }},
+      {"le", "first operand", [&] { sg::le(U, x); }},
+      {"gt", "first operand", [&] { sg::gt(U, x); }},
+      {"ge", "first operand", [&] { sg::ge(U, x); }},
+      {"isfinite", "input", [&] { sg::isfinite(U); }},
+      {"isnan", "input", [&] { sg::isnan(U); }},
+      {"isinf", "input", [&] { sg::isinf(U); }},
+      {"where", "condition", [&] { sg::where(U, x, x); }},
+      {"where", "second operand", [&] { sg::where(x > 0.0, x, U); }},
+      {"masked_fill", "input", [&] { sg::masked_fill(U, mask, 0.0); }},
+      {"masked_fill", "mask", [&] { sg::masked_fill(x, U, 0.0); }},
+      {"add_", "tensor written in place", [&] { sg::add_(undefined_self, x); }},
+      {"add_", "tensor added", [&] { sg::add_(y, U); }},
+      {"mul_", "tensor written in place", [&] { sg::mul_(undefined_self, 2.0); }},
+      {"fill_", "tensor written in place", [&] { sg::fill_(undefined_self, 2.0); }},
+      {"zero_", "tensor written in place", [&] { sg::zero_(undefined_self); }},
+      {"copy_", "source", [&] { sg::copy_(y, U); }},
+      {"add", "first operand", [&] { (void)(U + x); }},
+      {"add", "tensor operand", [&] { (void)(U + 1.0); }},
+      {"mul", "tensor operand", [&] { (void)(2.0 * U); }},
+      {"neg", "input", [&] { (void)(-U); }},
+      {"lt", "tensor operand", [&] { (void)(U < 1.0); }},
+      // reductions
+      {"sum", "input", [&] { sg::sum(U); }},
+      {"sum", "input", [&] { sg::sum(U, {0}); }},
+      {"mean", "input", [&] { sg::mean(U); }},
+      {"mean", "input", [&] { sg::mean(U, {0}, true); }},
+      {"var", "input", [&] { sg::var(U); }},
+      {"var", "input", [&] { sg::var(U, {0}); }},
+      {"max", "input", [&] { sg::max(U); }},
+      {"min", "input", [&] { sg::min(U, 0); }},
+      {"argmax", "input", [&] { sg::argmax(U); }},
+      {"argmax", "input", [&] { sg::argmax(U, 1); }},
+      {"argmin", "input", [&] { sg::argmin(U, 1); }},
+      {"sum_to", "input", [&] { sg::sum_to(U, {1}); }},
+      // shape
+      {"reshape", "input", [&] { sg::reshape(U, {6}); }},
+      {"reshape", "input", [&] { U.reshape({6}); }},
+      {"view", "input", [&] { sg::view(U, {6}); }},
+      {"flatten", "input", [&] { sg::flatten(U); }},
+      {"transpose", "input", [&] { U.transpose(0, 1); }},
+      {"t", "input", [&] { sg::t(U); }},
+      {"permute", "input", [&] { sg::permute(U, {1, 0}); }},
+      {"narrow", "input", [&] { sg::narrow(U, 0, 0, 1); }},
+      {"slice", "input", [&] { sg::slice(U, 0, 0, 1); }},
+      {"select", "input", [&] { sg::select(U, 0, 0); }},
+      {"squeeze", "input", [&] { sg::squeeze(U); }},
+      {"squeeze", "input", [&] { U.squeeze(0); }},
+      {"unsqueeze", "input", [&] { U.unsqueeze(0); }},
+      {"expand", "input", [&] { sg::expand(U, {2, 3}); }},
+      {"contiguous", "input", [&] { U.contiguous(); }},
+      {"clone", "input", [&] { U.clone(); }},
+      {"to", "input", [&] { U.to(sg::kFloat64); }},
+      {"cat", "tensor at position 1 of the list", [&] { sg::cat({x, U}); }},
+      {"stack", "tensor at position 0 of the list", [&] { sg::stack({U, x}); }},
+      {"index_select", "input", [&] { sg::index_select(U, 0, idx); }},
+      {"index_select", "index", [&] { sg::index_select(x, 0, U); }},
+      {"gather", "index", [&] { sg::gather(x, 1, U); }},
+      // matmul, the softmax family, losses, layers' ops
+      {"matmul", "first operand", [&] { sg::matmul(U, w); }},
+      {"matmul", "second operand", [&] { sg::matmul(x, U); }},
+      {"linear", "input", [&] { sg::linear(U, w); }},
+      {"linear", "weight", [&] { sg::linear(x, U); }},
+      {"softmax", "input", [&] { sg::softmax(U, 0); }},
+      {"log_softmax", "input", [&] { sg::log_softmax(U, -1); }},
+      {"cross_entropy", "input", [&] { sg::cross_entropy(U, labels); }},
+      {"cross_entropy", "target", [&] { sg::cross_entropy(x, U); }},
+      {"nll_loss", "input", [&] { sg::nll_loss(U, labels); }},
+      {"nll_loss", "target", [&] { sg::nll_loss(x, U); }},
+      {"scaled_dot_product_attention", "query (q)", [&] { sg::scaled_dot_product_attention(U, q, q); }},
+      {"scaled_dot_product_attention", "value (v)", [&] { sg::scaled_dot_product_attention(q, q, U); }},
+      {"layer_norm", "input", [&] { sg::layer_norm(U, {3}); }},
+      {"dropout", "input", [&] { sg::dropout(U, 0.5, true, gen); }},
+      {"embedding", "weight", [&] { sg::embedding(U, idx); }},
+      {"embedding", "indices tensor", [&] { sg::embedding(w, U); }},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.op);
+    CAPTURE(c.role);
+    check_error(c.call, {c.op + ": the " + c.role + " is an undefined tensor (a default-constructed Tensor)"});
+  }
+  // The accessors themselves are the backstop: they name themselves.
+  check_error([&] { (void)U.shape(); }, {"Tensor::shape: the tensor is undefined (a default-constructed Tensor)"});
+  check_error([&] { (void)U.item<float>(); }, {"Tensor::item: the tensor is undefined"});
+  check_error([&] { (void)U.to_vector<double>(); }, {"Tensor::to_vector: the tensor is undefined"});
+  check_error([&] { U.backward(); }, {"backward: the output is an undefined tensor (a default-constructed Tensor)"});
 }
