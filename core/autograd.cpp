@@ -160,6 +160,7 @@ void record(std::string name, const std::vector<Tensor>& inputs, Tensor& output,
 
 // ---- the engine ----
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  check_defined("backward", root, "output");
   SG_CHECK(root.requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
            root.shape());
   Tensor seed = grad;
@@ -216,8 +217,8 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     // takes a gradient's buffer over without a copy only when nothing else holds it.
     g = Tensor();
     const auto& edges = node->next_edges();
-    SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} gradients for {} inputs",
-             node->name(), input_grads.size(), edges.size());
+    SG_CHECK(input_grads.size() == edges.size(), "backward of '{}' returned {} for {}", node->name(),
+             plural(input_grads.size(), "gradient"), plural(edges.size(), "input"));
     for (size_t i = 0; i < edges.size(); ++i) {
       const Edge& e = edges[i];
       const Tensor& gi = input_grads[i];

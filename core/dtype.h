@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <string_view>
 #include <type_traits>
 
@@ -48,15 +49,32 @@ template <> struct DtypeOf<int64_t> { static constexpr Dtype value = Dtype::Int6
 template <> struct DtypeOf<bool> { static constexpr Dtype value = Dtype::Bool; };
 template <typename T> inline constexpr Dtype dtype_of = DtypeOf<T>::value;
 
+// The C++ types Tensor's typed accessors (item, at, set, to_vector, from_vector) take: each
+// dtype's own, and int, converted to and from int64 (checked: a value outside int's range
+// throws) so that item<int>() works as a PyTorch user expects.
+template <typename T>
+inline constexpr bool is_element_type = std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                                        std::is_same_v<T, int64_t> || std::is_same_v<T, int> ||
+                                        std::is_same_v<T, bool>;
+// NOTE: static_assert wants a string literal, so the list of types is spelled out here once.
+template <typename T> constexpr void check_element_type() {
+  static_assert(is_element_type<T>,
+                "softgrad: unsupported element type T: item<T>, at<T>, set<T>, to_vector<T> and from_vector "
+                "take float, double, int64_t, int (converted to and from int64) or bool");
+}
+
 // Converting a floating value to an integer type is undefined behaviour in C++ when the
 // value is NaN, infinite or out of the integer's range (PyTorch returns whatever the
 // hardware gives). softgrad refuses instead: every such conversion goes through
 // convertible_to<T> or cast_value<T>.
 template <typename T, typename S> constexpr bool convertible_to(S v) {
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool> && std::is_floating_point_v<S>) {
+  constexpr bool to_int = std::is_integral_v<T> && !std::is_same_v<T, bool>;
+  if constexpr (to_int && std::is_floating_point_v<S>) {
     // Both bounds are powers of two (or 0), exact in S: [min, max + 1).
     return v >= static_cast<S>(std::numeric_limits<T>::min()) &&
            v < static_cast<S>(std::numeric_limits<T>::max()) + S(1);  // false for NaN
+  } else if constexpr (to_int && std::is_integral_v<S> && !std::is_same_v<S, bool> && sizeof(S) > sizeof(T)) {
+    return std::in_range<T>(v);  // int64 -> int
   } else {
     return true;
   }
@@ -64,7 +82,7 @@ template <typename T, typename S> constexpr bool convertible_to(S v) {
 // v as T; throws naming `op` where convertible_to<T> says no.
 template <typename T, typename S> T cast_value(S v, std::string_view op) {
   SG_CHECK(convertible_to<T>(v), "{}: value {} cannot be converted to {} (NaN, infinite or out of range)", op, v,
-           std::is_same_v<T, int64_t> ? "int64" : "an integer");
+           std::is_same_v<T, int64_t> ? "int64" : std::is_same_v<T, int> ? "int (int32)" : "an integer");
   return static_cast<T>(v);
 }
 

@@ -3,6 +3,8 @@
 #include "core/gradcheck.h"
 
 #include <cmath>
+#include <limits>
+#include <string_view>
 
 #include "core/autograd.h"
 #include "core/kernels.h"
@@ -30,10 +32,16 @@ std::string index_str(const Shape& shape, int64_t j) {
   return fmt::format("({})", fmt::join(idx, ", "));
 }
 
+// NOTE: an sg::Error from fn or from its backward is a finding about fn, not a failure of
+// gradcheck: these wrappers say where it came from, and gradcheck_report returns it.
 std::vector<double> eval(const TensorFn& fn, const std::vector<Tensor>& inputs) {
   NoGradGuard no_grad;
-  Tensor out = fn(inputs);
-  return out.to_vector<double>();
+  try {
+    Tensor out = fn(inputs);
+    return out.to_vector<double>();
+  } catch (const Error& e) {
+    throw Error(fmt::format("fn raised an error at a perturbed input (numerical Jacobian): {}", e.what()));
+  }
 }
 
 // Runs fn with graph, then one backward per gradient in `seeds`; returns, per seed, the
@@ -43,12 +51,22 @@ struct Analytic {
   const std::vector<Tensor>& inputs;
   Tensor out;
 
-  Analytic(const TensorFn& f, const std::vector<Tensor>& in) : fn(f), inputs(in) { out = fn(inputs); }
+  Analytic(const TensorFn& f, const std::vector<Tensor>& in) : fn(f), inputs(in) {
+    try {
+      out = fn(inputs);
+    } catch (const Error& e) {
+      throw Error(fmt::format("fn raised an error at the inputs: {}", e.what()));
+    }
+  }
 
   std::vector<std::vector<double>> vjp(const Tensor& seed) {
     for (const Tensor& x : inputs)
       if (x.requires_grad()) Tensor(x).zero_grad();
-    if (out.requires_grad()) out.backward(seed, /*retain_graph=*/true);
+    try {
+      if (out.requires_grad()) out.backward(seed, /*retain_graph=*/true);
+    } catch (const Error& e) {
+      throw Error(fmt::format("the backward pass raised an error (analytical Jacobian): {}", e.what()));
+    }
     std::vector<std::vector<double>> result;
     for (const Tensor& x : inputs) {
       Tensor g = x.requires_grad() ? x.grad() : Tensor();
@@ -69,6 +87,35 @@ bool close(double a, double n, const GradcheckOptions& o) {
   return std::abs(a - n) <= o.atol + o.rtol * std::abs(n);
 }
 
+// The entries that differ among those compared: how many, and the worst (largest
+// |analytical - numerical|; a NaN or infinite difference is the worst there is).
+struct Mismatches {
+  int64_t compared = 0, failed = 0;
+  double analytic = 0, numeric = 0, error = -1;
+  std::string where;  // of the worst
+
+  template <typename Where> void add(double a, double n, bool ok, Where&& where_fn) {
+    ++compared;
+    if (ok) return;
+    ++failed;
+    double err = std::abs(a - n);
+    if (std::isnan(err)) err = std::numeric_limits<double>::infinity();
+    if (err > error) {
+      error = err;
+      analytic = a;
+      numeric = n;
+      where = where_fn();
+    }
+  }
+  // "2 of 12 entries differ; the worst, at <where>: analytical a vs numerical n, error e"
+  std::string summary(std::string_view noun, std::string_view noun_plural, std::string_view a_label = "analytical",
+                      std::string_view n_label = "numerical") const {
+    return fmt::format("{} of {} {}; the worst, at {}: {} {:.9g} vs {} {:.9g}, error {:.3g}", failed,
+                       plural(compared, noun, noun_plural), failed == 1 ? "differs" : "differ", where, a_label,
+                       analytic, n_label, numeric, error);
+  }
+};
+
 // Central difference of fn's outputs w.r.t. input entry j (perturbing storage in place).
 std::vector<double> numerical_column(const TensorFn& fn, const std::vector<Tensor>& inputs, const Tensor& x,
                                      int64_t j, double eps) {
@@ -83,28 +130,31 @@ std::vector<double> numerical_column(const TensorFn& fn, const std::vector<Tenso
   return plus;
 }
 
+// Every entry of input i's Jacobian block, analytical (rows from backward) vs numerical.
 std::string check_full(const TensorFn& fn, const std::vector<Tensor>& inputs, size_t i, Analytic& an,
                        const std::vector<std::vector<double>>& analytic_rows, const GradcheckOptions& o) {
   const Tensor& x = inputs[i];
   const int64_t m = an.out.numel();
+  Mismatches bad;
   for (int64_t j = 0; j < x.numel(); ++j) {
     const std::vector<double> col = numerical_column(fn, inputs, x, j, o.eps);
     for (int64_t k = 0; k < m; ++k) {
       const double a = analytic_rows[k][j], n = col[k];
-      if (!close(a, n, o))
-        return fmt::format(
-            "gradcheck: Jacobian mismatch for input {} (shape {}) at input entry {}, output entry {} "
-            "(output shape {}): numerical {:.9g} vs analytical {:.9g} (atol {}, rtol {})",
-            i, x.shape(), index_str(x.shape(), j), index_str(an.out.shape(), k), an.out.shape(), n, a, o.atol,
-            o.rtol);
+      bad.add(a, n, close(a, n, o), [&] {
+        return fmt::format("input entry {}, output entry {}", index_str(x.shape(), j), index_str(an.out.shape(), k));
+      });
     }
   }
-  return "";
+  if (bad.failed == 0) return "";
+  return fmt::format("gradcheck: Jacobian mismatch for input {} (shape {}, output shape {}): {} (atol {}, rtol {})", i,
+                     x.shape(), an.out.shape(), bad.summary("entry", "entries"), o.atol, o.rtol);
 }
 
+// o.projections random projections u^T J v of input i's Jacobian block.
 std::string check_projected(const TensorFn& fn, const std::vector<Tensor>& inputs, size_t i, Analytic& an,
                             const GradcheckOptions& o, Generator& gen) {
   const Tensor& x = inputs[i];
+  Mismatches bad;
   for (int p = 0; p < o.projections; ++p) {
     Tensor u = randn(an.out.shape(), gen, an.out.dtype());
     std::vector<double> v(static_cast<size_t>(x.numel()));
@@ -127,13 +177,12 @@ std::string check_projected(const TensorFn& fn, const std::vector<Tensor>& input
     const std::vector<double> uv = u.to_vector<double>();
     double n = 0;
     for (size_t k = 0; k < uv.size(); ++k) n += uv[k] * (plus[k] - minus[k]) / (2 * o.eps);
-    if (!close(a, n, o))
-      return fmt::format(
-          "gradcheck: projected Jacobian mismatch for input {} (shape {}), projection {}: numerical {:.9g} vs "
-          "analytical {:.9g} (atol {}, rtol {})",
-          i, x.shape(), p, n, a, o.atol, o.rtol);
+    bad.add(a, n, close(a, n, o), [&] { return fmt::format("projection {}", p); });
   }
-  return "";
+  if (bad.failed == 0) return "";
+  return fmt::format("gradcheck: projected Jacobian mismatch for input {} (shape {}, output shape {}): {} (atol {}, "
+                     "rtol {})",
+                     i, x.shape(), an.out.shape(), bad.summary("projection", "projections"), o.atol, o.rtol);
 }
 
 // backward must be linear in the output gradient: vjp(2 g1 + 3 g2) = 2 vjp(g1) + 3 vjp(g2).
@@ -145,16 +194,21 @@ std::string check_linearity(Analytic& an, Generator& gen, const GradcheckOptions
   const double* p2 = static_cast<const double*>(g2.raw_data());
   for (int64_t k = 0; k < mix.numel(); ++k) pm[k] = 2 * p1[k] + 3 * p2[k];
   const auto a1 = an.vjp(g1), a2 = an.vjp(g2), am = an.vjp(mix);
-  for (size_t i = 0; i < am.size(); ++i)
+  std::string report;
+  for (size_t i = 0; i < am.size(); ++i) {
+    Mismatches bad;
     for (size_t j = 0; j < am[i].size(); ++j) {
       const double expect = 2 * a1[i][j] + 3 * a2[i][j];
-      if (std::abs(am[i][j] - expect) > o.atol + 1e-7 * std::abs(expect))
-        return fmt::format(
-            "gradcheck: backward is not linear in the output gradient for input {} at entry {}: "
-            "vjp(2 g1 + 3 g2) = {:.9g} but 2 vjp(g1) + 3 vjp(g2) = {:.9g}",
-            i, j, am[i][j], expect);
+      bad.add(am[i][j], expect, std::abs(am[i][j] - expect) <= o.atol + 1e-7 * std::abs(expect),
+              [&] { return fmt::format("entry {}", index_str(an.inputs[i].shape(), static_cast<int64_t>(j))); });
     }
-  return "";
+    if (bad.failed == 0) continue;
+    if (!report.empty()) report += "\n";
+    report += fmt::format(
+        "gradcheck: backward is not linear in the output gradient for input {} (shape {}): {}", i,
+        an.inputs[i].shape(), bad.summary("entry", "entries", "vjp(2 g1 + 3 g2)", "2 vjp(g1) + 3 vjp(g2)"));
+  }
+  return report;
 }
 
 // Puts the caller's inputs (values) and their gradients back when gradcheck ends, even
@@ -184,6 +238,36 @@ class RestoreInputs {
   std::vector<std::shared_ptr<TensorImpl>> grads_;
 };
 
+// Every check, in order; "" when all pass.
+std::string check_all(const TensorFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& o) {
+  Generator gen(o.seed);
+  Analytic an(fn, inputs);
+  if (!an.out.defined() || an.out.dtype() != kFloat64)
+    return fmt::format("gradcheck: fn must return a float64 tensor, got {}",
+                       an.out.defined() ? fmt::format("{} of shape {}", an.out.dtype(), an.out.shape())
+                                        : std::string("an undefined tensor"));
+  std::string report;
+  const int64_t m = an.out.numel();
+
+  std::vector<std::vector<std::vector<double>>> rows;  // [k][input][j], only in full mode
+  auto analytic_rows = [&](size_t i) {
+    if (rows.empty())
+      for (int64_t k = 0; k < m; ++k) rows.push_back(an.vjp(one_hot_like(an.out, k)));
+    std::vector<std::vector<double>> r;
+    for (int64_t k = 0; k < m; ++k) r.push_back(rows[static_cast<size_t>(k)][i]);
+    return r;
+  };
+  for (size_t i = 0; i < inputs.size(); ++i) {  // one line per input whose block differs
+    const Tensor& x = inputs[i];
+    if (!x.defined() || !x.requires_grad()) continue;
+    const std::string r = m * x.numel() <= o.max_full_entries ? check_full(fn, inputs, i, an, analytic_rows(i), o)
+                                                               : check_projected(fn, inputs, i, an, o, gen);
+    if (!r.empty()) report += (report.empty() ? "" : "\n") + r;
+  }
+  if (report.empty() && m > 0) report = check_linearity(an, gen, o);
+  return report;
+}
+
 }  // namespace
 
 std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& o) {
@@ -206,30 +290,11 @@ std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inpu
 
   AutoGradMode grad_on(true);        // the analytic pass needs a graph, whatever the caller's mode
   RestoreInputs restore(inputs);     // gradcheck works on its own: values and grads come back
-  Generator gen(o.seed);
-  Analytic an(fn, inputs);
-  SG_CHECK(an.out.defined() && an.out.dtype() == kFloat64, "gradcheck: the function must return a float64 tensor");
-  std::string report;
-  const int64_t m = an.out.numel();
-
-  std::vector<std::vector<std::vector<double>>> rows;  // [k][input][j], only in full mode
-  auto analytic_rows = [&](size_t i) {
-    if (rows.empty())
-      for (int64_t k = 0; k < m; ++k) rows.push_back(an.vjp(one_hot_like(an.out, k)));
-    std::vector<std::vector<double>> r;
-    for (int64_t k = 0; k < m; ++k) r.push_back(rows[static_cast<size_t>(k)][i]);
-    return r;
-  };
-  for (size_t i = 0; i < inputs.size() && report.empty(); ++i) {
-    const Tensor& x = inputs[i];
-    if (!x.defined() || !x.requires_grad()) continue;
-    if (m * x.numel() <= o.max_full_entries)
-      report = check_full(fn, inputs, i, an, analytic_rows(i), o);
-    else
-      report = check_projected(fn, inputs, i, an, o, gen);
+  try {
+    return check_all(fn, inputs, o);
+  } catch (const Error& e) {  // from fn or its backward (eval and Analytic say which)
+    return fmt::format("gradcheck: {}", e.what());
   }
-  if (report.empty() && m > 0) report = check_linearity(an, gen, o);
-  return report;
 }
 
 bool gradcheck(const TensorFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& opts) {

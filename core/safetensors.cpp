@@ -152,14 +152,16 @@ class Reader {
     file_size_ = static_cast<uint64_t>(st.st_size);
 
     // header length: an 8-byte little-endian u64
-    if (file_size_ < 8) bad("header length: the file has {} bytes, fewer than the 8 of the header length", file_size_);
+    if (file_size_ < 8)
+      bad("header length: the file has {}, fewer than the 8 of the header length", plural(file_size_, "byte"));
     unsigned char len_bytes[8];
     read_exact(len_bytes, 8, 0, "header length");
     const uint64_t n = load_le<uint64_t>(len_bytes);
     if (n > kMaxHeaderBytes) bad("header length: {} bytes is over the limit of {} bytes", n, kMaxHeaderBytes);
     if (n > file_size_ - 8)
-      bad("header length: {} bytes, but the file has only {} bytes after the length", n, file_size_ - 8);
-    if (n < 2) bad("header length: {} bytes cannot hold a JSON object", n);
+      bad("header length: {}, but the file has only {} after the length", plural(n, "byte"),
+          plural(file_size_ - 8, "byte"));
+    if (n < 2) bad("header length: {} cannot hold a JSON object", plural(n, "byte"));
     data_start_ = 8 + n;
     data_size_ = file_size_ - data_start_;
 
@@ -316,8 +318,8 @@ class Reader {
     const Entry* prev = nullptr;
     for (const Entry& e : entries) {
       if (e.end > data_size_)
-        bad("tensor '{}': data_offsets: [{}, {}] run past the end of the data section ({} bytes)", e.name, e.begin,
-            e.end, data_size_);
+        bad("tensor '{}': data_offsets: [{}, {}] run past the end of the data section ({})", e.name, e.begin,
+            e.end, plural(data_size_, "byte"));
       if (e.begin < covered)
         bad("tensor '{}': data_offsets: [{}, {}] overlap tensor '{}' (which ends at {})", e.name, e.begin, e.end,
             prev->name, covered);
@@ -328,8 +330,8 @@ class Reader {
       prev = &e;
     }
     if (covered != data_size_)
-      bad("data_offsets: the tensors cover {} bytes, but the data section has {} (trailing bytes)", covered,
-          data_size_);
+      bad("data_offsets: the tensors cover {}, but the data section has {} (trailing bytes)",
+          plural(covered, "byte"), data_size_);
   }
 
   Tensor read_tensor(const Entry& e) const {

@@ -205,9 +205,10 @@ Storage::~Storage() {
 }
 
 // ---- Tensor metadata ----
-TensorImpl& Tensor::checked() const {
-  SG_CHECK(impl_ != nullptr, "operation on an undefined tensor");
-  return *impl_;
+void Tensor::fail_undefined(const char* accessor) {
+  fail("Tensor::{}: the tensor is undefined (a default-constructed Tensor); give it the result of an op or a "
+       "factory such as sg::zeros first",
+       accessor);
 }
 
 int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
@@ -226,11 +227,12 @@ bool Tensor::is_contiguous() const {
 }
 
 void* Tensor::raw_data() const {
-  auto& impl = checked();
+  auto& impl = checked("raw_data");
   return static_cast<char*>(impl.storage->data) + impl.offset * static_cast<int64_t>(dtype_size(impl.dtype));
 }
 
-template <typename T> T Tensor::item() const {
+template <typename T> T Tensor::item_impl() const {
+  checked("item");
   SG_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, expected one", shape(), numel());
   return visit_dtype(dtype(), [&]<typename S>() { return cast_value<T>(*static_cast<const S*>(raw_data()), "item"); });
 }
@@ -238,8 +240,8 @@ template <typename T> T Tensor::item() const {
 namespace {
 // Element offset of `index` in t (bounds checked, negative indices from the end).
 int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const char* op) {
-  SG_CHECK(static_cast<int64_t>(index.size()) == t.dim(), "{}: {} indices for a tensor of shape {}", op, index.size(),
-           t.shape());
+  SG_CHECK(static_cast<int64_t>(index.size()) == t.dim(), "{}: {} for a tensor of shape {}", op,
+           plural(index.size(), "index", "indices"), t.shape());
   int64_t off = 0;
   for (size_t d = 0; d < index.size(); ++d) {
     const int64_t i = index[d], n = t.shape()[d];
@@ -251,11 +253,16 @@ int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const
 }
 }  // namespace
 
-template <typename T> T Tensor::at(const std::vector<int64_t>& index) const {
-  return data_ptr<T>()[element_offset(*this, index, "at")];
+template <typename T> T Tensor::at_impl(const std::vector<int64_t>& index) const {
+  checked("at");
+  if constexpr (std::is_same_v<T, int>)
+    return cast_value<int>(at_impl<int64_t>(index), "at");
+  else
+    return data_ptr<T>()[element_offset(*this, index, "at")];
 }
 
-template <typename T> void Tensor::set(const std::vector<int64_t>& index, T value) {
+template <typename T> void Tensor::set_impl(const std::vector<int64_t>& index, T value) {
+  checked("set");
   const int64_t off = element_offset(*this, index, "set");
   SG_CHECK(!(requires_grad() && GradMode::is_enabled()),
            "set: cannot write into a tensor of shape {} that requires grad while grad mode is on (use a "
@@ -265,32 +272,41 @@ template <typename T> void Tensor::set(const std::vector<int64_t>& index, T valu
   ++impl_->storage->version;
 }
 
-template <typename T> std::vector<T> Tensor::to_vector() const {
-  std::vector<T> out(static_cast<size_t>(numel()));
-  if (out.empty()) return out;
-  Tensor dst = from_vector(out, shape());
-  copy_kernel(dst, *this);
-  const T* p = dst.data_ptr<T>();
-  std::copy(p, p + out.size(), out.begin());
-  return out;
+template <typename T> std::vector<T> Tensor::to_vector_impl() const {
+  checked("to_vector");
+  if constexpr (std::is_same_v<T, int>) {
+    const std::vector<int64_t> wide = to_vector_impl<int64_t>();
+    std::vector<int> out(wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) out[i] = cast_value<int>(wide[i], "to_vector");
+    return out;
+  } else {
+    std::vector<T> out(static_cast<size_t>(numel()));
+    if (out.empty()) return out;
+    Tensor dst = from_vector(out, shape());
+    copy_kernel(dst, *this);
+    const T* p = dst.data_ptr<T>();
+    std::copy(p, p + out.size(), out.begin());
+    return out;
+  }
 }
 
-#define SG_INSTANTIATE(T)                                          \
-  template T Tensor::item<T>() const;                              \
-  template T Tensor::at<T>(const std::vector<int64_t>&) const;     \
-  template void Tensor::set<T>(const std::vector<int64_t>&, T);    \
-  template std::vector<T> Tensor::to_vector<T>() const;            \
-  template Tensor from_vector<T>(const std::vector<T>&, const Shape&);
+// The element types (core/dtype.h's is_element_type).
+#define SG_INSTANTIATE(T)                                                \
+  template T Tensor::item_impl<T>() const;                               \
+  template T Tensor::at_impl<T>(const std::vector<int64_t>&) const;      \
+  template void Tensor::set_impl<T>(const std::vector<int64_t>&, T);     \
+  template std::vector<T> Tensor::to_vector_impl<T>() const;             \
+  template Tensor detail::from_vector_impl<T>(const std::vector<T>&, const Shape&);
 SG_INSTANTIATE(float)
 SG_INSTANTIATE(double)
 SG_INSTANTIATE(int64_t)
+SG_INSTANTIATE(int)
 SG_INSTANTIATE(bool)
 #undef SG_INSTANTIATE
-template void Tensor::set<int>(const std::vector<int64_t>&, int);
 
 // ---- autograd accessors ----
 Tensor& Tensor::requires_grad_(bool on) {
-  auto& impl = checked();
+  auto& impl = checked("requires_grad_");
   SG_CHECK(!on || is_floating(impl.dtype), "requires_grad_: only floating tensors can require grad, got {}",
            impl.dtype);
   SG_CHECK(impl.grad_fn == nullptr || on,
@@ -300,12 +316,12 @@ Tensor& Tensor::requires_grad_(bool on) {
 }
 
 Tensor Tensor::grad() const {
-  auto& impl = checked();
+  auto& impl = checked("grad");
   return impl.grad ? Tensor(impl.grad) : Tensor();
 }
 
 void Tensor::set_grad(const Tensor& g) {
-  auto& impl = checked();
+  auto& impl = checked("set_grad");
   if (!g.defined()) {
     impl.grad.reset();
     return;
@@ -318,10 +334,10 @@ void Tensor::set_grad(const Tensor& g) {
   impl.grad = make_contiguous_copy(g).impl();
 }
 
-void Tensor::zero_grad() { checked().grad.reset(); }
+void Tensor::zero_grad() { checked("zero_grad").grad.reset(); }
 
 void Tensor::retain_grad() {
-  auto& impl = checked();
+  auto& impl = checked("retain_grad");
   SG_CHECK(impl.requires_grad, "retain_grad: tensor does not require grad");
   impl.retains_grad = true;
 }
@@ -329,7 +345,7 @@ void Tensor::retain_grad() {
 void Tensor::backward(const Tensor& grad, bool retain_graph) const { run_backward(*this, grad, retain_graph); }
 
 Tensor Tensor::detach() const {
-  auto& impl = checked();
+  auto& impl = checked("detach");
   auto out = std::make_shared<TensorImpl>();
   out->storage = impl.storage;
   out->shape = impl.shape;
@@ -442,11 +458,13 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen) {
   return t;
 }
 
-template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+template <typename T> Tensor detail::from_vector_impl(const std::vector<T>& values, const Shape& shape) {
   SG_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()),
-           "from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape, shape_numel(shape));
-  Tensor t = empty(shape, dtype_of<T>);
-  std::copy(values.begin(), values.end(), t.data_ptr<T>());
+           "from_vector: got {} for shape {} ({})", plural(values.size(), "value"), shape,
+           plural(shape_numel(shape), "element"));
+  using Stored = std::conditional_t<std::is_same_v<T, int>, int64_t, T>;  // int is stored as int64
+  Tensor t = empty(shape, dtype_of<Stored>);
+  std::copy(values.begin(), values.end(), t.data_ptr<Stored>());
   return t;
 }
 
@@ -468,7 +486,8 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype d
   std::vector<double> v;
   const size_t cols = rows.size() ? rows.begin()->size() : 0;
   for (const auto& r : rows) {
-    SG_CHECK(r.size() == cols, "tensor: ragged nested list (rows of {} and {} values)", cols, r.size());
+    SG_CHECK(r.size() == cols, "tensor: ragged nested list (rows of {} and of {})", plural(cols, "value"),
+             plural(r.size(), "value"));
     v.insert(v.end(), r.begin(), r.end());
   }
   return from_doubles(v, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(cols)}, dtype);

@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -71,37 +72,53 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   bool defined() const { return impl_ != nullptr; }
-  const Shape& shape() const { return checked().shape; }
-  const Strides& strides() const { return checked().strides; }
+  const Shape& shape() const { return checked("shape").shape; }
+  const Strides& strides() const { return checked("strides").strides; }
   int64_t dim() const { return static_cast<int64_t>(shape().size()); }
   int64_t size(int64_t d) const;    // negative d counts from the end
   int64_t stride(int64_t d) const;
   int64_t numel() const { return shape_numel(shape()); }
-  int64_t offset() const { return checked().offset; }
-  Dtype dtype() const { return checked().dtype; }
+  int64_t offset() const { return checked("offset").offset; }
+  Dtype dtype() const { return checked("dtype").dtype; }
   bool is_contiguous() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
 
-  // Pointer to the first element (storage offset applied). Throws on a dtype mismatch.
+  // Pointer to the first element (storage offset applied); T is the dtype's own type
+  // (float, double, int64_t, bool). Throws on a dtype mismatch.
   // NOTE: a raw escape hatch for kernels and I/O: writes through it are not tracked by the
   // version counter, so never use it to modify a tensor that autograd has saved.
   template <typename T> T* data_ptr() const;
   void* raw_data() const;
+  // Typed access. T is float, double, int64_t, int or bool (another type does not compile,
+  // with a message listing these); int goes through int64, checked for range.
   // The single value of a one-element tensor, converted to T.
-  template <typename T> T item() const;
-  // Typed read of one element (negative indices count from the end); bounds checked.
-  template <typename T> T at(const std::vector<int64_t>& index) const;
+  template <typename T> T item() const {
+    check_element_type<T>();
+    return item_impl<T>();
+  }
+  // Typed read of one element (negative indices count from the end); bounds checked. T is
+  // the dtype's own type (int reads an int64 tensor).
+  template <typename T> T at(const std::vector<int64_t>& index) const {
+    check_element_type<T>();
+    return at_impl<T>(index);
+  }
   // Writes one element, converted to the tensor's dtype. An in-place write: refused on a
   // tensor that requires grad while grad mode is on, and bumps the storage version.
-  template <typename T> void set(const std::vector<int64_t>& index, T value);
+  template <typename T> void set(const std::vector<int64_t>& index, T value) {
+    check_element_type<T>();
+    set_impl<T>(index, value);
+  }
   // All elements in row-major order, converted to T.
-  template <typename T> std::vector<T> to_vector() const;
+  template <typename T> std::vector<T> to_vector() const {
+    check_element_type<T>();
+    return to_vector_impl<T>();
+  }
 
   // ---- autograd ----
-  bool requires_grad() const { return checked().requires_grad; }
+  bool requires_grad() const { return checked("requires_grad").requires_grad; }
   Tensor& requires_grad_(bool on = true);  // leaves of floating dtype only
-  bool is_leaf() const { return checked().grad_fn == nullptr; }
-  const std::shared_ptr<Node>& grad_fn() const { return checked().grad_fn; }
+  bool is_leaf() const { return checked("is_leaf").grad_fn == nullptr; }
+  const std::shared_ptr<Node>& grad_fn() const { return checked("grad_fn").grad_fn; }
   Tensor grad() const;  // undefined until a backward reaches this leaf
   void set_grad(const Tensor& g);
   void zero_grad();     // drops the gradient (PyTorch's set_to_none)
@@ -182,9 +199,29 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
 
  private:
-  TensorImpl& checked() const;
+  // Defined in tensor.cpp for the element types only.
+  template <typename T> T item_impl() const;
+  template <typename T> T at_impl(const std::vector<int64_t>& index) const;
+  template <typename T> void set_impl(const std::vector<int64_t>& index, T value);
+  template <typename T> std::vector<T> to_vector_impl() const;
+
+  // The impl, or an sg::Error naming the accessor. Ops check their inputs first with
+  // check_defined (below), which names the op; this is the backstop.
+  TensorImpl& checked(const char* accessor) const {
+    if (impl_ == nullptr) [[unlikely]] fail_undefined(accessor);
+    return *impl_;
+  }
+  [[noreturn]] static void fail_undefined(const char* accessor);
   std::shared_ptr<TensorImpl> impl_;
 };
+
+// An op's entry check on each tensor argument, e.g. check_defined("relu", x) throws
+// "relu: the input is an undefined tensor (a default-constructed Tensor)". Every op family
+// calls it from the checks its ops share (check_floating, check_binary, reduced_mask, ...),
+// so that the message names the op rather than the accessor that found the null handle.
+inline void check_defined(std::string_view op, const Tensor& x, std::string_view role = "input") {
+  SG_CHECK(x.defined(), "{}: the {} is an undefined tensor (a default-constructed Tensor)", op, role);
+}
 
 // ---- creation ----
 // What max(x, dim), min(x, dim), sort and topk return.
@@ -217,6 +254,7 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype d
 Tensor tensor(std::initializer_list<int> values);
 Tensor tensor(std::initializer_list<int64_t> values);
 Tensor tensor(std::initializer_list<bool> values);
+// A contiguous tensor of `shape` holding `values`, of T's dtype (std::vector<int> gives int64).
 template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape);
 
 // Number of threads used by softgrad's kernels and OpenBLAS (default: all cores).
@@ -242,7 +280,18 @@ std::string to_string(const Tensor& t);  // PyTorch's print layout, large tensor
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // ---- template definitions ----
+namespace detail {
+template <typename T> Tensor from_vector_impl(const std::vector<T>& values, const Shape& shape);  // tensor.cpp
+}
+template <typename T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+  check_element_type<T>();
+  return detail::from_vector_impl(values, shape);
+}
+
 template <typename T> T* Tensor::data_ptr() const {
+  static_assert(is_element_type<T> && !std::is_same_v<T, int>,
+                "softgrad: data_ptr<T> takes a dtype's own type: float, double, int64_t or bool (item<T>, "
+                "at<T> and to_vector<T> convert)");
   SG_CHECK(dtype() == dtype_of<T>, "data_ptr: tensor is {}, asked for {}", dtype_name(dtype()),
            dtype_name(dtype_of<T>));
   return static_cast<T*>(impl_->storage->data) + impl_->offset;

@@ -112,14 +112,15 @@ class ByteSource {
     while (out < n && !z_done_) {
       if (z_.avail_in == 0) refill();
       if (z_.avail_in == 0) {  // the file has ended
-        SG_CHECK(member_ended_, "{}: {}: the gzip stream is truncated: the file ends after {} bytes, inside it", who_,
-                 path_, file_size_);
+        SG_CHECK(member_ended_, "{}: {}: the gzip stream is truncated: the file ends after {}, inside it", who_,
+                 path_, plural(file_size_, "byte"));
         z_done_ = true;
         break;
       }
       if (member_ended_) {  // more bytes after a complete member: another member, or junk
-        SG_CHECK(z_.next_in[0] == 0x1f, "{}: {}: {} bytes after the end of the gzip stream are not gzip", who_, path_,
-                 z_.avail_in + (file_size_ - consumed_));
+        SG_CHECK(z_.next_in[0] == 0x1f, "{}: {}: {} after the end of the gzip stream {} not gzip", who_, path_,
+                 plural(z_.avail_in + (file_size_ - consumed_), "byte"),
+                 z_.avail_in + (file_size_ - consumed_) == 1 ? "is" : "are");
         member_ended_ = false;
       }
       z_.next_out = dst + out;
@@ -173,14 +174,14 @@ IdxHeader read_header(ByteSource& src, const std::string& path, std::optional<in
            m, magic[2]);
   const int nd = magic[3];
   if (ndim)
-    SG_CHECK(nd == *ndim, "{}: {}: magic 0x{:08x} says {} dims, expected {} (magic 0x{:08x})", who, path, m, nd, *ndim,
+    SG_CHECK(nd == *ndim, "{}: {}: magic 0x{:08x} says {}, expected {} (magic 0x{:08x})", who, path, m, plural(nd, "dim"), *ndim,
              0x800u | static_cast<unsigned>(*ndim));
   SG_CHECK(nd >= 1, "{}: {}: magic 0x{:08x} says 0 dims", who, path, m);
 
   std::vector<uint8_t> raw(4 * static_cast<size_t>(nd));
   got = src.read(raw.data(), raw.size());
-  SG_CHECK(got == raw.size(), "{}: {}: header is truncated: {} dims need {} bytes after the magic, {} {}", who, path,
-           nd, raw.size(), src.has(), got);
+  SG_CHECK(got == raw.size(), "{}: {}: header is truncated: {} {} {} after the magic, {} {}", who, path,
+           plural(nd, "dim"), nd == 1 ? "needs" : "need", plural(raw.size(), "byte"), src.has(), got);
   IdxHeader header;
   header.gzip = src.gzip();
   data_bytes = 1;
@@ -225,10 +226,10 @@ void write_pieces(const fs::path& path, std::initializer_list<std::span<const ui
 [[noreturn]] void fail_size(const char* who, const std::string& path, const IdxHeader& header, int64_t expected,
                             uint64_t actual, const char* has) {
   const std::string trailing = actual > static_cast<uint64_t>(expected)
-                                   ? fmt::format(" ({} trailing bytes)", actual - static_cast<uint64_t>(expected))
+                                   ? fmt::format(" ({})", plural(actual - static_cast<uint64_t>(expected), "trailing byte"))
                                    : std::string();
-  fail("{}: {}: header says {} = {} bytes of data, {} {}{}", who, path, dims_string(header.dims), expected, has, actual,
-       trailing);
+  fail("{}: {}: header says {} = {} of data, {} {}{}", who, path, dims_string(header.dims), plural(expected, "byte"), has,
+       actual, trailing);
 }
 
 }  // namespace
@@ -279,8 +280,8 @@ IdxArray read_idx(const fs::path& path, std::optional<int> ndim) {
 
 void write_idx(const fs::path& path, const IdxArray& array) {
   const std::string p = path.string();
-  SG_CHECK(!array.dims.empty() && array.dims.size() <= 255, "write_idx: {}: {} dims, IDX holds 1 to 255", p,
-           array.dims.size());
+  SG_CHECK(!array.dims.empty() && array.dims.size() <= 255, "write_idx: {}: {}, IDX holds 1 to 255", p,
+           plural(array.dims.size(), "dim"));
   int64_t bytes = 1;
   for (size_t d = 0; d < array.dims.size(); ++d) {
     const int64_t size = array.dims[d];
@@ -290,8 +291,8 @@ void write_idx(const fs::path& path, const IdxArray& array) {
              dims_string(array.dims), kIdxMaxDataBytes);
     bytes *= size;
   }
-  SG_CHECK(static_cast<size_t>(bytes) == array.data.size(), "write_idx: {}: dims {} hold {} bytes, data has {}", p,
-           dims_string(array.dims), bytes, array.data.size());
+  SG_CHECK(static_cast<size_t>(bytes) == array.data.size(), "write_idx: {}: dims {} hold {}, data has {}", p,
+           dims_string(array.dims), plural(bytes, "byte"), array.data.size());
 
   std::vector<uint8_t> header(4 + 4 * array.dims.size());
   header[2] = kIdxUnsignedByte;

@@ -139,8 +139,8 @@ MnistData load_mnist_files(const MnistFiles& files, MnistOptions options) {
            "load_mnist: {}: images are {} x {} pixels, expected {} x {}", files.images.string(), images.dims[1],
            images.dims[2], kSide, kSide);
   const int64_t N = images.dims[0];
-  SG_CHECK(labels.dims[0] == N, "load_mnist: {} holds {} images but {} holds {} labels", files.images.string(), N,
-           files.labels.string(), labels.dims[0]);
+  SG_CHECK(labels.dims[0] == N, "load_mnist: {} holds {} but {} holds {}", files.images.string(), plural(N, "image"),
+           files.labels.string(), plural(labels.dims[0], "label"));
   for (int64_t i = 0; i < N; ++i)
     SG_CHECK(labels.data[i] < kNumClasses, "load_mnist: {}: label {} at index {} is out of range [0, {}]",
              files.labels.string(), labels.data[i], i, kNumClasses - 1);

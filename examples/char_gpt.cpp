@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "examples/trainer.h"  // finite_in, set_threads
+#include "examples/trainer.h"  // finite_in, integer_in, set_threads
 
 namespace {
 
@@ -174,22 +174,22 @@ int main(int argc, char** argv) try {
 
   CLI::App app{"Trains a small character-level GPT on a text file, then samples from it"};
   app.add_option("--text", text_path, "Text file to learn (any bytes)")->check(CLI::ExistingFile)->capture_default_str();
-  app.add_option("--steps", steps, "Optimizer steps")->check(CLI::Range(int64_t{1}, int64_t{10'000'000}))->capture_default_str();
-  app.add_option("--batch-size", batch_size, "Windows per step")->check(CLI::Range(int64_t{1}, int64_t{65536}))->capture_default_str();
-  app.add_option("--block-size", config.block_size, "Context length T")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
-  app.add_option("--layers", config.n_layer, "Transformer blocks")->check(CLI::Range(int64_t{1}, int64_t{64}))->capture_default_str();
-  app.add_option("--heads", config.n_head, "Attention heads")->check(CLI::Range(int64_t{1}, int64_t{64}))->capture_default_str();
-  app.add_option("--embd", config.n_embd, "Embedding width (a multiple of --heads)")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
+  app.add_option("--steps", steps, "Optimizer steps")->check(trainer::integer_in<int64_t>(1, 10'000'000))->capture_default_str();
+  app.add_option("--batch-size", batch_size, "Windows per step")->check(trainer::integer_in<int64_t>(1, 65536))->capture_default_str();
+  app.add_option("--block-size", config.block_size, "Context length T")->check(trainer::integer_in<int64_t>(1, 4096))->capture_default_str();
+  app.add_option("--layers", config.n_layer, "Transformer blocks")->check(trainer::integer_in<int64_t>(1, 64))->capture_default_str();
+  app.add_option("--heads", config.n_head, "Attention heads")->check(trainer::integer_in<int64_t>(1, 64))->capture_default_str();
+  app.add_option("--embd", config.n_embd, "Embedding width (a multiple of --heads)")->check(trainer::integer_in<int64_t>(1, 4096))->capture_default_str();
   app.add_option("--dropout", config.dropout, "Dropout in every block")->check(trainer::finite_in(0.0, 0.99))->capture_default_str();
   app.add_option("--lr", lr, "Peak learning rate (AdamW; linear warmup, then cosine decay to lr/10)")->check(trainer::finite_in(0.0, 10.0))->capture_default_str();
   app.add_option("--weight-decay", weight_decay, "AdamW's decoupled weight decay")->check(trainer::finite_in(0.0, 10.0))->capture_default_str();
-  app.add_option("--warmup", warmup, "Steps of linear warmup (default: a tenth of --steps)")->check(CLI::Range(int64_t{0}, int64_t{10'000'000}));
+  app.add_option("--warmup", warmup, "Steps of linear warmup (default: a tenth of --steps)")->check(trainer::integer_in<int64_t>(0, 10'000'000));
   app.add_option("--clip", clip, "Clip the gradient's total norm to this (0: off)")->check(trainer::finite_in(0.0, 1e6))->capture_default_str();
   app.add_option("--prompt", prompt, "Text the sample starts from (bytes outside the vocabulary are dropped)")->capture_default_str();
-  app.add_option("--sample-chars", sample_chars, "Characters to sample after training")->check(CLI::Range(int64_t{0}, int64_t{1'000'000}))->capture_default_str();
+  app.add_option("--sample-chars", sample_chars, "Characters to sample after training")->check(trainer::integer_in<int64_t>(0, 1'000'000))->capture_default_str();
   app.add_option("--temperature", temperature, "Sampling temperature")->check(trainer::finite_in(1e-3, 100.0))->capture_default_str();
-  app.add_option("--top-k", top_k, "Sample among the k most likely characters (0: all)")->check(CLI::Range(int64_t{0}, int64_t{256}))->capture_default_str();
-  app.add_option("--threads", threads, "Threads (0: all cores)")->check(CLI::Range(0, 4096))->capture_default_str();
+  app.add_option("--top-k", top_k, "Sample among the k most likely characters (0: all)")->check(trainer::integer_in<int64_t>(0, 256))->capture_default_str();
+  app.add_option("--threads", threads, "Threads (0: all cores)")->check(trainer::integer_in<int>(0, 4096))->capture_default_str();
   app.add_option("--seed", seed, "Seed for init, batches and sampling")->capture_default_str();
   app.add_option("--max-loss", max_loss, "Exit with status 1 when the final validation loss is higher (0: no check)")->check(trainer::finite_in(0.0, 100.0));
   CLI11_PARSE(app, argc, argv);

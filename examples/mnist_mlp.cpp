@@ -17,10 +17,7 @@ int main(int argc, char** argv) {
   double dropout = 0.0;
   CLI::App app{"Train an MLP on MNIST or Fashion-MNIST with softgrad", "mnist_mlp"};
   trainer::add_flags(app, flags);
-  app.add_option("--hidden", hidden, "Hidden layer widths")->delimiter(',')->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--dropout", dropout, "Dropout after each hidden layer")->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
+  trainer::add_mlp_flags(app, hidden, dropout);
 
   return trainer::run_main(app, argc, argv, [&] {
     trainer::Data data = trainer::load_data(flags, /*flatten=*/true);

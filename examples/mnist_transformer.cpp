@@ -17,17 +17,7 @@ int main(int argc, char** argv) {
   models::VitConfig vit;
   CLI::App app{"Train a small vision transformer on MNIST or Fashion-MNIST with softgrad", "mnist_transformer"};
   trainer::add_flags(app, flags);
-  app.add_option("--patch", vit.patch, "Patch side in pixels")->check(CLI::IsMember({2, 4, 7, 14}))
-      ->capture_default_str();
-  app.add_option("--dim", vit.dim, "Embedding width")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--depth", vit.depth, "Encoder layers")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--heads", vit.heads, "Attention heads")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--mlp-ratio", vit.mlp_ratio, "MLP width as a multiple of --dim")->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--dropout", vit.dropout, "Dropout in the encoder layers")->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
-  app.add_option("--pool", vit.pool, "Classify from the class token or the mean of the tokens")
-      ->check(CLI::IsMember({"cls", "mean"}))->capture_default_str();
+  trainer::add_vit_flags(app, vit);
 
   return trainer::run_main(app, argc, argv, [&] {
     trainer::Data data = trainer::load_data(flags, /*flatten=*/false);

@@ -114,7 +114,8 @@ class MetricsCsv {
   }
   void row(const std::vector<std::string>& values) {
     if (!file_.is_open()) return;
-    SG_CHECK(values.size() == columns_, "MetricsCsv: {} values for {} columns", values.size(), columns_);
+    SG_CHECK(values.size() == columns_, "MetricsCsv: {} for {}", sg::plural(values.size(), "value"),
+             sg::plural(columns_, "column"));
     file_ << fmt::format("{}\n", fmt::join(values, ",")) << std::flush;
   }
 

@@ -12,6 +12,7 @@
 //   return trainer::fit(net, flags, data, "mnist_mlp").passed ? 0 : 1;
 //
 // The model is any nn::Module whose forward(x) maps a batch of images to (B, 10) logits.
+// add_mlp_flags and add_vit_flags add the two models' own flags.
 #include <CLI/CLI.hpp>
 #include <softgrad.h>
 
@@ -22,10 +23,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
+#include <system_error>
 
+#include "examples/models.h"
 #include "examples/progress.h"
 
 namespace trainer {
@@ -45,14 +49,76 @@ struct Flags {
   double min_accuracy = 0.0;  // percent; exit status 1 below it
 };
 
-// A number flag that must be finite and within [lo, hi] (CLI11's own range checks let NaN
-// through, and accept 1e300 where a later product overflows).
+// Validators for the number flags. CLI11 prefixes their message with the flag's name:
+//   --epochs: 0 is not a positive integer (it must be at least 1)
+//   --epochs: 'abc' is not a number
+//   --lr: nan is not a finite number in [0, 1000000]
+// (CLI11's own PositiveNumber and Range print their bounds as 300-digit doubles, say the
+// same for "abc" as for 0, let NaN through, and accept 1e300 where a later product
+// overflows.)
+
+// text as a double, when all of it is one (strtod's syntax: "1.5", "1e3", "nan", "inf").
+inline std::optional<double> parse_number(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size()) return std::nullopt;
+  return v;
+}
+
+// An integer flag in [lo, hi] (of the option's type Int).
+template <typename Int>
+CLI::Validator integer_in(Int lo, Int hi = std::numeric_limits<Int>::max()) {
+  constexpr Int kMax = std::numeric_limits<Int>::max();
+  const std::string what = lo == 1 && hi == kMax   ? "a positive integer"
+                           : lo == 0 && hi == kMax ? "a non-negative integer"
+                                                   : fmt::format("an integer from {} to {}", lo, hi);
+  return CLI::Validator(
+      [lo, hi, what](std::string& text) -> std::string {
+        const char* first = text.data() + (text.starts_with('+') ? 1 : 0);
+        const char* last = text.data() + text.size();
+        Int v{};
+        const auto [end, ec] = std::from_chars(first, last, v);
+        if (ec == std::errc() && end == last) {
+          if (v < lo) return fmt::format("{} is not {} (it must be at least {})", text, what, lo);
+          if (v > hi) return fmt::format("{} is not {} (it must be at most {})", text, what, hi);
+          return "";
+        }
+        const std::optional<double> number = parse_number(text);
+        if (!number) return fmt::format("'{}' is not a number", text);
+        if (*number < static_cast<double>(lo))  // also "-1" for an unsigned flag
+          return fmt::format("{} is not {} (it must be at least {})", text, what, lo);
+        if (*number > static_cast<double>(hi))
+          return fmt::format("{} is not {} (it must be at most {})", text, what, hi);
+        return fmt::format("{} is not {}", text, what);  // 1.5, 1e3, nan
+      },
+      lo == 1 && hi == kMax   ? "POSITIVE"
+      : lo == 0 && hi == kMax ? "NONNEGATIVE"
+                              : fmt::format("in [{}, {}]", lo, hi));
+}
+
+// An integer flag that must be one of `allowed`.
+inline CLI::Validator integer_one_of(const std::vector<int64_t>& allowed) {
+  const std::string list = fmt::format("{}", fmt::join(allowed, ", "));
+  return CLI::Validator(
+      [allowed, list](std::string& text) -> std::string {
+        int64_t v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec == std::errc() && end == text.data() + text.size() &&
+            std::find(allowed.begin(), allowed.end(), v) != allowed.end())
+          return "";
+        if (!parse_number(text)) return fmt::format("'{}' is not a number", text);
+        return fmt::format("{} is not one of {}", text, list);
+      },
+      fmt::format("one of {}", list));
+}
+
+// A number flag that must be finite and within [lo, hi].
 inline CLI::Validator finite_in(double lo, double hi) {
   return CLI::Validator(
       [lo, hi](std::string& text) -> std::string {
-        char* end = nullptr;
-        const double v = std::strtod(text.c_str(), &end);
-        if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
+        const std::optional<double> v = parse_number(text);
+        if (!v) return fmt::format("'{}' is not a number", text);
+        if (!std::isfinite(*v) || *v < lo || *v > hi)
           return fmt::format("{} is not a finite number in [{}, {}]", text, lo, hi);
         return "";
       },
@@ -66,8 +132,9 @@ inline void add_flags(CLI::App& app, Flags& f) {
                  "Fashion-MNIST from /usr/share/datasets/fashion-mnist");
   app.add_option("--dataset", f.dataset, "Which data set")->check(CLI::IsMember({"mnist", "fashion"}))
       ->capture_default_str();
-  app.add_option("--epochs", f.epochs, "Training epochs")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch-size", f.batch_size, "Mini-batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--epochs", f.epochs, "Training epochs")->check(integer_in<int64_t>(1))->capture_default_str();
+  app.add_option("--batch-size", f.batch_size, "Mini-batch size")->check(integer_in<int64_t>(1))
+      ->capture_default_str();
   app.add_option("--lr", f.lr, "Peak learning rate (AdamW; linear warmup, then cosine decay to 0)")
       ->check(finite_in(0.0, 1e6))->capture_default_str();
   app.add_option("--weight-decay", f.weight_decay, "AdamW's decoupled weight decay")
@@ -75,16 +142,40 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--warmup-epochs", f.warmup_epochs, "Epochs of linear warmup (may be fractional; at most half the run)")
       ->check(finite_in(0.0, 1e9))->capture_default_str();
   app.add_option("--shift", f.shift, "Move each training image by up to this many pixels at random (augmentation)")
-      ->check(CLI::Range(0, 8))->capture_default_str();
+      ->check(integer_in<int64_t>(0, 8))->capture_default_str();
   app.add_option("--threads", f.threads, "Threads for kernels and BLAS (0: all cores)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--seed", f.seed, "Seed for init, shuffling and dropout")->capture_default_str();
+      ->check(integer_in<int>(0))->capture_default_str();
+  app.add_option("--seed", f.seed, "Seed for init, shuffling and dropout")->check(integer_in<uint64_t>(0))
+      ->capture_default_str();
   app.add_option("--save", f.save, "Checkpoint file written after every epoch (safetensors, atomic)");
   app.add_option("--resume", f.resume, "Continue from this checkpoint (same flags as the run that wrote it)")
       ->check(CLI::ExistingFile);
   app.add_option("--metrics", f.metrics, "Write one CSV row per epoch to this file (appended to on --resume)");
   app.add_option("--min-accuracy", f.min_accuracy, "Exit with status 1 when the final test accuracy (%) is lower")
       ->check(finite_in(0.0, 100.0));
+}
+
+// mnist_mlp's model flags.
+inline void add_mlp_flags(CLI::App& app, std::vector<int64_t>& hidden, double& dropout) {
+  app.add_option("--hidden", hidden, "Hidden layer widths")->delimiter(',')->check(integer_in<int64_t>(1))
+      ->capture_default_str();
+  app.add_option("--dropout", dropout, "Dropout after each hidden layer")->check(finite_in(0.0, 1.0))
+      ->capture_default_str();
+}
+
+// mnist_transformer's model flags.
+inline void add_vit_flags(CLI::App& app, models::VitConfig& vit) {
+  app.add_option("--patch", vit.patch, "Patch side in pixels")->check(integer_one_of({2, 4, 7, 14}))
+      ->capture_default_str();
+  app.add_option("--dim", vit.dim, "Embedding width")->check(integer_in<int64_t>(1))->capture_default_str();
+  app.add_option("--depth", vit.depth, "Encoder layers")->check(integer_in<int64_t>(1))->capture_default_str();
+  app.add_option("--heads", vit.heads, "Attention heads")->check(integer_in<int64_t>(1))->capture_default_str();
+  app.add_option("--mlp-ratio", vit.mlp_ratio, "MLP width as a multiple of --dim")->check(integer_in<int64_t>(1))
+      ->capture_default_str();
+  app.add_option("--dropout", vit.dropout, "Dropout in the encoder layers")->check(finite_in(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--pool", vit.pool, "Classify from the class token or the mean of the tokens")
+      ->check(CLI::IsMember({"cls", "mean"}))->capture_default_str();
 }
 
 struct Data {
@@ -100,9 +191,9 @@ inline void set_threads(int requested) {
   if (requested <= 0) return;  // the default: every core
   const int cores = omp_get_num_procs();
   if (requested > cores)
-    fmt::print("--threads {}: this machine gives the process {} cores; using {} (threads beyond the cores only "
+    fmt::print("--threads {}: this machine gives the process {}; using {} (threads beyond the cores only "
                "wait for each other at every parallel step)\n",
-               requested, cores, cores);
+               requested, sg::plural(cores, "core"), cores);
   sg::set_num_threads(std::min(requested, cores));
 }
 
@@ -202,8 +293,8 @@ inline int64_t resumed_epoch(const std::map<std::string, std::string>& meta, con
   const int64_t epochs = integer("epochs"), epoch = integer("epoch");
   SG_CHECK(epochs == f.epochs, "--resume {}: the checkpoint's run had --epochs {}, this one {} (pass the same flags)",
            f.resume, epochs, f.epochs);
-  SG_CHECK(epoch <= epochs, "--resume {}: the checkpoint's metadata field 'epoch' is {}, past its run's {} epochs",
-           f.resume, epoch, epochs);
+  SG_CHECK(epoch <= epochs, "--resume {}: the checkpoint's metadata field 'epoch' is {}, past its run's {}",
+           f.resume, epoch, sg::plural(epochs, "epoch"));
   return epoch;
 }
 
@@ -215,8 +306,8 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
   const int64_t steps_per_epoch = data.train.num_batches();
   int64_t total_steps = 0;
   SG_CHECK(!__builtin_mul_overflow(f.epochs, steps_per_epoch, &total_steps),
-           "--epochs {}: {} epochs of {} steps are more steps than int64 can count", f.epochs, f.epochs,
-           steps_per_epoch);
+           "--epochs {}: {} of {} are more steps than int64 can count", f.epochs, sg::plural(f.epochs, "epoch"),
+           sg::plural(steps_per_epoch, "step"));
   // Warmup takes at most half the run (a one-epoch run still gets its cosine decay).
   const double warmup = std::min(f.warmup_epochs * static_cast<double>(steps_per_epoch),
                                  static_cast<double>(total_steps / 2));
@@ -232,10 +323,10 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                start_epoch == f.epochs ? ": nothing left to train" : "");
   }
 
-  fmt::print("{}\nAdamW lr {} weight decay {}, {} warmup steps then cosine; batch {}, {} threads; "
-             "{} epochs of {} steps\n",
-             model.summary(), f.lr, f.weight_decay, warmup_steps, f.batch_size,
-             sg::get_num_threads(), f.epochs, steps_per_epoch);
+  fmt::print("{}\nAdamW lr {} weight decay {}, {} then cosine; batch {}, {}; {} of {}\n", model.summary(), f.lr,
+             f.weight_decay, sg::plural(warmup_steps, "warmup step"), f.batch_size,
+             sg::plural(sg::get_num_threads(), "thread"), sg::plural(f.epochs, "epoch"),
+             sg::plural(steps_per_epoch, "step"));
   trainer::MetricsCsv csv(f.metrics,
                           {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "samples_per_s"},
                           /*append=*/start_epoch > 0);

@@ -7,8 +7,8 @@ ModuleList::ModuleList(std::initializer_list<std::shared_ptr<Module>> modules) :
 }
 
 const std::shared_ptr<Module>& ModuleList::operator[](size_t i) const {
-  SG_CHECK(i < modules_.size(), "{}: index {} is out of range for {} module{}", type_name(), i, modules_.size(),
-           modules_.size() == 1 ? "" : "s");
+  SG_CHECK(i < modules_.size(), "{}: index {} is out of range for {}", type_name(), i,
+           plural(modules_.size(), "module"));
   return modules_[i];
 }
 

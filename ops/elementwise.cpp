@@ -47,12 +47,16 @@ template <typename T> T wrapping_mul(T x, T y) {
   else return x * y;
 }
 
+// NOTE: every op reaches one of these checks (or check_defined itself) before it reads
+// an operand, so an undefined operand is reported under the op's name.
 void check_floating(const char* op, const Tensor& x) {
+  check_defined(op, x);
   SG_CHECK(is_floating(x.dtype()), "{}: expected a floating tensor (float32 or float64), got {} of shape {}", op,
            x.dtype(), x.shape());
 }
 
 void check_numeric(const char* op, const Tensor& x) {
+  check_defined(op, x);
   SG_CHECK(x.dtype() != kBool, "{}: expected a float32, float64 or int64 tensor, got bool of shape {}", op,
            x.shape());
 }
@@ -65,6 +69,8 @@ void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
 
 // Checks a binary arithmetic op's operands; returns the broadcast output shape.
 Shape check_binary(const char* op, const Tensor& a, const Tensor& b, bool int_ok) {
+  check_defined(op, a, "first operand");
+  check_defined(op, b, "second operand");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   check_same_dtype(op, a, b);
   if (int_ok)
@@ -487,6 +493,8 @@ template <typename F> Tensor unary_arith(const char* op, const Tensor& x, bool i
 }
 
 template <typename F> Tensor compare(const char* op, const Tensor& a, const Tensor& b, F f) {
+  check_defined(op, a, "first operand");
+  check_defined(op, b, "second operand");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   check_same_dtype(op, a, b);
   return visit_dtype(a.dtype(), [&]<typename T>() { return binary_map<bool, T, T>(a, b, shape, kBool, f); });
@@ -496,7 +504,7 @@ template <typename F> Tensor compare(const char* op, const Tensor& a, const Tens
 Tensor reduce_grad(bool needed, const Tensor& g, const Shape& shape) { return needed ? sum_to(g, shape) : Tensor(); }
 
 void check_inplace(const char* op, const Tensor& self) {
-  SG_CHECK(self.defined(), "{}: undefined tensor", op);
+  check_defined(op, self, "tensor written in place");
   // NOTE: an expanded view (stride 0 over a dim of size > 1) holds one element in many
   // places; writing to it in place would apply the update several times (and race).
   for (int64_t d = 0; d < self.dim() && self.numel() > 0; ++d)
@@ -784,7 +792,7 @@ Tensor ge(const Tensor& a, const Tensor& b) { return compare("ge", a, b, [](auto
 
 namespace {
 template <typename F> Tensor classify(const char* op, const Tensor& x, F f) {
-  SG_CHECK(x.defined(), "{}: undefined tensor", op);
+  check_defined(op, x);
   return visit_dtype(x.dtype(), [&]<typename T>() {
     return unary_map<bool, T>(x, kBool, [f](T v) {
       if constexpr (std::is_floating_point_v<T>) return f(v);
@@ -800,6 +808,9 @@ Tensor isinf(const Tensor& x) { return classify("isinf", x, [](auto v) { return 
 
 // da = sum_to(cond ? dy : 0, a.shape);  db = sum_to(cond ? 0 : dy, b.shape)
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_defined("where", cond, "condition");
+  check_defined("where", a, "first operand");
+  check_defined("where", b, "second operand");
   SG_CHECK(cond.dtype() == kBool, "where: cond must be bool, got {} of shape {}", cond.dtype(), cond.shape());
   const Shape shape = broadcast_shapes(cond.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where");
   check_same_dtype("where", a, b);
@@ -824,6 +835,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 
 // dx = mask ? 0 : dy
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  check_defined("masked_fill", x);
+  check_defined("masked_fill", mask, "mask");
   SG_CHECK(mask.dtype() == kBool, "masked_fill: mask must be bool, got {} of shape {}", mask.dtype(), mask.shape());
   SG_CHECK(broadcast_shapes(x.shape(), mask.shape(), "masked_fill") == x.shape(),
            "masked_fill: mask of shape {} cannot be broadcast to x of shape {}", mask.shape(), x.shape());
@@ -842,6 +855,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
 
 Tensor& add_(Tensor& self, const Tensor& other, double alpha) {
   check_inplace("add_", self);
+  check_defined("add_", other, "tensor added");
   check_numeric("add_", self);
   check_same_dtype("add_", self, other);
   SG_CHECK(is_floating(self.dtype()) || alpha == std::trunc(alpha),
@@ -902,7 +916,7 @@ Tensor& zero_(Tensor& self) {
 
 Tensor& copy_(Tensor& self, const Tensor& src) {
   check_inplace("copy_", self);
-  SG_CHECK(src.defined(), "copy_: undefined source tensor");
+  check_defined("copy_", src, "source");
   SG_CHECK(broadcast_shapes(self.shape(), src.shape(), "copy_") == self.shape(),
            "copy_: source of shape {} cannot be broadcast to self of shape {}", src.shape(), self.shape());
   if (self.numel() > 0) {
@@ -926,6 +940,7 @@ namespace {
 // A C++ scalar as a 0-d tensor of x's dtype. NOTE: an integer tensor with a fractional
 // scalar would silently truncate it (x * 0.5 == 0): that is an error instead.
 Tensor scalar_like(const char* op, const Tensor& x, double value) {
+  check_defined(op, x, "tensor operand");
   SG_CHECK(is_floating(x.dtype()) || value == std::trunc(value),
            "{}: scalar {} is not an integer but the tensor of shape {} is {} (convert with to(kFloat32))", op, value,
            x.shape(), x.dtype());

@@ -37,7 +37,7 @@ struct LossLayout {
 };
 
 LossLayout checked_layout(const char* op, const Tensor& x) {
-  SG_CHECK(x.defined(), "{}: the input tensor is undefined", op);
+  check_defined(op, x);
   SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 input, got {} of shape {}", op, x.dtype(),
            x.shape());
   SG_CHECK(x.dim() >= 1,
@@ -87,21 +87,44 @@ std::string row_position(const LossLayout& L, int64_t r) {
   return fmt::format(" at position ({})", fmt::join(idx, ", "));
 }
 
+// When a target does not fit an input of 3 or more dims because the classes are the input's
+// LAST dim (a sequence model's (B, T, V) logits with (B, T) targets; PyTorch wants the
+// classes in dim 1), the reshape that fixes it, with the numbers; else "".
+std::string classes_last_hint(const char* op, const Tensor& x, const Tensor& target) {
+  const Shape& s = x.shape();
+  if (s.size() < 3) return "";
+  const Shape lead(s.begin(), s.end() - 1);
+  const int64_t rows = shape_numel(lead), V = s.back();
+  const bool same_lead = target.shape() == lead;
+  const bool flat = target.dim() == 1 && target.size(0) == rows;
+  if (!same_lead && !flat) return "";
+  const std::string input = std::string_view(op) == "nll_loss" ? "log_probs" : "logits";
+  const std::string call = fmt::format("{}({}.reshape({{-1, {}}}), targets.reshape({{-1}}))", op, input, V);
+  if (s.size() == 3)
+    return fmt::format(
+        "; the classes look like the last dim of {} (B, T, V) = ({}): reshape {} to (B*T, V) = ({}, {}) and "
+        "targets to (B*T) = ({}), as in {}",
+        input, fmt::join(s, ", "), input, rows, V, rows, call);
+  return fmt::format("; the classes look like the last dim of {} {}: reshape {} to (-1, {}) = ({}, {}) and targets "
+                     "to (-1) = ({}), as in {}",
+                     input, s, input, V, rows, V, rows, call);
+}
+
 // An int64 target of the rows' shape whose labels are in [0, C) or ignore_index. Returned
 // contiguous (its flat order is the row order).
 Tensor checked_index_target(const char* op, const Tensor& target, const Tensor& x, const LossLayout& L,
                             int64_t ignore_index) {
   SG_CHECK(target.shape() == L.row_shape,
-           "{}: expected a target of shape {} for an input of shape {} (class dim {}), got target shape {}", op,
-           L.row_shape, x.shape(), x.dim() == 1 ? 0 : 1, target.shape());
+           "{}: expected a target of shape {} for an input of shape {} (class dim {}), got target shape {}{}", op,
+           L.row_shape, x.shape(), x.dim() == 1 ? 0 : 1, target.shape(), classes_last_hint(op, x, target));
   Tensor t = contiguous(target);
   const int64_t* p = t.data_ptr<int64_t>();
   for (int64_t r = 0; r < L.rows(); ++r) {
     const int64_t v = p[r];
     SG_CHECK(v == ignore_index || (v >= 0 && v < L.C),
-             "{}: target {}{} is out of range for {} classes (input shape {}, target shape {}; expected a class in "
+             "{}: target {}{} is out of range for {} (input shape {}, target shape {}; expected a class in "
              "[0, {}) or ignore_index {})",
-             op, v, row_position(L, r), L.C, x.shape(), target.shape(), L.C, ignore_index);
+             op, v, row_position(L, r), plural(L.C, "class"), x.shape(), target.shape(), L.C, ignore_index);
   }
   return t;
 }
@@ -286,7 +309,7 @@ Tensor cross_entropy_prob(const Tensor& logits, const Tensor& target, const Tens
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
   const LossLayout L = checked_layout("cross_entropy", logits);
-  SG_CHECK(target.defined(), "cross_entropy: the target tensor is undefined (input shape {})", logits.shape());
+  check_defined("cross_entropy", target, "target");
   const double eps = options.label_smoothing;
   SG_CHECK(eps >= 0.0 && eps <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got {} (input shape {})", eps,
            logits.shape());
@@ -308,7 +331,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NLLLossOptions& options) {
   const LossLayout L = checked_layout("nll_loss", log_probs);
-  SG_CHECK(target.defined(), "nll_loss: the target tensor is undefined (input shape {})", log_probs.shape());
+  check_defined("nll_loss", target, "target");
   SG_CHECK(target.dtype() == kInt64,
            "nll_loss: expected an int64 target of class indices of shape {}, got {} of shape {}", L.row_shape,
            target.dtype(), target.shape());

@@ -103,7 +103,8 @@ struct MatmulPlan {
 };
 
 void check_matmul_inputs(const Tensor& a, const Tensor& b) {
-  SG_CHECK(a.defined() && b.defined(), "matmul: undefined tensor argument");
+  check_defined("matmul", a, "first operand");
+  check_defined("matmul", b, "second operand");
   SG_CHECK(a.dim() >= 1 && b.dim() >= 1,
            "matmul: both arguments need at least 1 dim, got shapes {} and {} ({}-d and {}-d)", a.shape(), b.shape(),
            a.dim(), b.dim());
@@ -289,10 +290,10 @@ void linear_forward(T* y, const T* x, const T* w, int64_t ldw, const T* b, int64
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  SG_CHECK(x.defined() && weight.defined() && weight.dim() == 2,
-           "linear: expected a defined input and a 2-D weight, got input {} and weight {}",
-           x.defined() ? fmt::format("{}", x.shape()) : "undefined",
-           weight.defined() ? fmt::format("{}", weight.shape()) : "undefined");
+  check_defined("linear", x);
+  check_defined("linear", weight, "weight");
+  SG_CHECK(weight.dim() == 2, "linear: expected a 2-D weight (out_features, in_features), got input {} and weight {}",
+           x.shape(), weight.shape());
   SG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1),
            "linear: input {} has {} features, the weight {} expects {}", x.shape(), x.dim() ? x.size(-1) : 0,
            weight.shape(), weight.size(1));

@@ -16,7 +16,7 @@ constexpr const char* kOp = "layer_norm";
 // The rows and columns the kernels see, after checking every argument.
 kernels::LayerNormDims checked_dims(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                                     const Tensor& bias, double eps) {
-  SG_CHECK(x.defined(), "{}: the input tensor is undefined", kOp);
+  check_defined(kOp, x);
   SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 input, got {} of shape {}", kOp, x.dtype(),
            x.shape());
   SG_CHECK(!normalized_shape.empty(), "{}: normalized_shape must have at least one dim, got [] (input shape {})", kOp,

@@ -475,6 +475,7 @@ void extreme_oRi(const T* x, int64_t O, int64_t R, int64_t I, T* values, int64_t
 // Which dims of x the reduction covers. dims may be negative; they must be in range and
 // distinct. A 0-d tensor accepts dim 0 or -1 (and has nothing to mark).
 std::vector<bool> reduced_mask(const Tensor& x, const std::vector<int64_t>& dims, const char* op) {
+  check_defined(op, x);
   const int64_t nd = x.dim();
   const int64_t lo = nd == 0 ? -1 : -nd, hi = nd == 0 ? 0 : nd - 1;
   std::vector<bool> mask(static_cast<size_t>(nd), false);
@@ -491,7 +492,11 @@ std::vector<bool> reduced_mask(const Tensor& x, const std::vector<int64_t>& dims
   return mask;
 }
 
-std::vector<bool> all_dims(const Tensor& x) { return std::vector<bool>(static_cast<size_t>(x.dim()), true); }
+// Every dim of x (the all-element reductions). Like reduced_mask, the first look at x.
+std::vector<bool> all_dims(const Tensor& x, const char* op) {
+  check_defined(op, x);
+  return std::vector<bool>(static_cast<size_t>(x.dim()), true);
+}
 
 // The output shape: reduced dims removed, or kept as 1.
 Shape reduced_shape(const Shape& in, const std::vector<bool>& reduced, bool keepdim) {
@@ -586,6 +591,7 @@ RowLayout row_layout(const Tensor& x, const std::vector<bool>& reduced, bool ord
 }
 
 void check_dtype(const Tensor& x, bool floating_only, const char* op) {
+  check_defined(op, x);
   if (floating_only)
     SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 tensor, got {} of shape {}", op, x.dtype(),
              x.shape());
@@ -704,7 +710,7 @@ Tensor var_op(const Tensor& x, const std::vector<bool>& reduced, bool keepdim, i
 template <bool kMax> Tensor extreme_all_op(const Tensor& x, const char* op) {
   check_dtype(x, false, op);
   SG_CHECK(x.numel() > 0, "{}: cannot reduce an empty tensor of shape {}", op, x.shape());
-  const RowLayout L = row_layout(x, all_dims(x), false);  // (1, numel, 1)
+  const RowLayout L = row_layout(x, all_dims(x, op), false);  // (1, numel, 1)
   Tensor out = empty({}, x.dtype());
   visit_numeric(x.dtype(), [&]<typename T>() {
     *out.data_ptr<T>() = extreme_all<kMax>(static_cast<const T*>(L.data.raw_data()), L.R);
@@ -751,7 +757,7 @@ template <bool kMax> ValuesIndices extreme_dim_op(const Tensor& x, int64_t dim, 
 
 // ---- public API ----
 
-Tensor sum(const Tensor& x) { return sum_op(x, all_dims(x), false); }
+Tensor sum(const Tensor& x) { return sum_op(x, all_dims(x, "sum"), false); }
 
 // NOTE: an empty dims list reduces nothing (NumPy's axis=()), unlike PyTorch's
 // sum(dim=[]) which reduces everything; use sum(x) for that.
@@ -759,12 +765,12 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   return sum_op(x, reduced_mask(x, dims, "sum"), keepdim);
 }
 
-Tensor mean(const Tensor& x) { return mean_op(x, all_dims(x), false); }
+Tensor mean(const Tensor& x) { return mean_op(x, all_dims(x, "mean"), false); }
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   return mean_op(x, reduced_mask(x, dims, "mean"), keepdim);
 }
 
-Tensor var(const Tensor& x) { return var_op(x, all_dims(x), false, 1); }
+Tensor var(const Tensor& x) { return var_op(x, all_dims(x, "var"), false, 1); }
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, int64_t correction) {
   return var_op(x, reduced_mask(x, dims, "var"), keepdim, correction);
 }
@@ -777,7 +783,7 @@ ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim) { return extreme_d
 Tensor argmax(const Tensor& x) {
   check_dtype(x, false, "argmax");
   SG_CHECK(x.numel() > 0, "argmax: cannot reduce an empty tensor of shape {}", x.shape());
-  return extreme_forward<true>(x, all_dims(x), {}, "argmax").indices;
+  return extreme_forward<true>(x, all_dims(x, "argmax"), {}, "argmax").indices;
 }
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   check_dtype(x, false, "argmax");
@@ -797,6 +803,7 @@ Tensor argmin(const Tensor& x, int64_t dim, bool keepdim) {
 // Reduces the leading extra dims and the dims where `shape` has 1 (x's shape is `shape`
 // broadcast); the backward broadcasts the gradient back with expand.
 Tensor sum_to(const Tensor& x, const Shape& shape) {
+  check_defined("sum_to", x);
   const Shape& in = x.shape();
   const int64_t lead = x.dim() - static_cast<int64_t>(shape.size());
   bool ok = lead >= 0;

@@ -41,12 +41,12 @@ Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, cons
     }
   }
   if (infer_at >= 0) {
-    SG_CHECK(known != 0 && numel % known == 0, "{}: shape {} is invalid for input of shape {} ({} elements)", op,
-             requested, from, numel);
+    SG_CHECK(known != 0 && numel % known == 0, "{}: shape {} is invalid for input of shape {} ({})", op,
+             requested, from, plural(numel, "element"));
     shape[infer_at] = numel / known;
   }
-  SG_CHECK(shape_numel(shape) == numel, "{}: shape {} is invalid for input of shape {} ({} elements)", op, requested,
-           from, numel);
+  SG_CHECK(shape_numel(shape) == numel, "{}: shape {} is invalid for input of shape {} ({})", op, requested,
+           from, plural(numel, "element"));
   return shape;
 }
 
@@ -97,6 +97,7 @@ template <typename SubView> Tensor scatter_into_zeros(const Tensor& g, const Sha
 
 // ---- views ----
 Tensor view(const Tensor& x, const Shape& shape) {
+  check_defined("view", x);
   const Shape target = infer_shape(shape, x.numel(), x.shape(), "view");
   auto strides = view_strides(x.shape(), x.strides(), target);
   SG_CHECK(strides.has_value(),
@@ -109,6 +110,7 @@ Tensor view(const Tensor& x, const Shape& shape) {
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_defined("reshape", x);
   const Shape target = infer_shape(shape, x.numel(), x.shape(), "reshape");
   auto strides = view_strides(x.shape(), x.strides(), target);
   Tensor out = strides ? make_view(x, target, *strides, x.offset())
@@ -118,6 +120,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
 }
 
 Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
+  check_defined("flatten", x);
   const int64_t s = wrap_dim(start_dim, x.dim(), "flatten"), e = wrap_dim(end_dim, x.dim(), "flatten");
   if (x.dim() == 0) return reshape(x, {1});
   SG_CHECK(s <= e, "flatten: start_dim {} comes after end_dim {} for shape {}", start_dim, end_dim, x.shape());
@@ -130,9 +133,10 @@ Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+  check_defined("permute", x);
   const int64_t nd = x.dim();
-  SG_CHECK(static_cast<int64_t>(dims.size()) == nd, "permute: {} dims given for a tensor of shape {}", dims.size(),
-           x.shape());
+  SG_CHECK(static_cast<int64_t>(dims.size()) == nd, "permute: {} given for a tensor of shape {}",
+           plural(dims.size(), "dim"), x.shape());
   std::vector<int64_t> perm(dims.size());
   std::vector<bool> seen(dims.size(), false);
   Shape shape(dims.size());
@@ -154,6 +158,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
+  check_defined("transpose", x);
   const int64_t d0 = wrap_dim(dim0, x.dim(), "transpose"), d1 = wrap_dim(dim1, x.dim(), "transpose");
   if (x.dim() == 0) return permute(x, {});
   std::vector<int64_t> perm(static_cast<size_t>(x.dim()));
@@ -163,12 +168,14 @@ Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
 }
 
 Tensor t(const Tensor& x) {
+  check_defined("t", x);
   SG_CHECK(x.dim() <= 2, "t: expects a tensor with at most 2 dims, got shape {}", x.shape());
   return x.dim() < 2 ? permute(x, x.dim() == 1 ? std::vector<int64_t>{0} : std::vector<int64_t>{})
                      : transpose(x, 0, 1);
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  check_defined("slice", x);
   SG_CHECK(x.dim() > 0, "slice: cannot be applied to a 0-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "slice");
   SG_CHECK(step > 0, "slice: step must be positive, got {}", step);
@@ -191,6 +198,7 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
 }
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  check_defined("narrow", x);
   SG_CHECK(x.dim() > 0, "narrow: cannot be applied to a 0-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "narrow");
   const int64_t n = x.shape()[d];
@@ -202,6 +210,7 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
 }
 
 Tensor select(const Tensor& x, int64_t dim, int64_t index) {
+  check_defined("select", x);
   SG_CHECK(x.dim() > 0, "select: cannot be applied to a 0-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "select");
   const int64_t n = x.shape()[d];
@@ -223,6 +232,7 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
 }
 
 Tensor squeeze(const Tensor& x) {
+  check_defined("squeeze", x);
   Shape shape;
   Strides strides;
   for (int64_t d = 0; d < x.dim(); ++d)
@@ -236,6 +246,7 @@ Tensor squeeze(const Tensor& x) {
 }
 
 Tensor squeeze(const Tensor& x, int64_t dim) {
+  check_defined("squeeze", x);
   const int64_t d = wrap_dim(dim, x.dim(), "squeeze");
   if (x.dim() == 0) return squeeze(x);
   Shape shape = x.shape();
@@ -250,6 +261,7 @@ Tensor squeeze(const Tensor& x, int64_t dim) {
 }
 
 Tensor unsqueeze(const Tensor& x, int64_t dim) {
+  check_defined("unsqueeze", x);
   const int64_t d = wrap_dim(dim, x.dim() + 1, "unsqueeze");
   Shape shape = x.shape();
   Strides strides = x.strides();
@@ -262,6 +274,7 @@ Tensor unsqueeze(const Tensor& x, int64_t dim) {
 }
 
 Tensor expand(const Tensor& x, const Shape& shape) {
+  check_defined("expand", x);
   const int64_t nd = static_cast<int64_t>(shape.size()), extra = nd - x.dim();
   SG_CHECK(extra >= 0, "expand: cannot expand shape {} to {} (fewer dims)", x.shape(), shape);
   Shape out_shape(shape.size());
@@ -292,15 +305,20 @@ Tensor expand(const Tensor& x, const Shape& shape) {
 }
 
 // ---- copies ----
-Tensor contiguous(const Tensor& x) { return x.is_contiguous() ? x : clone(x); }
+Tensor contiguous(const Tensor& x) {
+  check_defined("contiguous", x);
+  return x.is_contiguous() ? x : clone(x);
+}
 
 Tensor clone(const Tensor& x) {
+  check_defined("clone", x);
   Tensor out = make_contiguous_copy(x);
   record("clone", {x}, out, [](const Tensor& g) { return grads(g); });
   return out;
 }
 
 Tensor to(const Tensor& x, Dtype dtype) {
+  check_defined("to", x);
   if (x.dtype() == dtype) return x;
   Tensor out = empty(x.shape(), dtype);
   copy_kernel(out, x);
@@ -313,6 +331,8 @@ Tensor to(const Tensor& x, Dtype dtype) {
 
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   SG_CHECK(!xs.empty(), "cat: expects at least one tensor");
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (!xs[i].defined()) check_defined("cat", xs[i], fmt::format("tensor at position {} of the list", i));
   const Tensor& first = xs[0];
   SG_CHECK(first.dim() > 0, "cat: zero-dimensional tensor cannot be concatenated");
   const int64_t d = wrap_dim(dim, first.dim(), "cat");
@@ -350,6 +370,8 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
   SG_CHECK(!xs.empty(), "stack: expects at least one tensor");
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (!xs[i].defined()) check_defined("stack", xs[i], fmt::format("tensor at position {} of the list", i));
   const int64_t d = wrap_dim(dim, xs[0].dim() + 1, "stack");
   std::vector<Tensor> expanded;
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -411,6 +433,8 @@ Tensor index_add_into_zeros(const Tensor& g, int64_t d, const Tensor& index, con
 }  // namespace
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  check_defined("index_select", x);
+  check_defined("index_select", index, "index");
   const int64_t d = wrap_dim(dim, std::max<int64_t>(x.dim(), 1), "index_select");
   SG_CHECK(index.dtype() == kInt64 && index.dim() <= 1, "index_select: index must be a 1-D int64 tensor, got {} {}",
            index.shape(), index.dtype());
@@ -466,6 +490,8 @@ template <typename Fn> void gather_walk(const Tensor& x, int64_t dim, const Tens
 }  // namespace
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  check_defined("gather", x);
+  check_defined("gather", index, "index");
   SG_CHECK(index.dtype() == kInt64, "gather: index must be int64, got {} index of shape {} for input of shape {}",
            index.dtype(), index.shape(), x.shape());
   SG_CHECK(index.dim() == x.dim(), "gather: index shape {} must have as many dims as input shape {}", index.shape(),

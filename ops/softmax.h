@@ -53,6 +53,9 @@ enum class Reduction { None, Mean, Sum };
 //   dlogits = (softmax(logits) - target_distribution) * scale.
 // Errors name the op, the shapes, and for a bad label the row and the value.
 // Usage: sg::cross_entropy(z, y, {.ignore_index = 0, .reduction = sg::Reduction::Sum}).
+// NOTE: the classes are dim 1, as in PyTorch. A sequence model's (B, T, V) logits with
+// (B, T) targets go in as cross_entropy(logits.reshape({-1, V}), targets.reshape({-1}));
+// passed as they are, the error says so, with the numbers.
 struct CrossEntropyOptions {
   Tensor weight{};
   int64_t ignore_index = -100;

@@ -390,7 +390,7 @@ int64_t checked_dim(const Tensor& x, int64_t dim, const char* op) {
 }
 
 void check_input(const Tensor& x, const char* op) {
-  SG_CHECK(x.defined(), "{}: the input tensor is undefined", op);
+  check_defined(op, x);
   SG_CHECK(x.dtype() != kBool, "{}: expected a float32, float64 or int64 tensor, got bool of shape {}", op,
            x.shape());
 }
@@ -517,7 +517,7 @@ void check_weights(const T* w, int64_t N, int64_t C, int64_t S, bool replacement
 }  // namespace
 
 Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement, Generator& gen) {
-  SG_CHECK(probs.defined(), "multinomial: the weights tensor is undefined");
+  check_defined("multinomial", probs, "weights");
   SG_CHECK(probs.dim() == 1 || probs.dim() == 2,
            "multinomial: expected weights of shape (C) or (N, C), got a {}-d tensor of shape {}", probs.dim(),
            probs.shape());

@@ -56,9 +56,9 @@ void Optimizer::check_groups_unchanged() const {
       ++count;
     }
   SG_CHECK(same && count == params_.size(),
-           "{}.step: the parameter lists of param_groups() were changed after construction (they held {} parameters, "
-           "now {}); build a new optimizer instead",
-           name_, params_.size(), count);
+           "{}.step: the parameter lists of param_groups() were changed after construction (they held {}, now {}); "
+           "build a new optimizer instead",
+           name_, plural(params_.size(), "parameter"), count);
 }
 
 Tensor Optimizer::contiguous_grad(const Tensor& param) const {
@@ -175,8 +175,8 @@ void Optimizer::load_state_dict(const NamedTensors& named) {
         it != by_name.end() && it->second.dtype() == kInt64 && it->second.dim() == 1 && it->second.size(0) != n;
     if (other_count) {
       used.insert(it->first);
-      problems.push_back(fmt::format("{}params: param group {} has {} parameters in the checkpoint, {} here", prefix, g,
-                                     it->second.size(0), n));
+      problems.push_back(fmt::format("{}params: param group {} has {} in the checkpoint, {} here", prefix, g,
+                                     plural(it->second.size(0), "parameter"), n));
     } else if (Tensor ids = take(prefix + "params", kInt64, {n}); ids.defined() && ids.to_vector<int64_t>() != want) {
       problems.push_back(fmt::format("{}params: the checkpoint lists parameters {}, expected {}", prefix,
                                      ids.to_vector<int64_t>(), want));
@@ -233,7 +233,7 @@ void Optimizer::load_state_dict(const NamedTensors& named) {
       int64_t i = 0;
       std::string key;
       if (parse_state_name(name, i, key) && i >= index)
-        problems.push_back(fmt::format("unexpected: {} (this optimizer has {} parameters)", name, index));
+        problems.push_back(fmt::format("unexpected: {} (this optimizer has {})", name, plural(index, "parameter")));
       else
         problems.push_back(fmt::format("unexpected: {}", name));
     }

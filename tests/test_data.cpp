@@ -138,7 +138,7 @@ TEST_CASE("idx: truncated or oversized data is an error naming the file and both
     const fs::path longer = dir / ("long-images-idx3-ubyte" + suffix);
     data::write_bytes(longer, concat(header, std::vector<uint8_t>(3921, 7)));
     check_error([&] { data::read_idx(longer, 3); },
-                {longer.string(), "3920 bytes of data, " + has + " 3921 (1 trailing bytes)"});
+                {longer.string(), "3920 bytes of data, " + has + " 3921 (1 trailing byte)"});
     const fs::path empty_data = dir / ("nodata-idx1-ubyte" + suffix);
     data::write_bytes(empty_data, idx_header({3}));
     check_error([&] { data::read_idx(empty_data, 1); }, {empty_data.string(), "= 3 bytes of data, " + has + " 0"});
@@ -187,7 +187,7 @@ TEST_CASE("idx: wrong magic, data type, number of dims or a bad dim is an error 
   // A labels file where images are expected, and the other way round.
   write_file(p, concat(idx_header({8}), std::vector<uint8_t>(8, 0)));
   check_error([&] { data::read_idx(p, 3); },
-              {p.string(), "magic 0x00000801 says 1 dims, expected 3 (magic 0x00000803)"});
+              {p.string(), "magic 0x00000801 says 1 dim, expected 3 (magic 0x00000803)"});
   write_file(p, concat(idx_header({2, 2, 2}), std::vector<uint8_t>(8, 0)));
   check_error([&] { data::read_idx_header(p, 1); },
               {"read_idx_header: " + p.string(), "magic 0x00000803 says 3 dims, expected 1 (magic 0x00000801)"});
@@ -370,7 +370,7 @@ TEST_CASE("mnist: mismatched counts, bad labels, wrong image size and missing fi
               {"load_mnist: " + images.string() + ": images are 32 x 32 pixels, expected 28 x 28"});
   // Labels where images belong: the magic says so.
   data::write_idx(images, labels_array(5, 2));
-  check_error([&] { data::load_mnist(dir, data::Split::Train); }, {images.string(), "says 1 dims, expected 3"});
+  check_error([&] { data::load_mnist(dir, data::Split::Train); }, {images.string(), "says 1 dim, expected 3"});
   check_error(
       [&] { data::load_mnist(dir, data::Split::Test); },
       {"find_mnist_files: " + dir.string() + " has no t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)"});

@@ -689,3 +689,34 @@ TEST_CASE("cross_entropy and nll_loss reject bad input with clear messages") {
                 {"cross_entropy", "ignore_index 1", "probabilit"});
   }
 }
+
+TEST_CASE("cross_entropy with (B, T, V) logits and (B, T) targets says how to reshape them, with the numbers") {
+  sg::Generator gen(4);
+  const Tensor logits = sg::randn({4, 8, 10}, gen);  // B = 4, T = 8, V = 10
+  const Tensor targets = sg::randint(0, 10, {4, 8}, gen);
+  sgtest::check_error([&] { sg::cross_entropy(logits, targets); },
+              {"cross_entropy: expected a target of shape [4, 10] for an input of shape [4, 8, 10] (class dim 1), got "
+               "target shape [4, 8]; the classes look like the last dim of logits (B, T, V) = (4, 8, 10): reshape "
+               "logits to (B*T, V) = (32, 10) and targets to (B*T) = (32), as in "
+               "cross_entropy(logits.reshape({-1, 10}), targets.reshape({-1}))"});
+  // Targets already flat get the same advice; nll_loss names its log_probs.
+  sgtest::check_error([&] { sg::cross_entropy(logits, targets.reshape({-1})); },
+              {"got target shape [32]", "reshape logits to (B*T, V) = (32, 10) and targets to (B*T) = (32)"});
+  sgtest::check_error([&] { sg::nll_loss(sg::log_softmax(logits, -1), targets); },
+              {"nll_loss: expected", "reshape log_probs to (B*T, V) = (32, 10)", "nll_loss(log_probs.reshape({-1, 10})"});
+  // More leading dims: the same reshape, without the letters.
+  sgtest::check_error([&] { sg::cross_entropy(sg::randn({2, 3, 4, 5}, gen), sg::randint(0, 5, {2, 3, 4}, gen)); },
+              {"last dim of logits [2, 3, 4, 5]: reshape logits to (-1, 5) = (24, 5) and targets to (-1) = (24)"});
+  // The advice is right: the reshaped call works and equals the mean over all B*T rows.
+  const Tensor loss = sg::cross_entropy(logits.reshape({-1, 10}), targets.reshape({-1}));
+  const Tensor per_row = sg::cross_entropy(logits.reshape({-1, 10}), targets.reshape({-1}),
+                                           {.reduction = sg::Reduction::None});
+  CHECK(loss.item<double>() == doctest::Approx(sg::mean(per_row).item<double>()));
+  // A target that fits neither layout gets no reshape advice.
+  sgtest::check_error([&] { sg::cross_entropy(logits, sg::randint(0, 10, {4, 7}, gen)); }, {"got target shape [4, 7]"});
+  try {
+    sg::cross_entropy(logits, sg::randint(0, 10, {4, 7}, gen));
+  } catch (const sg::Error& e) {
+    CHECK(std::string(e.what()).find("reshape") == std::string::npos);
+  }
+}

@@ -617,7 +617,7 @@ TEST_CASE("optimizers reject bad options and parameters with clear errors") {
   check_error([&] { opt.step(); }, {"Adam.step", "param group 0 has lr -0.5"});
   opt.param_groups()[0].lr = 0.1;
   opt.param_groups()[0].params.push_back(param({2.0}));
-  check_error([&] { opt.step(); }, {"Adam.step", "parameter lists", "held 1 parameters, now 2"});
+  check_error([&] { opt.step(); }, {"Adam.step", "parameter lists", "held 1 parameter, now 2"});
 }
 
 // ---- kernels -------------------------------------------------------------------------------

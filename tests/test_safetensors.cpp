@@ -328,7 +328,7 @@ TEST_CASE("corrupted files: every check names the file and the field") {
       {"5 bytes", Bytes("\x08\0\0\0\0", 5), {"header length", "the file has 5 bytes"}},
       {"length past the end", make_file("{}", "", 100), {"header length: 100 bytes", "only 2 bytes after"}},
       {"absurd length", make_file("{}", "", uint64_t{1} << 62), {"header length: 4611686018427387904 bytes is over"}},
-      {"length too small", make_file("{}", "", 1), {"header length: 1 bytes cannot hold"}},
+      {"length too small", make_file("{}", "", 1), {"header length: 1 byte cannot hold"}},
       {"not an object", make_file("[1, 2]  ", ""), {"header: must start with '{'", "0x5b"}},
       {"leading space", make_file(" {}", ""), {"header: must start with '{'", "0x20"}},
       {"truncated JSON", make_file("{\"x\":{\"dtype\":", ""), {"header: invalid JSON"}},

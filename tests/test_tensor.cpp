@@ -1,6 +1,7 @@
 // Tensor creation, element access, conversions and view semantics.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -140,6 +141,26 @@ TEST_CASE("from_vector") {
   check_error([] { sg::from_vector(std::vector<float>{1, 2, 3, 4, 5}, {2, 3}); }, {"from_vector", "5", "[2, 3]"});
 }
 
+TEST_CASE("plural: messages count in the right number (1 value, 2 values)") {
+  CHECK(sg::plural(1, "thread") == "1 thread");
+  CHECK(sg::plural(0, "thread") == "0 threads");
+  CHECK(sg::plural(int64_t{2}, "epoch") == "2 epochs");
+  CHECK(sg::plural(size_t{1}, "class") == "1 class");
+  CHECK(sg::plural(3, "class") == "3 classes");
+  CHECK(sg::plural(2, "box") == "2 boxes");
+  CHECK(sg::plural(2, "batch", "batches") == "2 batches");
+  CHECK(sg::plural(3, "epoch") == "3 epochs");
+  CHECK(sg::plural(1, "index", "indices") == "1 index");
+  CHECK(sg::plural(-1, "index", "indices") == "-1 indices");
+  CHECK(sg::plural(uint64_t{1}, "trailing byte") == "1 trailing byte");
+  // Messages that used to say "1 values", "1 elements", "1 indices".
+  check_error([] { sg::from_vector(std::vector<float>{1}, {2, 3}); },
+              {"from_vector: got 1 value for shape [2, 3] (6 elements)"});
+  check_error([] { sg::from_vector(std::vector<float>{1, 2}, {1}); }, {"got 2 values for shape [1] (1 element)"});
+  check_error([] { sg::zeros({2, 3}).at<float>({1}); }, {"at: 1 index for a tensor of shape [2, 3]"});
+  check_error([] { sg::tensor({{1.0, 2.0}, {3.0}}); }, {"rows of 2 values and of 1 value"});
+}
+
 TEST_CASE("rand and randn are reproducible per seed") {
   sg::Generator g1(7), g2(7), g3(8);
   const auto a = sg::rand({100}, g1).to_vector<float>();
@@ -223,6 +244,32 @@ TEST_CASE("item") {
   CHECK(sg::tensor({3.7}).item<int64_t>() == 3);     // converted to the asked type
   CHECK(sg::tensor({9}).item<double>() == 9.0);
   check_error([] { sg::zeros({2, 3}).item<float>(); }, {"item", "[2, 3]", "6"});
+}
+
+TEST_CASE("int works as an element type, through int64 and checked (it used to fail to link)") {
+  // Any other type (short, unsigned, uint8_t, ...) is a compile-time error naming the
+  // supported ones: tests/compile_fail/element_type.cpp, run by ctest.
+  CHECK(sg::tensor({7}).item<int>() == 7);
+  CHECK(sg::tensor({-2.9}).item<int>() == -2);  // converted toward zero, as item<int64_t>
+  CHECK(sg::tensor({true}).item<int>() == 1);
+  const Tensor v = sg::from_vector(std::vector<int>{1, -2, 3, 4, 5, 6}, {2, 3});
+  CHECK(v.dtype() == sg::kInt64);
+  CHECK(v.to_vector<int64_t>() == std::vector<int64_t>{1, -2, 3, 4, 5, 6});
+  CHECK(v.to_vector<int>() == std::vector<int>{1, -2, 3, 4, 5, 6});
+  CHECK(v.at<int>({1, -1}) == 6);
+  CHECK(sg::tensor({1.5, -0.5, 2.0}).to_vector<int>() == std::vector<int>{1, 0, 2});
+  CHECK(sg::zeros({0}).to_vector<int>().empty());
+  Tensor w = v.clone();
+  w.set({0, 0}, 40);
+  CHECK(w.at<int>({0, 0}) == 40);
+  // Values outside int's range throw instead of wrapping.
+  const Tensor big = sg::from_vector(std::vector<int64_t>{1, int64_t{1} << 40}, {2});
+  check_error([&] { (void)big.to_vector<int>(); }, {"to_vector", "1099511627776", "int (int32)"});
+  check_error([&] { (void)big.at<int>({1}); }, {"at", "1099511627776", "int (int32)"});
+  check_error([] { (void)sg::tensor({int64_t{-3000000000}}).item<int>(); }, {"item", "-3000000000", "int (int32)"});
+  check_error([] { (void)sg::tensor({3e9}, sg::kFloat64).item<int>(); }, {"item", "int (int32)"});
+  check_error([&] { (void)v.at<int>({2, 0}); }, {"at", "index 2"});
+  check_error([] { (void)sg::zeros({2}).at<int>({0}); }, {"data_ptr", "float32", "int64"});
 }
 
 TEST_CASE("at with negative indices and bounds") {
@@ -610,4 +657,124 @@ TEST_CASE("the reuse cache makes room for new sizes by dropping the oldest buffe
   CHECK(sg::memory_stats().cached_bytes == kLimit - 2 * 16 * kMiB);
   sg::empty_cache();
   CHECK(sg::memory_stats().cached_bytes == 0);
+}
+
+TEST_CASE("an undefined tensor passed to an op is reported under the op's name and the argument's role") {
+  const Tensor U;  // default-constructed: no impl
+  sg::Generator gen(0);
+  const Tensor x = sg::ones({2, 3}), w = sg::ones({4, 3}), idx = sg::tensor({0, 1});
+  const Tensor mask = sg::tensor({true, false}), labels = sg::tensor({0, 2}), q = sg::ones({1, 2, 4});
+  Tensor y = sg::zeros({2, 3}), undefined_self;
+  struct Case {
+    std::string op, role;
+    std::function<void()> call;
+  };
+  const std::vector<Case> cases = {
+      // elementwise, and the operators that forward to them
+      {"add", "first operand", [&] { sg::add(U, x); }},
+      {"add", "second operand", [&] { sg::add(x, U); }},
+      {"sub", "first operand", [&] { sg::sub(U, x); }},
+      {"mul", "second operand", [&] { sg::mul(x, U); }},
+      {"div", "first operand", [&] { sg::div(U, x); }},
+      {"pow", "first operand", [&] { sg::pow(U, x); }},
+      {"pow", "input", [&] { sg::pow(U, 2.0); }},
+      {"neg", "input", [&] { sg::neg(U); }},
+      {"exp", "input", [&] { sg::exp(U); }},
+      {"log", "input", [&] { sg::log(U); }},
+      {"sqrt", "input", [&] { sg::sqrt(U); }},
+      {"abs", "input", [&] { sg::abs(U); }},
+      {"relu", "input", [&] { sg::relu(U); }},
+      {"tanh", "input", [&] { sg::tanh(U); }},
+      {"sigmoid", "input", [&] { sg::sigmoid(U); }},
+      {"gelu", "input", [&] { sg::gelu(U); }},
+      {"gelu", "input", [&] { sg::gelu(U, sg::GeluApprox::Tanh); }},
+      {"clamp", "input", [&] { sg::clamp(U, 0.0, 1.0); }},
+      {"eq", "first operand", [&] { sg::eq(U, x); }},
+      {"ne", "second operand", [&] { sg::ne(x, U); }},
+      {"lt", "first operand", [&] { sg::lt(U, x); }},
+      {"le", "first operand", [&] { sg::le(U, x); }},
+      {"gt", "first operand", [&] { sg::gt(U, x); }},
+      {"ge", "first operand", [&] { sg::ge(U, x); }},
+      {"isfinite", "input", [&] { sg::isfinite(U); }},
+      {"isnan", "input", [&] { sg::isnan(U); }},
+      {"isinf", "input", [&] { sg::isinf(U); }},
+      {"where", "condition", [&] { sg::where(U, x, x); }},
+      {"where", "second operand", [&] { sg::where(x > 0.0, x, U); }},
+      {"masked_fill", "input", [&] { sg::masked_fill(U, mask, 0.0); }},
+      {"masked_fill", "mask", [&] { sg::masked_fill(x, U, 0.0); }},
+      {"add_", "tensor written in place", [&] { sg::add_(undefined_self, x); }},
+      {"add_", "tensor added", [&] { sg::add_(y, U); }},
+      {"mul_", "tensor written in place", [&] { sg::mul_(undefined_self, 2.0); }},
+      {"fill_", "tensor written in place", [&] { sg::fill_(undefined_self, 2.0); }},
+      {"zero_", "tensor written in place", [&] { sg::zero_(undefined_self); }},
+      {"copy_", "source", [&] { sg::copy_(y, U); }},
+      {"add", "first operand", [&] { (void)(U + x); }},
+      {"add", "tensor operand", [&] { (void)(U + 1.0); }},
+      {"mul", "tensor operand", [&] { (void)(2.0 * U); }},
+      {"neg", "input", [&] { (void)(-U); }},
+      {"lt", "tensor operand", [&] { (void)(U < 1.0); }},
+      // reductions
+      {"sum", "input", [&] { sg::sum(U); }},
+      {"sum", "input", [&] { sg::sum(U, {0}); }},
+      {"mean", "input", [&] { sg::mean(U); }},
+      {"mean", "input", [&] { sg::mean(U, {0}, true); }},
+      {"var", "input", [&] { sg::var(U); }},
+      {"var", "input", [&] { sg::var(U, {0}); }},
+      {"max", "input", [&] { sg::max(U); }},
+      {"min", "input", [&] { sg::min(U, 0); }},
+      {"argmax", "input", [&] { sg::argmax(U); }},
+      {"argmax", "input", [&] { sg::argmax(U, 1); }},
+      {"argmin", "input", [&] { sg::argmin(U, 1); }},
+      {"sum_to", "input", [&] { sg::sum_to(U, {1}); }},
+      // shape
+      {"reshape", "input", [&] { sg::reshape(U, {6}); }},
+      {"reshape", "input", [&] { U.reshape({6}); }},
+      {"view", "input", [&] { sg::view(U, {6}); }},
+      {"flatten", "input", [&] { sg::flatten(U); }},
+      {"transpose", "input", [&] { U.transpose(0, 1); }},
+      {"t", "input", [&] { sg::t(U); }},
+      {"permute", "input", [&] { sg::permute(U, {1, 0}); }},
+      {"narrow", "input", [&] { sg::narrow(U, 0, 0, 1); }},
+      {"slice", "input", [&] { sg::slice(U, 0, 0, 1); }},
+      {"select", "input", [&] { sg::select(U, 0, 0); }},
+      {"squeeze", "input", [&] { sg::squeeze(U); }},
+      {"squeeze", "input", [&] { U.squeeze(0); }},
+      {"unsqueeze", "input", [&] { U.unsqueeze(0); }},
+      {"expand", "input", [&] { sg::expand(U, {2, 3}); }},
+      {"contiguous", "input", [&] { U.contiguous(); }},
+      {"clone", "input", [&] { U.clone(); }},
+      {"to", "input", [&] { U.to(sg::kFloat64); }},
+      {"cat", "tensor at position 1 of the list", [&] { sg::cat({x, U}); }},
+      {"stack", "tensor at position 0 of the list", [&] { sg::stack({U, x}); }},
+      {"index_select", "input", [&] { sg::index_select(U, 0, idx); }},
+      {"index_select", "index", [&] { sg::index_select(x, 0, U); }},
+      {"gather", "index", [&] { sg::gather(x, 1, U); }},
+      // matmul, the softmax family, losses, layers' ops
+      {"matmul", "first operand", [&] { sg::matmul(U, w); }},
+      {"matmul", "second operand", [&] { sg::matmul(x, U); }},
+      {"linear", "input", [&] { sg::linear(U, w); }},
+      {"linear", "weight", [&] { sg::linear(x, U); }},
+      {"softmax", "input", [&] { sg::softmax(U, 0); }},
+      {"log_softmax", "input", [&] { sg::log_softmax(U, -1); }},
+      {"cross_entropy", "input", [&] { sg::cross_entropy(U, labels); }},
+      {"cross_entropy", "target", [&] { sg::cross_entropy(x, U); }},
+      {"nll_loss", "input", [&] { sg::nll_loss(U, labels); }},
+      {"nll_loss", "target", [&] { sg::nll_loss(x, U); }},
+      {"scaled_dot_product_attention", "query (q)", [&] { sg::scaled_dot_product_attention(U, q, q); }},
+      {"scaled_dot_product_attention", "value (v)", [&] { sg::scaled_dot_product_attention(q, q, U); }},
+      {"layer_norm", "input", [&] { sg::layer_norm(U, {3}); }},
+      {"dropout", "input", [&] { sg::dropout(U, 0.5, true, gen); }},
+      {"embedding", "weight", [&] { sg::embedding(U, idx); }},
+      {"embedding", "indices tensor", [&] { sg::embedding(w, U); }},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.op);
+    CAPTURE(c.role);
+    check_error(c.call, {c.op + ": the " + c.role + " is an undefined tensor (a default-constructed Tensor)"});
+  }
+  // The accessors themselves are the backstop: they name themselves.
+  check_error([&] { (void)U.shape(); }, {"Tensor::shape: the tensor is undefined (a default-constructed Tensor)"});
+  check_error([&] { (void)U.item<float>(); }, {"Tensor::item: the tensor is undefined"});
+  check_error([&] { (void)U.to_vector<double>(); }, {"Tensor::to_vector: the tensor is undefined"});
+  check_error([&] { U.backward(); }, {"backward: the output is an undefined tensor (a default-constructed Tensor)"});
 }

@@ -52,6 +52,42 @@ trainer::Flags flags_for(const std::string& save) {
   return trainer::Flags{.epochs = 2, .batch_size = 16, .lr = 1e-2, .warmup_epochs = 0.5, .save = save};
 }
 
+// The command lines of the two trainers, parsed as their main() does.
+struct CommandLine {
+  trainer::Flags flags;
+  std::vector<int64_t> hidden = {512, 256};
+  double dropout = 0.0;
+  models::VitConfig vit;
+};
+CommandLine parse_mlp(std::vector<std::string> args) {
+  CommandLine c;
+  CLI::App app{"t", "mnist_mlp"};
+  trainer::add_flags(app, c.flags);
+  trainer::add_mlp_flags(app, c.hidden, c.dropout);
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last first
+  app.parse(args);
+  return c;
+}
+CommandLine parse_vit(std::vector<std::string> args) {
+  CommandLine c;
+  CLI::App app{"t", "mnist_transformer"};
+  trainer::add_flags(app, c.flags);
+  trainer::add_vit_flags(app, c.vit);
+  std::reverse(args.begin(), args.end());
+  app.parse(args);
+  return c;
+}
+
+// The message of the CLI::ValidationError that parsing `args` throws ("" when none).
+std::string flag_error(const std::vector<std::string>& args, bool vit = false) {
+  try {
+    vit ? parse_vit(args) : parse_mlp(args);
+  } catch (const CLI::ValidationError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST_CASE("a NaN in the data stops training at that step, naming it, and leaves the checkpoint alone") {
@@ -155,6 +191,14 @@ TEST_CASE("--resume checks the metadata: the run, --epochs, and an integer epoch
     return trainer::fit(*net, f, data, "test");
   };
   check_error([&] { resume(with("epoch", "7")); }, {"'epoch' is 7, past its run's 2 epochs"});
+  {  // a one-epoch run says "1 epoch"
+    std::map<std::string, std::string> meta = file.metadata;
+    meta["epochs"] = "1";
+    meta["epoch"] = "2";
+    const std::string path = scratch("meta_one_epoch.safetensors");
+    sg::save_safetensors(path, file.tensors, meta);
+    check_error([&] { resume(path, 1); }, {"'epoch' is 2, past its run's 1 epoch"});
+  }
   check_error([&] { resume(with("epoch", "-1")); }, {"'epoch' is '-1', not a non-negative integer"});
   check_error([&] { resume(with("epoch", "two")); }, {"meta_edit.safetensors", "'epoch' is 'two', not a"});
   check_error([&] { resume(with("epoch", "1x")); }, {"'epoch' is '1x'"});
@@ -186,7 +230,8 @@ TEST_CASE("flags: NaN, infinities and huge values are refused by name; products 
         FAIL_CHECK("accepted");
       } catch (const CLI::ValidationError& e) {
         CHECK(std::string(e.what()).find(flag) != std::string::npos);
-        CHECK(std::string(e.what()).find("not a finite number") != std::string::npos);
+        CHECK(std::string(e.what()).find(std::string(bad) == "abc" ? "'abc' is not a number" : "not a finite number") !=
+              std::string::npos);
       }
     }
   }
@@ -205,6 +250,42 @@ TEST_CASE("flags: NaN, infinities and huge values are refused by name; products 
   f.epochs = 2;
   f.warmup_epochs = 1e9;
   CHECK(trainer::fit(*net, f, one_batch, "test").test_accuracy >= 0.0);
+}
+
+TEST_CASE("flags: integer flags name the flag and the rule; 'abc' is not a number (no 300-digit bounds)") {
+  CHECK(flag_error({"--epochs", "0"}) == "--epochs: 0 is not a positive integer (it must be at least 1)");
+  CHECK(flag_error({"--epochs", "abc"}) == "--epochs: 'abc' is not a number");
+  CHECK(flag_error({"--epochs", "1.5"}) == "--epochs: 1.5 is not a positive integer");
+  CHECK(flag_error({"--epochs", "nan"}) == "--epochs: nan is not a positive integer");
+  CHECK(flag_error({"--epochs", ""}) == "--epochs: '' is not a number");
+  CHECK(flag_error({"--epochs", "99999999999999999999"}) ==
+        "--epochs: 99999999999999999999 is not a positive integer (it must be at most 9223372036854775807)");
+  CHECK(flag_error({"--batch-size", "-3"}) == "--batch-size: -3 is not a positive integer (it must be at least 1)");
+  CHECK(flag_error({"--hidden", "0"}) == "--hidden: 0 is not a positive integer (it must be at least 1)");
+  CHECK(flag_error({"--hidden", "128,x"}) == "--hidden: 'x' is not a number");
+  CHECK(flag_error({"--threads", "-1"}) == "--threads: -1 is not a non-negative integer (it must be at least 0)");
+  CHECK(flag_error({"--seed", "-1"}) == "--seed: -1 is not a non-negative integer (it must be at least 0)");
+  CHECK(flag_error({"--seed", "seven"}) == "--seed: 'seven' is not a number");
+  CHECK(flag_error({"--shift", "9"}) == "--shift: 9 is not an integer from 0 to 8 (it must be at most 8)");
+  CHECK(flag_error({"--dropout", "2"}) == "--dropout: 2 is not a finite number in [0, 1]");
+  CHECK(flag_error({"--dim", "0"}, true) == "--dim: 0 is not a positive integer (it must be at least 1)");
+  CHECK(flag_error({"--heads", "abc"}, true) == "--heads: 'abc' is not a number");
+  CHECK(flag_error({"--mlp-ratio", "-2"}, true) == "--mlp-ratio: -2 is not a positive integer (it must be at least 1)");
+  CHECK(flag_error({"--patch", "3"}, true) == "--patch: 3 is not one of 2, 4, 7, 14");
+  CHECK(flag_error({"--patch", "abc"}, true) == "--patch: 'abc' is not a number");
+  // Good values still parse, into the option's type.
+  const CommandLine mlp = parse_mlp({"--epochs", "3", "--batch-size", "+64", "--hidden", "32,16", "--threads", "0",
+                                     "--seed", "18446744073709551615", "--shift", "8", "--dropout", "0.5"});
+  CHECK(mlp.flags.epochs == 3);
+  CHECK(mlp.flags.batch_size == 64);
+  CHECK(mlp.hidden == std::vector<int64_t>{32, 16});
+  CHECK(mlp.flags.seed == UINT64_MAX);
+  CHECK(mlp.flags.shift == 8);
+  CHECK(mlp.dropout == 0.5);
+  const CommandLine vit = parse_vit({"--patch", "4", "--dim", "32", "--heads", "2", "--depth", "1", "--pool", "cls"});
+  CHECK(vit.vit.patch == 4);
+  CHECK(vit.vit.dim == 32);
+  CHECK(vit.vit.pool == "cls");
 }
 
 TEST_CASE("--threads beyond the cores is capped at the cores") {
