@@ -78,7 +78,7 @@ struct Analytic {
 
 Tensor one_hot_like(const Tensor& out, int64_t k) {
   Tensor seed = zeros(out.shape(), out.dtype());
-  visit_dtype(out.dtype(), [&]<typename T>() { seed.data_ptr<T>()[k] = T(1); });
+  visit_dtype(out.dtype(), [&]<typename T>() { seed.data_ptr<T>()[k] = cast_value<T>(1, "gradcheck"); });
   return seed;
 }
 
@@ -274,6 +274,10 @@ std::string gradcheck_report(const TensorFn& fn, const std::vector<Tensor>& inpu
   bool any = false;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
+    SG_CHECK(!x.defined() || x.dtype() != kBFloat16,
+             "gradcheck: input {} (shape {}) is bfloat16; gradcheck needs float64 inputs (bfloat16 tensors cannot "
+             "require grad: pass x.to(kFloat64).requires_grad_())",
+             i, x.shape());
     if (!x.defined() || !x.requires_grad()) continue;
     any = true;
     SG_CHECK(x.dtype() == kFloat64, "gradcheck: input {} (shape {}) is {}; gradcheck needs float64 inputs", i,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/kernels.h"
 #include "core/tensor.h"
 
 namespace sg {
@@ -157,6 +158,11 @@ template <typename T> class Printer {
 
 std::string body_string(const Tensor& t, int64_t indent) {
   const bool summarize = t.numel() > kThreshold;
+  if (t.dtype() == kBFloat16) {  // as PyTorch: the values widened to float32 (exact), same formatter
+    Tensor wide = empty(t.shape(), kFloat32);
+    copy_kernel(wide, t);
+    return body_string(wide, indent);
+  }
   return visit_dtype(t.dtype(), [&]<typename T>() {
     Printer<T> p(t, summarize);
     std::vector<T> shown;
@@ -205,7 +211,7 @@ std::string to_string(const Tensor& t) {
     if (t.dtype() != kFloat32) suffixes.push_back(fmt::format("dtype={}", t.dtype()));
     body = "[]";
   } else {
-    if (t.dtype() == kFloat64) suffixes.push_back("dtype=float64");
+    if (t.dtype() == kFloat64 || t.dtype() == kBFloat16) suffixes.push_back(fmt::format("dtype={}", t.dtype()));
     body = body_string(t, indent);
   }
   if (t.grad_fn())

@@ -47,7 +47,7 @@ constexpr FileDtype kReadable[] = {
     {"F32", 4, kFloat32}, {"F64", 8, kFloat64}, {"I64", 8, kInt64},   {"BOOL", 1, kBool},
     {"U8", 1, kInt64},    {"I8", 1, kInt64},    {"U16", 2, kInt64},   {"I16", 2, kInt64},
     {"U32", 4, kInt64},   {"I32", 4, kInt64},   {"U64", 8, kInt64},   {"F16", 2, kFloat32},
-    {"BF16", 2, kFloat32},
+    {"BF16", 2, kBFloat16},
 };
 // Named by the format (or by writers in the wild) but not representable in softgrad.
 constexpr std::string_view kUnreadable[] = {"F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64"};
@@ -65,21 +65,23 @@ std::string readable_names() {
 }
 
 // What softgrad writes for each of its dtypes, and the reference writer's layout rank
-// (higher first): its Dtype enum order, I64 > F64 > F32 > BOOL.
+// (higher first): its Dtype enum order, I64 > F64 > F32 > BF16 > BOOL.
 std::string_view file_dtype_name(Dtype t) {
   switch (t) {
     case Dtype::Float32: return "F32";
     case Dtype::Float64: return "F64";
     case Dtype::Int64: return "I64";
     case Dtype::Bool: return "BOOL";
+    case Dtype::BFloat16: return "BF16";
   }
   return "?";
 }
 int layout_rank(Dtype t) {
   switch (t) {
-    case Dtype::Int64: return 3;
-    case Dtype::Float64: return 2;
-    case Dtype::Float32: return 1;
+    case Dtype::Int64: return 4;
+    case Dtype::Float64: return 3;
+    case Dtype::Float32: return 2;
+    case Dtype::BFloat16: return 1;
     case Dtype::Bool: return 0;
   }
   return 0;
@@ -99,9 +101,6 @@ float half_to_float(uint16_t h) {
     return std::bit_cast<float>(sign | 0x7f800000u | (mantissa ? 0x00400000u : 0u) | (mantissa << 13));
   return std::bit_cast<float>(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
 }
-
-// bfloat16 is the top half of a binary32.
-float bfloat16_to_float(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
 template <typename T> T load_le(const unsigned char* p) {  // unaligned little-endian element
   T v;
@@ -341,7 +340,7 @@ class Reader {
     const uint64_t offset = data_start_ + e.begin;
     const std::string field = fmt::format("tensor '{}': data", e.name);
     const std::string_view d = e.dtype->name;
-    if (d == "F32" || d == "F64" || d == "I64") {  // native: straight into the tensor
+    if (d == "F32" || d == "F64" || d == "I64" || d == "BF16") {  // native: straight into the tensor, bit for bit
       read_exact(out.raw_data(), nbytes, offset, field);
       return out;
     }
@@ -355,12 +354,9 @@ class Reader {
         if (p[i] > 1) bad("{}: BOOL element {} is byte {}, not 0 or 1", field, i, p[i]);
         dst[i] = p[i] == 1;
       }
-    } else if (e.dtype->loads_as == kFloat32) {  // F16, BF16
+    } else if (d == "F16") {
       float* dst = out.data_ptr<float>();
-      for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h = load_le<uint16_t>(p + 2 * i);
-        dst[i] = d == "F16" ? half_to_float(h) : bfloat16_to_float(h);
-      }
+      for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(load_le<uint16_t>(p + 2 * i));
     } else {  // integers -> int64
       int64_t* dst = out.data_ptr<int64_t>();
       auto widen = [&]<typename T>() {

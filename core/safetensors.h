@@ -18,7 +18,7 @@
 //     float64 first, then float32, then bool, so every tensor starts aligned to its element;
 //   * compact JSON in that order, "__metadata__" first (keys sorted; omitted when empty);
 //   * the header padded with spaces to a multiple of 8 bytes.
-// softgrad's dtypes are written as I64, F64, F32 and BOOL (one byte, 0 or 1). Strided
+// softgrad's dtypes are written as I64, F64, F32, BF16 and BOOL (one byte, 0 or 1). Strided
 // tensors are written as their row-major contents. The write is atomic: the bytes go to a
 // fresh temporary file in the target's directory, are flushed and fsync'ed, and the file is
 // renamed over the target. After any failure the temporary file is gone and a previous file
@@ -32,10 +32,11 @@
 // overlap or trailing bytes, bool bytes that are 0 or 1, string-only metadata) and throws an
 // sg::Error naming the file and the offending field. Tensors come back contiguous, in
 // data-offset order, as fresh leaves (requires_grad false). dtypes:
-//   F32, F64, I64, BOOL                -> float32, float64, int64, bool (bit-exact);
+//   F32, F64, I64, BOOL, BF16          -> float32, float64, int64, bool, bfloat16 (bit-exact;
+//                                         written back as they came);
 //   U8, I8, U16, I16, U32, I32         -> int64 (every value exact);
 //   U64                                -> int64 when every value is <= 2^63 - 1, else an error;
-//   F16, BF16                          -> float32 (every value exact; F16 NaNs come out quiet);
+//   F16                                -> float32 (every value exact; NaNs come out quiet);
 //   anything else (F8_*, ...)          -> an error naming the tensor and its dtype.
 // NOTE: so a file read and written back is not byte-identical when it held other dtypes.
 #include <map>

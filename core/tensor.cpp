@@ -302,11 +302,15 @@ SG_INSTANTIATE(double)
 SG_INSTANTIATE(int64_t)
 SG_INSTANTIATE(int)
 SG_INSTANTIATE(bool)
+SG_INSTANTIATE(bfloat16)
 #undef SG_INSTANTIATE
 
 // ---- autograd accessors ----
 Tensor& Tensor::requires_grad_(bool on) {
   auto& impl = checked("requires_grad_");
+  SG_CHECK(!on || impl.dtype != kBFloat16,
+           "requires_grad_: a bfloat16 tensor cannot require grad (softgrad computes in float32/float64; convert "
+           "with to(kFloat32) and make that the leaf)");
   SG_CHECK(!on || is_floating(impl.dtype), "requires_grad_: only floating tensors can require grad, got {}",
            impl.dtype);
   SG_CHECK(impl.grad_fn == nullptr || on,
@@ -394,7 +398,7 @@ Tensor arange(double start, double end, double step, Dtype dtype) {
   SG_CHECK(step != 0 && std::isfinite(start) && std::isfinite(end) && std::isfinite(step),
            "arange: invalid range start={} end={} step={}", start, end, step);
   SG_CHECK((end - start) / step >= 0, "arange: step {} does not lead from {} to {}", step, start, end);
-  SG_CHECK(is_floating(dtype) || (start == std::trunc(start) && step == std::trunc(step)),
+  SG_CHECK(is_floating_point(dtype) || (start == std::trunc(start) && step == std::trunc(step)),
            "arange: start={} step={} are not integers but the dtype is {} (pass kFloat32 or kFloat64)", start, step,
            dtype);
   const double count = std::ceil((end - start) / step);
@@ -540,10 +544,19 @@ void update_strided(const Tensor& dst, const Tensor& src, Update&& update) {
   });
 }
 
+// One element of a copy: static_cast, except that bfloat16 goes through float (exact both
+// ways: to bfloat16 rounds once, to nearest even) and bfloat16 -> bfloat16 copies the bits.
+template <typename D, typename S> D convert_element(S v) {
+  if constexpr (std::is_same_v<D, S>) return v;
+  else if constexpr (std::is_same_v<D, bfloat16>) return to_bfloat16(v);
+  else if constexpr (std::is_same_v<S, bfloat16>) return static_cast<D>(static_cast<float>(v));
+  else return static_cast<D>(v);
+}
+
 // Throws when an element of src cannot be converted to D (a NaN, infinite or out-of-range
 // float going to int64), before anything is written.
 template <typename D, typename S> void check_convertible(const Tensor& src, Dtype dst_dtype) {
-  if constexpr (!std::is_same_v<D, int64_t> || !std::is_floating_point_v<S>) {
+  if constexpr (!std::is_same_v<D, int64_t> || !(std::is_floating_point_v<S> || std::is_same_v<S, bfloat16>)) {
     return;
   } else {
     std::atomic<bool> bad{false};
@@ -553,10 +566,10 @@ template <typename D, typename S> void check_convertible(const Tensor& src, Dtyp
                                                                    std::array<int64_t, 1> st) {
       for (int64_t i = 0; i < n; ++i) {
         const S v = s[off[0] + i * st[0]];
-        if (!convertible_to<D>(v) && !bad.exchange(true)) bad_value = v;
+        if (!convertible_to<D>(static_cast<double>(v)) && !bad.exchange(true)) bad_value = v;
       }
     });
-    if (bad) cast_value<D>(bad_value, fmt::format("converting {} of shape {} to {}", src.dtype(), src.shape(), dst_dtype));
+    if (bad) cast_value<D>(static_cast<double>(bad_value), fmt::format("converting {} of shape {} to {}", src.dtype(), src.shape(), dst_dtype));
   }
 }
 }  // namespace
@@ -567,7 +580,7 @@ void copy_kernel(const Tensor& dst, const Tensor& src) {
   visit_dtype(dst.dtype(), [&]<typename D>() {
     visit_dtype(src.dtype(), [&]<typename S>() {
       check_convertible<D, S>(src, dst.dtype());
-      update_strided<D, S>(dst, src, [](D& d, S v) { d = static_cast<D>(v); });
+      update_strided<D, S>(dst, src, [](D& d, S v) { d = convert_element<D>(v); });
     });
   });
 }

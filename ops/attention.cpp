@@ -29,6 +29,7 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaO
   check_defined(kOp, q, "query (q)");
   check_defined(kOp, k, "key (k)");
   check_defined(kOp, v, "value (v)");
+  refuse_bfloat16("scaled_dot_product_attention", q.dtype());
   SG_CHECK(is_floating(q.dtype()) && q.dtype() == k.dtype() && q.dtype() == v.dtype(),
            "{}: q, k and v must share one floating dtype (float32 or float64), got q {} {}, k {} {}, v {} {}", kOp,
            q.shape(), q.dtype(), k.shape(), k.dtype(), v.shape(), v.dtype());

@@ -39,6 +39,7 @@ template void dropout_apply<double>(const double*, double*, int64_t, uint64_t, u
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   check_defined("dropout", x);
+  refuse_bfloat16("dropout", x.dtype());
   SG_CHECK(is_floating(x.dtype()), "dropout: expected a float32 or float64 input, got {} of shape {}", x.dtype(),
            x.shape());
   SG_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability p must be in [0, 1], got {} (input shape {})", p, x.shape());

@@ -51,12 +51,14 @@ template <typename T> T wrapping_mul(T x, T y) {
 // an operand, so an undefined operand is reported under the op's name.
 void check_floating(const char* op, const Tensor& x) {
   check_defined(op, x);
+  refuse_bfloat16(op, x.dtype());
   SG_CHECK(is_floating(x.dtype()), "{}: expected a floating tensor (float32 or float64), got {} of shape {}", op,
            x.dtype(), x.shape());
 }
 
 void check_numeric(const char* op, const Tensor& x) {
   check_defined(op, x);
+  refuse_bfloat16(op, x.dtype());
   SG_CHECK(x.dtype() != kBool, "{}: expected a float32, float64 or int64 tensor, got bool of shape {}", op,
            x.shape());
 }
@@ -497,7 +499,13 @@ template <typename F> Tensor compare(const char* op, const Tensor& a, const Tens
   check_defined(op, b, "second operand");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   check_same_dtype(op, a, b);
-  return visit_dtype(a.dtype(), [&]<typename T>() { return binary_map<bool, T, T>(a, b, shape, kBool, f); });
+  return visit_dtype(a.dtype(), [&]<typename T>() {
+    if constexpr (std::is_same_v<T, bfloat16>)  // compared as float: exact
+      return binary_map<bool, T, T>(a, b, shape, kBool,
+                                    [f](T x, T y) { return f(static_cast<float>(x), static_cast<float>(y)); });
+    else
+      return binary_map<bool, T, T>(a, b, shape, kBool, f);
+  });
 }
 
 // Gradient of a broadcast input: only computed when that input asked for one.
@@ -796,6 +804,7 @@ template <typename F> Tensor classify(const char* op, const Tensor& x, F f) {
   return visit_dtype(x.dtype(), [&]<typename T>() {
     return unary_map<bool, T>(x, kBool, [f](T v) {
       if constexpr (std::is_floating_point_v<T>) return f(v);
+      else if constexpr (std::is_same_v<T, bfloat16>) return f(static_cast<float>(v));
       else return f(0.0);  // integers and bools: finite, not NaN, not infinite
     });
   });
@@ -941,6 +950,7 @@ namespace {
 // scalar would silently truncate it (x * 0.5 == 0): that is an error instead.
 Tensor scalar_like(const char* op, const Tensor& x, double value) {
   check_defined(op, x, "tensor operand");
+  refuse_bfloat16(op, x.dtype());
   SG_CHECK(is_floating(x.dtype()) || value == std::trunc(value),
            "{}: scalar {} is not an integer but the tensor of shape {} is {} (convert with to(kFloat32))", op, value,
            x.shape(), x.dtype());

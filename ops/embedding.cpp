@@ -83,6 +83,7 @@ void check_indices(const int64_t* idx, const Tensor& indices, int64_t V, const T
 Tensor embedding(const Tensor& weight, const Tensor& indices, const EmbeddingOptions& options) {
   check_defined("embedding", weight, "weight");
   check_defined("embedding", indices, "indices tensor");
+  refuse_bfloat16("embedding", weight.dtype());
   SG_CHECK(weight.dim() == 2 && is_floating(weight.dtype()),
            "embedding: weight must be a 2-D (num_embeddings, embedding_dim) float32 or float64 tensor, got {} of "
            "shape {}",

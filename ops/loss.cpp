@@ -38,6 +38,7 @@ struct LossLayout {
 
 LossLayout checked_layout(const char* op, const Tensor& x) {
   check_defined(op, x);
+  refuse_bfloat16(op, x.dtype());
   SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 input, got {} of shape {}", op, x.dtype(),
            x.shape());
   SG_CHECK(x.dim() >= 1,
@@ -316,6 +317,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
   check_not_empty_mean("cross_entropy", L, logits, options.reduction);
   const Tensor weight = checked_weight("cross_entropy", options.weight, logits, L);
   if (target.dtype() == kInt64) return cross_entropy_index(logits, target, weight, L, options);
+  refuse_bfloat16("cross_entropy", target.dtype());
   SG_CHECK(is_floating(target.dtype()),
            "cross_entropy: expected int64 class indices of shape {} or {} class probabilities of shape {}, got a {} "
            "target of shape {}",

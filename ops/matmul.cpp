@@ -110,6 +110,7 @@ void check_matmul_inputs(const Tensor& a, const Tensor& b) {
            a.dim(), b.dim());
   SG_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: {} {} and {} {}", a.shape(), a.dtype(), b.shape(),
            b.dtype());
+  refuse_bfloat16("matmul", a.dtype());
   SG_CHECK(is_floating(a.dtype()), "matmul: expected float32 or float64, got {} {} and {} {}", a.shape(), a.dtype(),
            b.shape(), b.dtype());
   const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
@@ -299,6 +300,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
            weight.shape(), weight.size(1));
   SG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
            "linear: bias {} does not match the weight {}", bias.shape(), weight.shape());
+  refuse_bfloat16("linear", x.dtype());
+  refuse_bfloat16("linear", weight.dtype());
   SG_CHECK(is_floating(x.dtype()) && weight.dtype() == x.dtype() && (!bias.defined() || bias.dtype() == x.dtype()),
            "linear: input, weight and bias must share a floating dtype, got {}, {} and {}", x.dtype(), weight.dtype(),
            bias.defined() ? dtype_name(bias.dtype()) : "none");

@@ -17,6 +17,7 @@ constexpr const char* kOp = "layer_norm";
 kernels::LayerNormDims checked_dims(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                                     const Tensor& bias, double eps) {
   check_defined(kOp, x);
+  refuse_bfloat16(kOp, x.dtype());
   SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 input, got {} of shape {}", kOp, x.dtype(),
            x.shape());
   SG_CHECK(!normalized_shape.empty(), "{}: normalized_shape must have at least one dim, got [] (input shape {})", kOp,

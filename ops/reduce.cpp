@@ -592,6 +592,7 @@ RowLayout row_layout(const Tensor& x, const std::vector<bool>& reduced, bool ord
 
 void check_dtype(const Tensor& x, bool floating_only, const char* op) {
   check_defined(op, x);
+  refuse_bfloat16(op, x.dtype());
   if (floating_only)
     SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 tensor, got {} of shape {}", op, x.dtype(),
              x.shape());
@@ -665,6 +666,7 @@ Tensor expand_back(const Tensor& g, const Shape& keep_shape, const Shape& in_sha
 }
 
 Tensor sum_op(const Tensor& x, const std::vector<bool>& reduced, bool keepdim) {
+  refuse_bfloat16("sum", x.dtype());
   // PyTorch sums bool to int64 (counting true values).
   Tensor xs = x.dtype() == kBool ? x.to(kInt64) : x;
   Tensor out = sum_forward(xs, reduced, reduced_shape(x.shape(), reduced, keepdim), false);

@@ -320,6 +320,12 @@ Tensor clone(const Tensor& x) {
 Tensor to(const Tensor& x, Dtype dtype) {
   check_defined("to", x);
   if (x.dtype() == dtype) return x;
+  // NOTE: bfloat16 tensors cannot require grad (core/dtype.h), so this conversion would
+  // silently cut the graph: refused rather than returning a tensor without history.
+  SG_CHECK(dtype != kBFloat16 || !any_requires_grad({x}),
+           "to: cannot convert a {} tensor of shape {} that requires grad to bfloat16 (bfloat16 tensors cannot "
+           "require grad); convert x.detach(), or under a NoGradGuard",
+           x.dtype(), x.shape());
   Tensor out = empty(x.shape(), dtype);
   copy_kernel(out, x);
   if (is_floating(dtype) && any_requires_grad({x})) {

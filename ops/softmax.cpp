@@ -27,6 +27,7 @@ kernels::RowsShape rows_around(const Shape& shape, int64_t dim) {
 int64_t checked_dim(Which w, const Tensor& x, int64_t dim) {
   const char* op = op_name(w);
   check_defined(op, x);
+  refuse_bfloat16(op, x.dtype());
   SG_CHECK(is_floating(x.dtype()), "{}: expected a float32 or float64 tensor, got {} of shape {}", op, x.dtype(),
            x.shape());
   const int64_t ndim = x.dim();

@@ -391,6 +391,7 @@ int64_t checked_dim(const Tensor& x, int64_t dim, const char* op) {
 
 void check_input(const Tensor& x, const char* op) {
   check_defined(op, x);
+  refuse_bfloat16(op, x.dtype());
   SG_CHECK(x.dtype() != kBool, "{}: expected a float32, float64 or int64 tensor, got bool of shape {}", op,
            x.shape());
 }
@@ -521,6 +522,7 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement, G
   SG_CHECK(probs.dim() == 1 || probs.dim() == 2,
            "multinomial: expected weights of shape (C) or (N, C), got a {}-d tensor of shape {}", probs.dim(),
            probs.shape());
+  refuse_bfloat16("multinomial", probs.dtype());
   SG_CHECK(is_floating(probs.dtype()), "multinomial: expected float32 or float64 weights, got {} of shape {}",
            probs.dtype(), probs.shape());
   SG_CHECK(num_samples >= 0, "multinomial: num_samples must be >= 0, got {} (weights of shape {})", num_samples,

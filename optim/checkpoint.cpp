@@ -39,12 +39,12 @@ Generator::State generator_state(const std::string& path, const std::string& nam
   return s;
 }
 
-// One line per floating tensor holding NaN or an infinity: a diverged run, which a
+// One line per floating tensor (bfloat16 included) holding NaN or an infinity: a diverged run, which a
 // checkpoint must neither replace a good one with nor continue from.
 std::vector<std::string> non_finite_tensors(const NamedTensors& tensors) {
   std::vector<std::string> problems;
   for (const auto& [name, t] : tensors) {
-    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    if (!is_floating_point(t.dtype()) || t.numel() == 0) continue;  // bfloat16 too
     const Tensor finite = isfinite(t).reshape({-1}).to(kInt64);
     const int64_t bad = t.numel() - sum(finite).item<int64_t>();
     if (bad == 0) continue;
