@@ -89,8 +89,10 @@ class Tensor {
   // version counter, so never use it to modify a tensor that autograd has saved.
   template <typename T> T* data_ptr() const;
   void* raw_data() const;
-  // Typed access. T is float, double, int64_t, int or bool (another type does not compile,
-  // with a message listing these); int goes through int64, checked for range.
+  // Typed access. T is float, double, int64_t, int, bool or sg::bfloat16 (another type does
+  // not compile, with a message listing these); int goes through int64, checked for range;
+  // a bfloat16 element reads as float exactly, a value written to bfloat16 rounds to
+  // nearest even (core/dtype.h has the bfloat16 rules).
   // The single value of a one-element tensor, converted to T.
   template <typename T> T item() const {
     check_element_type<T>();
@@ -116,7 +118,7 @@ class Tensor {
 
   // ---- autograd ----
   bool requires_grad() const { return checked("requires_grad").requires_grad; }
-  Tensor& requires_grad_(bool on = true);  // leaves of floating dtype only
+  Tensor& requires_grad_(bool on = true);  // leaves of float32/float64 only (not bfloat16)
   bool is_leaf() const { return checked("is_leaf").grad_fn == nullptr; }
   const std::shared_ptr<Node>& grad_fn() const { return checked("grad_fn").grad_fn; }
   Tensor grad() const;  // undefined until a backward reaches this leaf
@@ -290,7 +292,7 @@ template <typename T> Tensor from_vector(const std::vector<T>& values, const Sha
 
 template <typename T> T* Tensor::data_ptr() const {
   static_assert(is_element_type<T> && !std::is_same_v<T, int>,
-                "softgrad: data_ptr<T> takes a dtype's own type: float, double, int64_t or bool (item<T>, "
+                "softgrad: data_ptr<T> takes a dtype's own type: float, double, int64_t, bool or sg::bfloat16 (item<T>, "
                 "at<T> and to_vector<T> convert)");
   SG_CHECK(dtype() == dtype_of<T>, "data_ptr: tensor is {}, asked for {}", dtype_name(dtype()),
            dtype_name(dtype_of<T>));

@@ -23,7 +23,7 @@ Tensor unsqueeze(const Tensor& x, int64_t dim);
 Tensor expand(const Tensor& x, const Shape& shape);  // -1 keeps a dim; new dims in front
 Tensor contiguous(const Tensor& x);  // x itself when already contiguous
 Tensor clone(const Tensor& x);
-Tensor to(const Tensor& x, Dtype dtype);  // differentiable between floating dtypes
+Tensor to(const Tensor& x, Dtype dtype);  // differentiable between float32/float64; bfloat16: see core/dtype.h
 
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim = 0);
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim = 0);

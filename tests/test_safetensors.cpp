@@ -250,17 +250,21 @@ TEST_CASE("a file written from PyTorch tensors loads with PyTorch's values") {
     CAPTURE(c.name);
     CHECK(f.tensors[i].first == c.name);  // same data order
     REQUIRE(c.outputs.size() == 1);
-    CHECK(sgref::mismatch(f.tensors[i].second, c.outputs[0], {0.0, 0.0}) == "");  // exact; NaN where NaN
+    // BF16 loads as bfloat16; the table holds its float32 widening (exact).
+    const Tensor& t = f.tensors[i].second;
+    CHECK(sgref::mismatch(t.dtype() == sg::kBFloat16 ? t.to(sg::kFloat32) : t, c.outputs[0], {0.0, 0.0}) ==
+          "");  // exact; NaN where NaN
   }
   // The F16 and BF16 subnormals and the signed zeros survive (the table compares -0.0 == 0.0).
   const std::vector<float> f16 = find(f.tensors, "f16_values").to_vector<float>();
   CHECK(f16[7] == std::ldexp(1.0f, -24));
   CHECK(std::signbit(f16[13]));
+  CHECK(find(f.tensors, "bf16_values").dtype() == sg::kBFloat16);
   CHECK(find(f.tensors, "bf16_values").to_vector<float>()[6] == std::ldexp(1.0f, -133));
   CHECK(std::signbit(find(f.tensors, "f32_specials").to_vector<float>()[3]));
 }
 
-TEST_CASE("F16 and BF16 load as float32 exactly: all 65536 bit patterns") {
+TEST_CASE("F16 loads as float32 exactly and BF16 as bfloat16 bit for bit: all 65536 bit patterns") {
   const fs::path dir = scratch_dir("half");
   std::vector<uint16_t> all(65536);
   for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
@@ -271,13 +275,25 @@ TEST_CASE("F16 and BF16 load as float32 exactly: all 65536 bit patterns") {
     write_bytes(path,
                 make_file(R"({"x":{"dtype":")" + dtype + R"(","shape":[65536],"data_offsets":[0,131072]}})", data));
     const Tensor t = find(sg::load_safetensors(path).tensors, "x");
+    int64_t wrong = 0;
+    if (dtype == "BF16") {  // the bits as they are, and back out unchanged
+      REQUIRE(t.dtype() == sg::kBFloat16);
+      const sg::bfloat16* p = t.data_ptr<sg::bfloat16>();
+      for (uint32_t i = 0; i < 65536; ++i) wrong += p[i].bits != all[i];
+      CHECK(wrong == 0);
+      const std::string again = (dir / "BF16_again.safetensors").string();
+      sg::save_safetensors(again, {{"x", t}});
+      const Bytes out = read_bytes(again);
+      REQUIRE(out.size() > data.size());
+      CHECK(out.find(R"("dtype":"BF16")") != Bytes::npos);
+      CHECK(out.substr(out.size() - data.size()) == data);
+      continue;
+    }
     REQUIRE(t.dtype() == sg::kFloat32);
     const float* p = t.data_ptr<float>();
-    int64_t wrong = 0;
     for (uint32_t i = 0; i < 65536; ++i) {
-      // The compiler's binary16 conversion (F16C or libgcc), and bfloat16 = the top half of a float.
-      const float want = dtype == "F16" ? static_cast<float>(std::bit_cast<_Float16>(all[i]))
-                                        : std::bit_cast<float>(static_cast<uint32_t>(all[i]) << 16);
+      // The compiler's binary16 conversion (F16C or libgcc).
+      const float want = static_cast<float>(std::bit_cast<_Float16>(all[i]));
       if (std::bit_cast<uint32_t>(p[i]) != std::bit_cast<uint32_t>(want)) {
         if (wrong++ == 0)
           FAIL_CHECK(fmt::format("0x{:04x} -> 0x{:08x}, want 0x{:08x}", all[i], std::bit_cast<uint32_t>(p[i]),

@@ -1,4 +1,4 @@
-// Must NOT compile: Tensor's typed accessors take float, double, int64_t, int or bool, and
+// Must NOT compile: Tensor's typed accessors take float, double, int64_t, int, bool or sg::bfloat16, and
 // any other element type is a static_assert naming those (it used to compile and then fail
 // to link with a mangled name). CMakeLists.txt compiles this file once per case below with
 // -fsyntax-only and passes when the compiler prints softgrad's message.

@@ -10,7 +10,8 @@ Run with Debian's interpreter (python3-torch 1.13), from anywhere:
         can hold that the format names (F32, F64, I64, BOOL, F16, BF16, I32, I16, I8, U8),
         with 0-d, empty, non-contiguous (written row-major) and non-finite cases and
         metadata; and safetensors/torch_written.txt: each tensor as torch converts it to the
-        softgrad dtype it loads as (F16/BF16 -> float32, integers -> int64), one case per
+        softgrad dtype it loads as (F16 -> float32, integers -> int64; BF16 loads as bfloat16
+        and the table holds its exact float32 widening, which the test compares), one case per
         tensor in the reference-table format (reftable.fmt_tensor; `output out ...` lines).
         tests/test_safetensors.cpp loads the file and compares it with the table.
 
@@ -137,7 +138,8 @@ TORCH_WRITTEN_METADATA = {"format": "pt", "written_by": "gen_safetensors.py"}
 
 
 def as_loaded(t):
-    """t as softgrad loads it: float16/bfloat16 -> float32, integer types -> int64."""
+    """t as softgrad loads it: float16 -> float32, integer types -> int64; bfloat16 (loaded as
+    bfloat16) as its exact float32 widening, what the test compares."""
     if t.dtype in (torch.float16, torch.bfloat16):
         return t.float()
     if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
