@@ -431,6 +431,7 @@ Tensor linspace(double start, double end, int64_t steps, Dtype dtype) {
 
 namespace {
 template <typename Draw> Tensor random_fill(const Shape& shape, Dtype dtype, const char* op, Draw&& draw) {
+  SG_CHECK(dtype != kBFloat16, "{}: cannot draw bfloat16 directly; draw float32 and convert with to(kBFloat16)", op);
   SG_CHECK(is_floating(dtype), "{}: dtype must be floating, got {}", op, dtype);
   Tensor t = empty(shape, dtype);
   visit_dtype(dtype, [&]<typename T>() {
