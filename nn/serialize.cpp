@@ -13,6 +13,12 @@
 namespace sg::nn {
 
 namespace {
+// Whether src's values load into dst: the same dtype, or bfloat16 into float32/float64
+// (exact widening).
+bool loads_into(const Tensor& src, const Tensor& dst) {
+  return src.dtype() == dst.dtype() || (src.dtype() == kBFloat16 && is_floating(dst.dtype()));
+}
+
 // Bitwise equality of two tensors of one shape and dtype.
 bool same_values(const Tensor& a, const Tensor& b) {
   const Tensor ca = a.detach().contiguous(), cb = b.detach().contiguous();
@@ -51,7 +57,7 @@ void load_state_dict(Module& module, const NamedTensors& state, bool strict) {
     if (!src.defined()) continue;  // already reported
     if (src.shape() != dst.shape())
       mismatched.push_back(fmt::format("shape mismatch: {}: checkpoint {}, module {}", name, src.shape(), dst.shape()));
-    if (src.dtype() != dst.dtype())
+    if (!loads_into(src, dst))
       mismatched.push_back(fmt::format("dtype mismatch: {}: checkpoint {}, module {}", name, src.dtype(), dst.dtype()));
   }
   // Tied names (one tensor under several names) must be given the same values.
@@ -66,9 +72,9 @@ void load_state_dict(Module& module, const NamedTensors& state, bool strict) {
     if (inserted || a == given.end() || b == given.end()) continue;
     const Tensor &ta = *a->second, &tb = *b->second;
     if (!ta.defined() || !tb.defined() || ta.shape() != dst.shape() || tb.shape() != dst.shape() ||
-        ta.dtype() != dst.dtype() || tb.dtype() != dst.dtype())
+        !loads_into(ta, dst) || !loads_into(tb, dst))
       continue;  // reported above
-    if (!same_values(ta, tb))
+    if (!same_values(ta.to(dst.dtype()), tb.to(dst.dtype())))
       mismatched.push_back(fmt::format("tied parameters differ: {} and {} are one tensor in the module, but the "
                                        "state gives them different values",
                                        it->second, name));

@@ -31,6 +31,8 @@ NamedTensors state_dict(const Module& module);
 //   * shape mismatch "fc1.weight: checkpoint [512, 784], module [256, 784]" and dtype
 //     mismatch "fc1.weight: checkpoint float64, module float32" -- errors even when not
 //     strict (no conversion: a float64 checkpoint does not silently load into float32).
+//     The one exception: a bfloat16 tensor loads into a float32 or float64 one (widening
+//     is exact), so a state PyTorch saved in bfloat16 loads into a float32 module.
 void load_state_dict(Module& module, const NamedTensors& state, bool strict = true);
 
 // save_safetensors(path, state_dict(module), metadata). Tools that expect a PyTorch

@@ -527,3 +527,23 @@ TEST_CASE("safetensors: a BF16 file PyTorch wrote (tests/reference/gen_bf16_safe
   CHECK(bits_of(sg::load_safetensors("bf16_torch_again.safetensors").tensors[0].second) == bits_of(matrix));
   fs::remove("bf16_torch_again.safetensors");
 }
+
+TEST_CASE("load_state_dict: a bfloat16 state loads into a float32 module (exact widening); float64 still does not") {
+  sg::Generator gen(5);
+  sg::nn::Linear a(3, 2, gen), b(3, 2, gen);
+  sg::NamedTensors half;
+  for (const auto& [name, t] : sg::nn::state_dict(a)) half.emplace_back(name, t.to(kBFloat16));
+  sg::save_safetensors("bf16_state.safetensors", half);
+  sg::nn::load(b, "bf16_state.safetensors");
+  fs::remove("bf16_state.safetensors");
+  const sg::NamedTensors got = sg::nn::state_dict(b);
+  REQUIRE(got.size() == half.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(got[i].first);
+    CHECK(got[i].second.dtype() == kFloat32);
+    CHECK(got[i].second.to_vector<float>() == half[i].second.to_vector<float>());
+  }
+  sg::NamedTensors wide;
+  for (const auto& [name, t] : sg::nn::state_dict(a)) wide.emplace_back(name, t.to(kFloat64));
+  check_error([&] { sg::nn::load_state_dict(b, wide); }, {"dtype mismatch", "checkpoint float64, module float32"});
+}
