@@ -10,14 +10,19 @@
 //   to() both ways (float32/float64 -> bfloat16 rounds to nearest even, NaN stays a quiet
 //   NaN, infinities stay; bfloat16 -> float32/float64 is exact), contiguous/clone, copy_,
 //   fill_/zero_, views and the shape ops that only move elements, where, masked_fill,
-//   isnan/isinf/isfinite, item/at/set/to_vector, printing, safetensors "BF16" bit for bit.
+//   comparisons (eq, lt, ...: as float, exact), isnan/isinf/isfinite, item/at/set/to_vector,
+//   printing, safetensors "BF16" bit for bit, and loading a bfloat16 state into a
+//   float32/float64 module (nn::load_state_dict widens it exactly).
 // - Every op that computes refuses it by name before dispatching:
 //   "relu: bfloat16 tensors are not supported; convert with to(kFloat32)" (refuse_bfloat16).
 // - A bfloat16 tensor cannot require grad (requires_grad_ refuses it), and to(kBFloat16)
 //   of a tensor that requires grad refuses while grad mode is on: convert a detached copy.
 // - visit_numeric / visit_floating throw on bfloat16 (reaching them with it is a bug);
 //   visit_dtype passes sg::bfloat16, which has no arithmetic, so a generic kernel that
-//   computes does not compile for it.
+//   computes does not compile for it. NOTE: a kernel body under
+//   `if constexpr (std::is_floating_point_v<T>)` compiles and does nothing for bfloat16;
+//   every such site (matmul, var, the index/scatter backwards) sits behind an op check
+//   that refuses bfloat16 first. Keep it that way when adding one.
 #include <bit>
 #include <cstddef>
 #include <cstdint>
