@@ -24,18 +24,28 @@ bool same_values(const Tensor& a, const Tensor& b) {
   const Tensor ca = a.detach().contiguous(), cb = b.detach().contiguous();
   return std::memcmp(ca.raw_data(), cb.raw_data(), ca.nbytes()) == 0;
 }
-}  // namespace
 
-NamedTensors state_dict(const Module& module) {
-  NamedTensors out;
-  // Every name, tied ones included (as PyTorch's state_dict).
-  for (auto& list : {module.named_parameters(true, false), module.named_buffers(true, false)})
-    for (const auto& [name, t] : list) out.emplace_back(name, t.detach());
+// Every registered parameter, then buffer, under every name, tied ones included (as
+// PyTorch's state_dict): the module's own handles.
+NamedTensors registered_tensors(const Module& module) {
+  NamedTensors out = module.named_parameters(true, false);
+  for (auto& entry : module.named_buffers(true, false)) out.push_back(std::move(entry));
   return out;
 }
 
+NamedTensors detached(const NamedTensors& list) {
+  NamedTensors out;
+  for (const auto& [name, t] : list) out.emplace_back(name, t.detach());
+  return out;
+}
+}  // namespace
+
+NamedTensors state_dict(const Module& module) { return detached(registered_tensors(module)); }
+
 void load_state_dict(Module& module, const NamedTensors& state, bool strict) {
-  const NamedTensors own = state_dict(module);
+  // The module's handles (their identity shows ties) and detached views of them to copy into.
+  const NamedTensors registered = registered_tensors(module);
+  const NamedTensors own = detached(registered);
 
   // Check everything first; collect every problem instead of stopping at the first.
   std::vector<std::string> problems;
@@ -61,10 +71,7 @@ void load_state_dict(Module& module, const NamedTensors& state, bool strict) {
       mismatched.push_back(fmt::format("dtype mismatch: {}: checkpoint {}, module {}", name, src.dtype(), dst.dtype()));
   }
   // Tied names (one tensor under several names) must be given the same values.
-  // (own holds detached handles: identity comes from the registered tensors themselves.)
   std::map<const TensorImpl*, std::string> first_name;
-  NamedTensors registered = module.named_parameters(true, false);
-  for (auto& entry : module.named_buffers(true, false)) registered.push_back(std::move(entry));
   for (size_t i = 0; i < own.size(); ++i) {
     const auto& [name, dst] = own[i];
     const auto [it, inserted] = first_name.emplace(registered[i].second.impl().get(), name);
