@@ -1,8 +1,10 @@
 #pragma once
 // softgrad: a small autograd deep-learning framework. Include this one header.
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/gradcheck.h"
+#include "core/onednn.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 #include "ops/attention.h"

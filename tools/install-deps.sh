@@ -12,10 +12,12 @@ set -euo pipefail
 
 # gnuplot with the pngcairo terminal and nothing for X11; a gnuplot-qt or gnuplot-x11
 # already there does as well (they conflict with gnuplot-nox: apt would remove them).
+# libdnnl-dev is oneDNN (bfloat16 GEMMs); its CMake config (Debian's build has an OpenCL
+# GPU runtime) does find_package(OpenCL), hence ocl-icd-opencl-dev, never used otherwise.
 # "a|b" is a set of alternatives: any one installed is enough, else the first is installed.
 plot_packages=("gnuplot-nox|gnuplot-qt|gnuplot-x11")
 base_packages=(g++ cmake make libopenblas-openmp-dev libfmt-dev doctest-dev libhwy-dev
-               zlib1g-dev libcli11-dev nlohmann-json3-dev "${plot_packages[@]}")
+               zlib1g-dev libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev "${plot_packages[@]}")
 extra=()
 plot_only=0
 for arg in "$@"; do
