@@ -72,6 +72,8 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   bool defined() const { return impl_ != nullptr; }
+  // The same tensor object (not just equal values): PyTorch's Tensor.is_same.
+  bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
   const Shape& shape() const { return checked("shape").shape; }
   const Strides& strides() const { return checked("strides").strides; }
   int64_t dim() const { return static_cast<int64_t>(shape().size()); }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "ops/attention_kernels.h"
@@ -185,12 +186,29 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
 
 }  // namespace
 
+namespace {
+// Under autocast q, k and v are taken in bfloat16: their values are rounded to bfloat16
+// and the fused kernel runs on them in float32 (scores, online-softmax state, accumulators
+// and gradients all float32). Without native bfloat16, bfloat16 inputs are widened.
+Tensor autocast_attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& options, bool naive) {
+  check_defined(kOp, q, "query (q)");
+  check_defined(kOp, k, "key (k)");
+  check_defined(kOp, v, "value (v)");
+  if (autocast::use_bf16_product(q, k) && autocast::use_bf16_product(v, Tensor()))
+    return attention(autocast::round_to_bf16(q), autocast::round_to_bf16(k), autocast::round_to_bf16(v), options,
+                     naive);
+  return attention(autocast::fp32_input(q), autocast::fp32_input(k), autocast::fp32_input(v), options, naive);
+}
+}  // namespace
+
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& options) {
+  if (autocast_enabled()) return autocast_attention(q, k, v, options, /*naive=*/false);
   return attention(q, k, v, options, /*naive=*/false);
 }
 
 Tensor scaled_dot_product_attention_naive(const Tensor& q, const Tensor& k, const Tensor& v,
                                           const SdpaOptions& options) {
+  if (autocast_enabled()) return autocast_attention(q, k, v, options, /*naive=*/true);
   return attention(q, k, v, options, /*naive=*/true);
 }
 

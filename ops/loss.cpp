@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "ops/loss_kernels.h"
@@ -309,6 +310,16 @@ Tensor cross_entropy_prob(const Tensor& logits, const Tensor& target, const Tens
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
+  if (autocast_enabled()) {  // runs in float32: bfloat16 logits, probabilities or weights are widened
+    const Tensor lf = autocast::fp32_input(logits), tf = autocast::fp32_input(target);
+    const Tensor wf = autocast::fp32_input(options.weight);
+    if (!lf.is_same(logits) || !tf.is_same(target) || !wf.is_same(options.weight)) {
+      CrossEntropyOptions o = options;
+      o.weight = wf;
+      AutocastGuard off(kBFloat16, false);
+      return cross_entropy(lf, tf, o);
+    }
+  }
   const LossLayout L = checked_layout("cross_entropy", logits);
   check_defined("cross_entropy", target, "target");
   const double eps = options.label_smoothing;
@@ -332,6 +343,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
 // ---- nll_loss ----------------------------------------------------------------------------
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NLLLossOptions& options) {
+  if (autocast_enabled()) {  // runs in float32: bfloat16 inputs or weights are widened
+    const Tensor xf = autocast::fp32_input(log_probs), wf = autocast::fp32_input(options.weight);
+    if (!xf.is_same(log_probs) || !wf.is_same(options.weight)) {
+      NLLLossOptions o = options;
+      o.weight = wf;
+      AutocastGuard off(kBFloat16, false);
+      return nll_loss(xf, target, o);
+    }
+  }
   const LossLayout L = checked_layout("nll_loss", log_probs);
   check_defined("nll_loss", target, "target");
   SG_CHECK(target.dtype() == kInt64,

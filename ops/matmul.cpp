@@ -17,9 +17,11 @@
 #include <climits>
 #include <optional>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/kernels.h"
+#include "core/onednn.h"
 #include "core/strided.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
@@ -102,7 +104,8 @@ struct MatmulPlan {
   int64_t a_rs = 0, a_cs = 0, b_rs = 0, b_cs = 0;  // strides of the matrix dims
 };
 
-void check_matmul_inputs(const Tensor& a, const Tensor& b) {
+// bf16_operands: the autocast path's bfloat16 pair (never reached by users' bfloat16).
+void check_matmul_inputs(const Tensor& a, const Tensor& b, bool bf16_operands = false) {
   check_defined("matmul", a, "first operand");
   check_defined("matmul", b, "second operand");
   SG_CHECK(a.dim() >= 1 && b.dim() >= 1,
@@ -110,16 +113,16 @@ void check_matmul_inputs(const Tensor& a, const Tensor& b) {
            a.dim(), b.dim());
   SG_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: {} {} and {} {}", a.shape(), a.dtype(), b.shape(),
            b.dtype());
-  refuse_bfloat16("matmul", a.dtype());
-  SG_CHECK(is_floating(a.dtype()), "matmul: expected float32 or float64, got {} {} and {} {}", a.shape(), a.dtype(),
+  if (!bf16_operands) refuse_bfloat16("matmul", a.dtype());
+  SG_CHECK(is_floating(a.dtype()) || (bf16_operands && a.dtype() == kBFloat16), "matmul: expected float32 or float64, got {} {} and {} {}", a.shape(), a.dtype(),
            b.shape(), b.dtype());
   const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
   SG_CHECK(ka == kb, "matmul: shapes {} and {} cannot be multiplied (inner dims {} and {} differ)", a.shape(),
            b.shape(), ka, kb);
 }
 
-MatmulPlan plan_matmul(const Tensor& a, const Tensor& b) {
-  check_matmul_inputs(a, b);
+MatmulPlan plan_matmul(const Tensor& a, const Tensor& b, bool bf16_operands = false) {
+  check_matmul_inputs(a, b, bf16_operands);
   MatmulPlan p;
   const bool a1 = a.dim() == 1, b1 = b.dim() == 1;
   p.K = a.size(-1);
@@ -197,12 +200,14 @@ bool fold_batches(MatmulPlan& p, const BlasMat& la) {
   return true;
 }
 
-Tensor matmul_impl(const Tensor& a_in, const Tensor& b_in) {
-  check_matmul_inputs(a_in, b_in);
+// bf16_operands: a and b are bfloat16 (autocast); the result is float32 from oneDNN.
+Tensor matmul_impl(const Tensor& a_in, const Tensor& b_in, bool bf16_operands = false) {
+  check_matmul_inputs(a_in, b_in, bf16_operands);
   const Tensor a = blas_ready(a_in, false), b = blas_ready(b_in, true);
-  MatmulPlan p = plan_matmul(a, b);
-  if (p.K == 0) return zeros(p.out_shape, a.dtype());  // an empty sum
-  Tensor out = empty(p.out_shape, a.dtype());         // BLAS (beta = 0) writes every element
+  MatmulPlan p = plan_matmul(a, b, bf16_operands);
+  const Dtype out_dtype = bf16_operands ? kFloat32 : a.dtype();
+  if (p.K == 0) return zeros(p.out_shape, out_dtype);  // an empty sum
+  Tensor out = empty(p.out_shape, out_dtype);         // BLAS (beta = 0) writes every element
   if (out.numel() == 0) return out;
   const std::optional<BlasMat> la = blas_layout(p.M, p.K, p.a_rs, p.a_cs);
   const std::optional<BlasMat> lb = blas_layout(p.K, p.N, p.b_rs, p.b_cs);
@@ -210,6 +215,15 @@ Tensor matmul_impl(const Tensor& a_in, const Tensor& b_in) {
   fold_batches(p, *la);
   SG_CHECK(la->ld <= INT_MAX && lb->ld <= INT_MAX, "matmul: shapes {} and {}: leading dimension exceeds 32 bits",
            a.shape(), b.shape());
+  if (bf16_operands) {
+    // oneDNN threads each GEMM itself: the batches run one after another.
+    const bfloat16 *pa = a.data_ptr<bfloat16>(), *pb = b.data_ptr<bfloat16>();
+    float* c = out.data_ptr<float>();
+    for (int64_t i = 0; i < p.B; ++i)
+      gemm_bf16(la->trans, lb->trans, p.M, p.N, p.K, pa + p.a_off[i], la->ld, pb + p.b_off[i], lb->ld, 0.0f,
+                c + i * p.M * p.N, p.N);
+    return out;
+  }
   visit_dtype(a.dtype(), [&]<typename T>() {
     if constexpr (std::is_floating_point_v<T>) {
       matmul_forward(out.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(), p.a_off.data(), p.b_off.data(), p.B, p.M,
@@ -219,13 +233,21 @@ Tensor matmul_impl(const Tensor& a_in, const Tensor& b_in) {
   return out;
 }
 
+// The autocast product: operands cast to bfloat16 (a parameter's cast cached), float32
+// accumulation and result; no history (the callers record their own nodes).
+Tensor matmul_bf16(const Tensor& a, const Tensor& b) {
+  return matmul_impl(autocast::to_bf16(a), autocast::to_bf16(b), /*bf16_operands=*/true);
+}
+
 // dC arrives in the result's shape; the 1-D operands were promoted to (1, K) and (K, 1).
 // b_transposed: b is 2-D and its transpose is contiguous (Linear's weight.t()). dB is then
 // computed as (dC^T A)^T, a transposed view of a contiguous (N, K) product, so the gradient
 // reaches the weight in the weight's own layout instead of through a strided copy.
+// product: how the backward multiplies (matmul, or the bfloat16 product under autocast).
+using Product = Tensor (*)(const Tensor&, const Tensor&);
 std::vector<Tensor> matmul_backward(const Tensor& dc, const SavedTensor& saved_a, const SavedTensor& saved_b,
                                     const Shape& a_shape, const Shape& b_shape, bool need_da, bool need_db,
-                                    bool b_transposed) {
+                                    bool b_transposed, Product product) {
   const bool a1 = a_shape.size() == 1, b1 = b_shape.size() == 1;
   Tensor dcp = dc;
   if (a1) dcp = dcp.unsqueeze(b1 ? 0 : -2);
@@ -235,7 +257,7 @@ std::vector<Tensor> matmul_backward(const Tensor& dc, const SavedTensor& saved_a
     Tensor bp = saved_b.get();
     if (b1) bp = bp.unsqueeze(-1);
     const Shape ap_shape = a1 ? Shape{1, a_shape[0]} : a_shape;
-    da = sum_to(matmul(dcp, bp.transpose(-1, -2)), ap_shape);  // dA = dC @ B^T
+    da = sum_to(product(dcp, bp.transpose(-1, -2)), ap_shape);  // dA = dC @ B^T
     if (a1) da = da.reshape(a_shape);
   }
   if (need_db) {
@@ -247,12 +269,12 @@ std::vector<Tensor> matmul_backward(const Tensor& dc, const SavedTensor& saved_a
       const Shape& s = ap.shape();
       const int64_t rows = shape_numel(Shape(s.begin(), s.end() - 1)), K = s.back(), N = dcp.size(-1);
       const Tensor a_rows = ap.reshape({rows, K}), dc_rows = dcp.reshape({rows, N});
-      db = b_transposed ? matmul(dc_rows.t(), a_rows).t()   // dB^T = dC^T @ A, (N, K)
-                        : matmul(a_rows.t(), dc_rows);      // dB = A^T @ dC, (K, N)
+      db = b_transposed ? product(dc_rows.t(), a_rows).t()   // dB^T = dC^T @ A, (N, K)
+                        : product(a_rows.t(), dc_rows);      // dB = A^T @ dC, (K, N)
     } else if (b_transposed && ap.dim() == 2) {
-      db = matmul(dcp.t(), ap).t();
+      db = product(dcp.t(), ap).t();
     } else {
-      db = sum_to(matmul(ap.transpose(-1, -2), dcp), bp_shape);
+      db = sum_to(product(ap.transpose(-1, -2), dcp), bp_shape);
     }
     if (b1) db = db.reshape(b_shape);
   }
@@ -261,18 +283,36 @@ std::vector<Tensor> matmul_backward(const Tensor& dc, const SavedTensor& saved_a
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
-  Tensor out = matmul_impl(a, b);
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  check_defined("matmul", a_in, "first operand");
+  check_defined("matmul", b_in, "second operand");
+  const bool bf16 = autocast::use_bf16_product(a_in, b_in);
+  // Under autocast without native bfloat16, a bfloat16 operand is widened instead.
+  const Tensor a = bf16 ? a_in : autocast::fp32_input(a_in), b = bf16 ? b_in : autocast::fp32_input(b_in);
+  // The saved operands are the bfloat16 casts under autocast: backward multiplies in bfloat16.
+  const Tensor a_op = bf16 ? autocast::to_bf16(a) : a, b_op = bf16 ? autocast::to_bf16(b) : b;
+  Tensor out = matmul_impl(a_op, b_op, bf16);
   if (any_requires_grad({a, b})) {
     const bool need_da = a.requires_grad(), need_db = b.requires_grad();
     const bool b_transposed = b.dim() == 2 && b.size(0) > 1 && b.size(1) > 1 && b.stride(0) == 1 && b.stride(1) == b.size(0);
-    record("matmul", {a, b}, out,
-           [sa = need_db ? SavedTensor(a) : SavedTensor(), sb = need_da ? SavedTensor(b) : SavedTensor(),
-            a_shape = a.shape(), b_shape = b.shape(), need_da, need_db, b_transposed](const Tensor& dc) {
-             return matmul_backward(dc, sa, sb, a_shape, b_shape, need_da, need_db, b_transposed);
+    record(bf16 ? "matmul (autocast bfloat16)" : "matmul", {a, b}, out,
+           [sa = need_db ? SavedTensor(a_op) : SavedTensor(), sb = need_da ? SavedTensor(b_op) : SavedTensor(),
+            a_shape = a.shape(), b_shape = b.shape(), need_da, need_db, b_transposed, bf16](const Tensor& dc) {
+             if (!bf16) return matmul_backward(dc, sa, sb, a_shape, b_shape, need_da, need_db, b_transposed, &matmul);
+             // dC is cast once; every view the backward takes of it stays bfloat16.
+             return matmul_backward(autocast::to_bf16(dc), sa, sb, a_shape, b_shape, need_da, need_db, b_transposed,
+                                    &matmul_bf16);
            });
   }
   return out;
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  check_defined("bmm", a, "first operand");
+  check_defined("bmm", b, "second operand");
+  SG_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0),
+           "bmm: expected (B, M, K) and (B, K, N) with the same B, got shapes {} and {}", a.shape(), b.shape());
+  return matmul(a, b);
 }
 
 namespace {
@@ -290,7 +330,10 @@ void linear_forward(T* y, const T* x, const T* w, int64_t ldw, const T* b, int64
 }
 }  // namespace
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+namespace {
+
+// linear's checks on the user's tensors; bf16_ok: autocast may mix float32 and bfloat16.
+void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, bool bf16_ok) {
   check_defined("linear", x);
   check_defined("linear", weight, "weight");
   SG_CHECK(weight.dim() == 2, "linear: expected a 2-D weight (out_features, in_features), got input {} and weight {}",
@@ -300,11 +343,68 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
            weight.shape(), weight.size(1));
   SG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
            "linear: bias {} does not match the weight {}", bias.shape(), weight.shape());
+  if (bf16_ok) return;  // autocast::use_bf16_product admitted only float32 and bfloat16
   refuse_bfloat16("linear", x.dtype());
   refuse_bfloat16("linear", weight.dtype());
   SG_CHECK(is_floating(x.dtype()) && weight.dtype() == x.dtype() && (!bias.defined() || bias.dtype() == x.dtype()),
            "linear: input, weight and bias must share a floating dtype, got {}, {} and {}", x.dtype(), weight.dtype(),
            bias.defined() ? dtype_name(bias.dtype()) : "none");
+}
+
+// Under autocast: y (M, N) float32 = bf16(x) bf16(W)^T + b, the bias (float32) written
+// first and the GEMM accumulating onto it. Backward: dx = bf16(dy) bf16(W), dW = bf16(dy)^T
+// bf16(x), both accumulated in float32; db = dy summed in float32.
+Tensor linear_autocast(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
+  const Tensor bias = autocast::fp32_input(bias_in);
+  SG_CHECK(!bias.defined() || bias.dtype() == kFloat32, "linear: under autocast the bias must be float32, got {}",
+           bias.dtype());
+  const int64_t K = weight.size(1), N = weight.size(0);
+  const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  const Tensor xb = contiguous(autocast::to_bf16(x)).reshape({M, K});  // (M, K)
+  const Tensor wb = contiguous(autocast::to_bf16(weight));            // (N, K), cached per step
+  Tensor out = empty(out_shape, kFloat32);
+  float* y = out.data_ptr<float>();
+  if (bias.defined()) {
+    const Tensor b = contiguous(bias);
+    const float* pb = b.data_ptr<float>();
+    parallel_for(M, N, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::copy(pb, pb + N, y + r * N);
+    });
+  }
+  gemm_bf16(false, true, M, N, K, xb.data_ptr<bfloat16>(), K, wb.data_ptr<bfloat16>(), K, bias.defined() ? 1.0f : 0.0f,
+            y, N);
+  if (any_requires_grad({x, weight, bias})) {
+    const bool need_dx = x.requires_grad(), need_dw = weight.requires_grad();
+    const bool need_db = bias.defined() && bias.requires_grad();
+    record("linear (autocast bfloat16)", {x, weight, bias}, out,
+           [xs = need_dw ? SavedTensor(xb) : SavedTensor(), ws = need_dx ? SavedTensor(wb) : SavedTensor(),
+            x_shape = x.shape(), M, N, need_dx, need_dw, need_db](const Tensor& dy) {
+             const Tensor dy2 = dy.reshape({M, N});
+             const Tensor dyb = autocast::to_bf16(dy2);
+             Tensor dx, dw, db;
+             if (need_dx) dx = matmul_bf16(dyb, ws.get()).reshape(x_shape);  // (M, N) @ (N, K)
+             if (need_dw) dw = matmul_bf16(dyb.t(), xs.get());               // (N, M) @ (M, K)
+             if (need_db) db = sum(dy2, {0});
+             return std::vector<Tensor>{dx, dw, db};
+           });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
+  check_defined("linear", x_in);
+  check_defined("linear", weight_in, "weight");
+  const bool bf16 = autocast::use_bf16_product(x_in, weight_in) && x_in.numel() > 0 && weight_in.numel() > 0;
+  check_linear_inputs(x_in, weight_in, bias_in, bf16);
+  if (bf16) return linear_autocast(x_in, weight_in, bias_in);
+  // Under autocast without native bfloat16, bfloat16 operands are widened instead.
+  const Tensor x = autocast::fp32_input(x_in), weight = autocast::fp32_input(weight_in);
+  const Tensor bias = autocast::fp32_input(bias_in);
+  check_linear_inputs(x, weight, bias, false);
   const int64_t K = weight.size(1), N = weight.size(0);
   const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape out_shape = x.shape();

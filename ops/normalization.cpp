@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "ops/normalization_kernels.h"
@@ -52,6 +53,13 @@ template <typename T> const T* data_or_null(const Tensor& t) { return t.defined(
 
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
                   double eps) {
+  if (autocast_enabled()) {  // runs in float32: bfloat16 inputs are widened
+    const Tensor xf = autocast::fp32_input(x), wf = autocast::fp32_input(weight), bf = autocast::fp32_input(bias);
+    if (!xf.is_same(x) || !wf.is_same(weight) || !bf.is_same(bias)) {
+      AutocastGuard off(kBFloat16, false);
+      return layer_norm(xf, normalized_shape, wf, bf, eps);
+    }
+  }
   const kernels::LayerNormDims dims = checked_dims(x, normalized_shape, weight, bias, eps);
   // Detached first: a strided input's copy is the kernels' buffer, not a node of the graph.
   const Tensor xc = x.detach().contiguous();

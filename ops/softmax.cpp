@@ -2,6 +2,7 @@
 // cross_entropy and nll_loss are in ops/loss.cpp.
 #include "ops/softmax.h"
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "ops/softmax_kernels.h"
@@ -68,8 +69,11 @@ Tensor softmax_family(Which w, const Tensor& x, int64_t dim) {
 
 }  // namespace
 
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_family(Which::kSoftmax, x, dim); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_family(Which::kLogSoftmax, x, dim); }
+// Under autocast a bfloat16 input is widened: softmax and log_softmax run in float32.
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_family(Which::kSoftmax, autocast::fp32_input(x), dim); }
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  return softmax_family(Which::kLogSoftmax, autocast::fp32_input(x), dim);
+}
 
 // ---- Tensor's method forms ----
 Tensor Tensor::softmax(int64_t dim) const { return sg::softmax(*this, dim); }
