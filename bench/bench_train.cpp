@@ -4,7 +4,10 @@
 //
 //   build/bench/bench_train [threads=2] [--quick] [--data DIR]
 //
-// Models (examples/models.h, exactly what the trainers train), batch 128, float32:
+// Models (examples/models.h, exactly what the trainers train), batch 128, each in float32
+// and in bf16 (--precision bf16: forward and loss under sg::AutocastGuard, products in
+// bfloat16 on oneDNN, weights and optimizer float32), the latter only where oneDNN runs
+// bfloat16 natively:
 //   MLP  models::make_mlp({512, 256}): 784-512-256-10, ReLU; AdamW lr 1e-3, weight decay 1e-2
 //   ViT  models::VisionTransformer twice: the reference model, 4x4 patches (49
 //        tokens + a class token), dim 64, 2 pre-norm encoder layers of 4 heads, GELU MLP
@@ -22,7 +25,8 @@
 //   opt.zero_grad(); loss.backward(); opt.step(); schedule.step(); loss.item()
 // with the batch gathered by the DataLoader inside the timed loop. 10 untimed warm-up
 // steps run first (epoch 0's order), then epoch 1 is timed: "epoch s" is the training loop
-// alone (no evaluation). PyTorch does the same with nn.Sequential / nn.TransformerEncoderLayer,
+// alone (no evaluation). PyTorch does the same with nn.Sequential / nn.TransformerEncoderLayer
+// (for the bf16 rows under torch.autocast("cpu", dtype=torch.bfloat16), its CPU recipe),
 // torch.optim.AdamW and a LambdaLR of the same warmup-cosine on the same threads; its ViT
 // epoch is timed over its first 150 steps and scaled to the epoch by samples (the table
 // says how many steps each side timed). --quick times 100 steps of every epoch, scaled.
@@ -35,7 +39,9 @@
 // no one computes that product); the attention's two batched products 4 B H T^2 Dh forward
 // and twice that backward. Elementwise work, layer norms, softmax, the optimizer and data
 // loading are not counted: the limit is a time no implementation on this machine's sgemm
-// can beat, and "% limit" = limit / epoch time says how close the epoch comes to it.
+// can beat, and "% limit" = limit / epoch time says how close the epoch comes to it. The
+// bf16 rows divide the same FLOPs by oneDNN's bfloat16 GEMM rate at 2048^3 (bfloat16 in,
+// float32 out, sg::gemm_bf16), measured the same way around their epochs.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -85,13 +91,14 @@ struct Epoch {
   double seconds;       // one epoch, scaled by samples when fewer steps were timed
   int64_t steps;        // steps timed
   double mean_loss;     // over the timed steps
-  double sgemm_gflops;  // median of the sgemms right before and right after
+  double gemm_gflops;   // median of the GEMM probes right before and right after
 };
 
 // Trains `model` with the trainers' optimizer and schedule: kWarmupSteps untimed steps, then
 // epoch 1 (or its first `steps` steps) timed between 3 sgemms before and 3 after.
+// bf16: the steps run under autocast, and the probe is oneDNN's bfloat16 GEMM.
 Epoch time_epoch(sg::nn::Module& model, double weight_decay, const sg::data::TensorDataset& train,
-                 std::optional<int64_t> steps, sgbench::SgemmProbe& sgemm) {
+                 std::optional<int64_t> steps, bool bf16, const std::function<double()>& gemm_probe) {
   sg::data::DataLoader loader(train, {.batch_size = kBatch, .shuffle = true, .seed = 0});
   const int64_t steps_per_epoch = loader.num_batches(), total_steps = 10 * steps_per_epoch;
   sg::optim::AdamW opt(model.parameters(), {.lr = 1e-3, .weight_decay = weight_decay});
@@ -104,7 +111,7 @@ Epoch time_epoch(sg::nn::Module& model, double weight_decay, const sg::data::Ten
     int64_t samples = 0, step = 0;
     double loss_sum = 0.0;
     for (const sg::data::Batch& b : loader) {
-      const trainer::Step s = trainer::train_step(model, opt, schedule, b);
+      const trainer::Step s = trainer::train_step(model, opt, schedule, b, bf16);
       const int64_t n = b.y.size(0);
       loss_sum += s.loss * static_cast<double>(n);
       samples += n;
@@ -115,15 +122,15 @@ Epoch time_epoch(sg::nn::Module& model, double weight_decay, const sg::data::Ten
 
   run_steps(0, kWarmupSteps);
   const int64_t count = std::min(steps.value_or(steps_per_epoch), steps_per_epoch);
-  std::vector<double> sgemm_rates;
-  for (int r = 0; r < 3; ++r) sgemm_rates.push_back(sgemm.run());
+  std::vector<double> gemm_rates;
+  for (int r = 0; r < 3; ++r) gemm_rates.push_back(gemm_probe());
   const auto t0 = sgbench::Clock::now();
   const auto [samples, loss_sum] = run_steps(1, count);
   const double ms = sgbench::ms_since(t0);
-  for (int r = 0; r < 3; ++r) sgemm_rates.push_back(sgemm.run());
+  for (int r = 0; r < 3; ++r) gemm_rates.push_back(gemm_probe());
   const double n = static_cast<double>(train.size());
   return {ms / 1e3 * n / static_cast<double>(samples), count, loss_sum / static_cast<double>(samples),
-          sgbench::median(sgemm_rates)};
+          sgbench::median(gemm_rates)};
 }
 
 }  // namespace
@@ -154,6 +161,11 @@ int main(int argc, char** argv) {
   sgbench::SgemmProbe sgemm;
   double start_sgemm = 0.0;
   for (int r = 0; r < 5; ++r) start_sgemm = std::max(start_sgemm, sgemm.run());
+  const sg::OnednnInfo& dnn = sg::onednn_info();
+  std::optional<sgbench::Bf16GemmProbe> bf16_gemm;
+  if (dnn.bf16_native) bf16_gemm.emplace();
+  std::vector<std::string> precisions = {"fp32"};
+  if (dnn.bf16_native) precisions.push_back("bf16");
   sgbench::TorchPeer peer(threads, 1, 0);
   const bool with_torch = peer.available();  // the torch columns, even if the peer fails on a row
 
@@ -162,6 +174,9 @@ int main(int argc, char** argv) {
              N, dir_str, kBatch, threads, sg::blas_info().core,
              sg::blas_info().corrected ? fmt::format(" (OpenBLAS chose {}; see core/blas.h)", sg::blas_info().detected)
                                        : "");
+  fmt::print("oneDNN {} on {}: bfloat16 matmul {}{}\n", dnn.version, dnn.isa, dnn.bf16_impl,
+             dnn.bf16_native ? fmt::format("; bf16 GEMM 2048^3 {:.1f} GFLOP/s at the start", bf16_gemm->best())
+                             : " (not native: no bf16 rows)");
   fmt::print("limit: GEMM FLOPs of the epoch / sgemm GFLOP/s (2048^3 through OpenBLAS, same threads), the median of 3\n"
              "sgemms right before and 3 right after each row's timed epoch (column `sgemm`). At the start: {:.1f} "
              "GFLOP/s (best of 5)\n",
@@ -169,7 +184,7 @@ int main(int argc, char** argv) {
   peer.print_about();
 
   struct Row {
-    std::string model;
+    std::string model, precision;
     int64_t params;
     double flops_per_epoch;
     Epoch sg;
@@ -179,41 +194,51 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   const int64_t steps_per_epoch = (N + kBatch - 1) / kBatch;
   const std::optional<int64_t> sg_steps = quick ? std::optional<int64_t>(kQuickSteps) : std::nullopt;
-  auto row = [&](const std::string& name, sg::nn::Module& model, double weight_decay, double flops_per_sample,
-                 const sg::data::TensorDataset& data, const std::string& torch_op, int64_t torch_steps) {
-    const Epoch e = time_epoch(model, weight_decay, data, sg_steps, sgemm);
-    const std::optional<double> torch_ms = peer.time(
-        fmt::format("{} data={} batch={} steps={} warmup_steps={}", torch_op, dir_str, kBatch,
-                    torch_steps == steps_per_epoch ? 0 : torch_steps, kWarmupSteps));
-    rows.push_back({name, model.num_parameters(), flops_per_sample * static_cast<double>(N), e,
-                    torch_ms ? std::optional<double>(*torch_ms / 1e3) : std::nullopt, torch_steps});
+  // One row per model and precision; make_model builds the model afresh (same seed) each time.
+  auto row = [&](const std::string& name, const std::function<std::shared_ptr<sg::nn::Module>()>& make_model,
+                 double weight_decay, double flops_per_sample, const sg::data::TensorDataset& data,
+                 const std::string& torch_op, int64_t torch_steps) {
+    for (const std::string& precision : precisions) {
+      const bool bf16 = precision == "bf16";
+      const std::shared_ptr<sg::nn::Module> model = make_model();
+      const Epoch e = time_epoch(*model, weight_decay, data, sg_steps, bf16, [&] {
+        return bf16 ? bf16_gemm->run() : sgemm.run();
+      });
+      const std::optional<double> torch_ms = peer.time(
+          fmt::format("{} data={} batch={} steps={} warmup_steps={} autocast={}", torch_op, dir_str, kBatch,
+                      torch_steps == steps_per_epoch ? 0 : torch_steps, kWarmupSteps, bf16 ? 1 : 0));
+      rows.push_back({name, precision, model->num_parameters(), flops_per_sample * static_cast<double>(N), e,
+                      torch_ms ? std::optional<double>(*torch_ms / 1e3) : std::nullopt, torch_steps});
+    }
   };
 
-  {
-    sg::Generator gen(0);
-    auto mlp = models::make_mlp({512, 256}, /*dropout=*/0.0, gen);
-    row("MLP 784-512-256-10", *mlp, 1e-2, mlp_flops_per_sample(), flat, "mlp_epoch",
-        quick ? kQuickSteps : steps_per_epoch);
-  }
+  row("MLP 784-512-256-10", [] {
+        sg::Generator gen(0);
+        return std::shared_ptr<sg::nn::Module>(models::make_mlp({512, 256}, /*dropout=*/0.0, gen));
+      },
+      1e-2, mlp_flops_per_sample(), flat, "mlp_epoch", quick ? kQuickSteps : steps_per_epoch);
   // The reference ViT (4x4 patches, 2 layers, class token) and the trainer's default.
   for (const models::VitConfig& config :
        {models::VitConfig{.patch = 4, .depth = 2, .pool = "cls"}, models::VitConfig{}}) {
-    sg::Generator gen(0);
-    models::VisionTransformer vit(config, gen);
     const bool mean = config.pool == "mean";
-    row(fmt::format("ViT p{} d{} x{} h{} {}", config.patch, config.dim, config.depth, config.heads, config.pool), vit,
+    row(fmt::format("ViT p{} d{} x{} h{} {}", config.patch, config.dim, config.depth, config.heads, config.pool),
+        [config] {
+          sg::Generator gen(0);
+          return std::shared_ptr<sg::nn::Module>(std::make_shared<models::VisionTransformer>(config, gen));
+        },
         5e-2, vit_flops_per_sample(config), images,
         fmt::format("vit_epoch patch={} depth={} mean_pool={}", config.patch, config.depth, mean ? 1 : 0),
         std::min(quick ? kQuickSteps : kTorchVitSteps, steps_per_epoch));
   }
 
   sgbench::Table table({{"model", true},
+                        {"precision", true},
                         {"params"},
                         {"GFLOP/epoch"},
                         {"steps timed"},
                         {"epoch s"},
                         {"samples/s"},
-                        {"sgemm"},
+                        {"GEMM rate"},
                         {"limit s"},
                         {"% limit"}});
   if (with_torch) {
@@ -225,14 +250,15 @@ int main(int argc, char** argv) {
     return steps == steps_per_epoch ? fmt::format("{} (all)", steps) : fmt::format("{} of {}", steps, steps_per_epoch);
   };
   for (const Row& r : rows) {
-    const double limit_s = r.flops_per_epoch / (r.sg.sgemm_gflops * 1e9);
+    const double limit_s = r.flops_per_epoch / (r.sg.gemm_gflops * 1e9);
     std::vector<std::string> cells = {r.model,
+                                      r.precision,
                                       fmt::format("{}", r.params),
                                       fmt::format("{:.1f}", r.flops_per_epoch / 1e9),
                                       steps_cell(r.sg.steps),
                                       fmt::format("{:.2f}", r.sg.seconds),
                                       fmt::format("{:.0f}", static_cast<double>(N) / r.sg.seconds),
-                                      fmt::format("{:.1f}", r.sg.sgemm_gflops),
+                                      fmt::format("{:.1f}", r.sg.gemm_gflops),
                                       fmt::format("{:.2f}", limit_s),
                                       fmt::format("{:.1f}%", 100.0 * limit_s / r.sg.seconds)};
     if (with_torch) {
@@ -245,13 +271,19 @@ int main(int argc, char** argv) {
   table.print();
   fmt::print("\n");
   fmt::print("epoch s: the training loop of one epoch ({} samples), scaled by samples when fewer steps were timed;\n"
-             "samples/s = {} / epoch s. limit s = GFLOP/epoch / sgemm; % limit = limit s / epoch s.\n",
+             "samples/s = {} / epoch s. limit s = GFLOP/epoch / GEMM rate (fp32: OpenBLAS sgemm, bf16: oneDNN's\n"
+             "bfloat16 GEMM, GFLOP/s); % limit = limit s / epoch s.\n",
              N, N);
+  for (size_t i = 0; i + 1 < rows.size(); ++i)
+    if (rows[i].precision == "fp32" && rows[i + 1].precision == "bf16" && rows[i].model == rows[i + 1].model)
+      fmt::print("{}: bf16 epoch / fp32 epoch = {:.2f}\n", rows[i].model, rows[i + 1].sg.seconds / rows[i].sg.seconds);
+  if (dnn.bf16_native) fmt::print("oneDNN implementations that ran: {}\n", fmt::join(sg::onednn_impls_used(), ", "));
   if (with_torch)
-    fmt::print("speedup = torch epoch s / softgrad epoch s (above 1: softgrad is faster).\n");
+    fmt::print("speedup = torch epoch s / softgrad epoch s (above 1: softgrad is faster); the bf16 rows' torch is\n"
+               "under torch.autocast(\"cpu\", dtype=torch.bfloat16).\n");
   fmt::print("sgemm: the best of the run {:.1f} GFLOP/s. Mean training loss over softgrad's timed steps:", sgemm.best());
   for (size_t i = 0; i < rows.size(); ++i)
-    fmt::print("{} {} {:.4f}", i ? "," : "", rows[i].model, rows[i].sg.mean_loss);
+    fmt::print("{} {} {} {:.4f}", i ? "," : "", rows[i].model, rows[i].precision, rows[i].sg.mean_loss);
   fmt::print(" (PyTorch's on stderr).\n");
   return 0;
 }

@@ -34,6 +34,10 @@
 
 namespace trainer {
 
+// bf16 where oneDNN runs bfloat16 natively (AVX512-BF16 or AMX), fp32 otherwise (autocast
+// would compute in float32 there anyway).
+inline std::string default_precision() { return sg::autocast_bf16_active() ? "bf16" : "fp32"; }
+
 struct Flags {
   std::string data{};             // directory with the IDX files; empty: find or fetch
   std::string dataset = "mnist";  // mnist | fashion
@@ -47,6 +51,10 @@ struct Flags {
   uint64_t seed = 0;
   std::string save{}, resume{}, metrics{};
   double min_accuracy = 0.0;  // percent; exit status 1 below it
+  // fp32, or bf16: forward and loss under an AutocastGuard (core/autocast.h); weights,
+  // gradients, optimizer state and checkpoints stay float32. The default: see
+  // default_precision().
+  std::string precision = default_precision();
 };
 
 // Validators for the number flags. CLI11 prefixes their message with the flag's name:
@@ -151,6 +159,10 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--resume", f.resume, "Continue from this checkpoint (same flags as the run that wrote it)")
       ->check(CLI::ExistingFile);
   app.add_option("--metrics", f.metrics, "Write one CSV row per epoch to this file (appended to on --resume)");
+  app.add_option("--precision", f.precision,
+                 "fp32, or bf16: mixed precision (bfloat16 products, float32 weights and state). Default: bf16 "
+                 "where the CPU runs bfloat16 natively")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   app.add_option("--min-accuracy", f.min_accuracy, "Exit with status 1 when the final test accuracy (%) is lower")
       ->check(finite_in(0.0, 100.0));
 }
@@ -229,8 +241,9 @@ struct Evaluation {
 };
 
 // Mean loss and accuracy over a data set, in eval mode without a graph, 1000 at a time.
-inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset& ds) {
+inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset& ds, bool bf16 = false) {
   sg::NoGradGuard no_grad;
+  sg::AutocastGuard autocast(sg::kBFloat16, bf16);
   const bool was_training = model.is_training();
   model.eval();
   sg::data::DataLoader loader(ds, {.batch_size = 1000});
@@ -248,15 +261,20 @@ inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset&
 
 // One optimization step on a batch: forward, cross-entropy, backward, the optimizer's and
 // the schedule's step. Returns the logits (for accuracy) and the loss. bench_train times
-// exactly this.
+// exactly this. bf16: forward and loss under autocast (backward follows the forward's
+// precision by itself).
 struct Step {
   sg::Tensor logits;
   double loss = 0.0;
 };
 inline Step train_step(sg::nn::Module& model, sg::optim::Optimizer& opt, sg::optim::LRScheduler& schedule,
-                       const sg::data::Batch& b) {
-  sg::Tensor logits = model.forward(b.x);
-  const sg::Tensor loss = sg::cross_entropy(logits, b.y);
+                       const sg::data::Batch& b, bool bf16 = false) {
+  sg::Tensor logits, loss;
+  {
+    sg::AutocastGuard autocast(sg::kBFloat16, bf16);
+    logits = model.forward(b.x);
+    loss = sg::cross_entropy(logits, b.y);
+  }
   opt.zero_grad();
   loss.backward();
   opt.step();
@@ -323,10 +341,18 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                start_epoch == f.epochs ? ": nothing left to train" : "");
   }
 
+  const bool bf16 = f.precision == "bf16";
   fmt::print("{}\nAdamW lr {} weight decay {}, {} then cosine; batch {}, {}; {} of {}\n", model.summary(), f.lr,
              f.weight_decay, sg::plural(warmup_steps, "warmup step"), f.batch_size,
              sg::plural(sg::get_num_threads(), "thread"), sg::plural(f.epochs, "epoch"),
              sg::plural(steps_per_epoch, "step"));
+  const sg::OnednnInfo& dnn = sg::onednn_info();
+  fmt::print("precision {}: {}\n", f.precision,
+             !bf16 ? "float32 (OpenBLAS)"
+             : dnn.bf16_native
+                 ? fmt::format("bfloat16 products on oneDNN {} ({}), float32 weights and state", dnn.version, dnn.bf16_impl)
+                 : fmt::format("oneDNN {} has no native bfloat16 here (ISA {}): products run in float32", dnn.version,
+                               dnn.isa));
   trainer::MetricsCsv csv(f.metrics,
                           {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "samples_per_s"},
                           /*append=*/start_epoch > 0);
@@ -340,7 +366,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, step = 0;
     for (const sg::data::Batch& b : data.train) {
-      const Step s = train_step(model, opt, schedule, b);
+      const Step s = train_step(model, opt, schedule, b, bf16);
       ++step;
       if (!std::isfinite(s.loss)) {
         progress.finish(fmt::format("epoch {}/{}  stopped at step {}", epoch + 1, f.epochs, step));
@@ -361,7 +387,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
     const double epoch_s = progress.elapsed();
     const double train_loss = loss_sum / static_cast<double>(seen);
     const double train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
-    test = evaluate(model, data.test);
+    test = evaluate(model, data.test, bf16);
     const double lr_now = schedule.get_last_lr().front();
     progress.finish(fmt::format("epoch {}/{}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
                                 "{:.2f}s ({:.0f} samples/s)",
@@ -380,7 +406,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
       last_saved = fmt::format("{} holds the model after epoch {}", f.save, epoch + 1);
     }
   }
-  if (start_epoch >= f.epochs) test = evaluate(model, data.test);
+  if (start_epoch >= f.epochs) test = evaluate(model, data.test, bf16);
   fmt::print("test accuracy {:.2f}%\n", test.accuracy);
   Result r{test.accuracy, test.accuracy >= f.min_accuracy};
   if (!r.passed) fmt::print(stderr, "test accuracy {:.2f}% is below --min-accuracy {}\n", test.accuracy, f.min_accuracy);
