@@ -39,6 +39,8 @@ answered as soon as it arrives:
 Training epochs on real MNIST (bench_train.cpp), a spec of their own:
 
     mlp_epoch|vit_epoch data=DIR [batch=128] [steps=S] [warmup_steps=10] [epochs=1] [seed=0]
+                        [autocast=0]   (1: forward and loss under torch.autocast("cpu",
+                                       dtype=torch.bfloat16); weights and optimizer float32)
 
     mlp_epoch  784-512-256-10 ReLU nn.Sequential (examples/models.h make_mlp), AdamW lr 1e-3
                weight decay 1e-2
