@@ -613,8 +613,6 @@ template <typename T> MaxSum<T> merge(MaxSum<T> a, MaxSum<T> b) {
   return {m, a.sum * std::exp(a.max - dm) + b.sum * std::exp(b.max - dm)};
 }
 
-template <typename T> bool is_ordinary(MaxSum<T> ms) { return ms.sum > 0 && ms.sum < kInf<double> && ms.max < kInf<T>; }
-
 template <typename T> T log_sum_exp(MaxSum<T> ms) {
   if (std::isnan(ms.sum)) return std::numeric_limits<T>::quiet_NaN();
   if (ms.sum == 0) return -kInf<T>;
@@ -693,7 +691,6 @@ template <typename T> void log_softmax_backward_naive(const T* y, const T* g, T*
   template void log_softmax_backward_naive<T>(const T*, const T*, T*, RowsShape);      \
   template MaxSum<T> row_max_sum<T>(const T*, int64_t);                                \
   template MaxSum<T> merge<T>(MaxSum<T>, MaxSum<T>);                                   \
-  template bool is_ordinary<T>(MaxSum<T>);                                             \
   template T log_sum_exp<T>(MaxSum<T>);                                                \
   template T log_softmax_entry<T>(T, MaxSum<T>);                                       \
   template T softmax_entry<T>(T, MaxSum<T>);
