@@ -40,7 +40,7 @@ template <typename T> using Vec = hn::Vec<Tag<T>>;
 
 constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 // Gradients at least this large are streamed (same threshold as the softmax kernels).
-constexpr size_t kStreamBytes = size_t{16} << 20;
+constexpr size_t kStreamBytes = size_t{8} << 20;
 
 template <typename T> MaxSum<T> stats_of(const double* stats, int64_t r) {
   return {static_cast<T>(stats[r * kStatCols]), stats[r * kStatCols + 1]};
