@@ -530,6 +530,33 @@ template <typename T> void check_streamed_equals_cached(RowsShape sh, sg::Genera
   CHECK(sum == doctest::Approx(1.0).epsilon(1e-6));
 }
 
+TEST_CASE("kernels: softmax rows pipelined through two scratch rows equal each row done alone, edge rows between") {
+  // Rows of 4L < C <= 65536 run pass 2 of row r interleaved with pass 1 of row r + 1; a row
+  // done alone (outer = 1) runs the same arithmetic without a neighbour.
+  namespace k = sg::kernels;
+  sg::Generator gen(25);
+  const float inf = std::numeric_limits<float>::infinity(), lowest = std::numeric_limits<float>::lowest();
+  for (int64_t C : {65, 100, 1000, 32000}) {
+    CAPTURE(C);
+    const int64_t R = 9;
+    Tensor x = sg::randn({R, C}, gen) * 3.0f;
+    float* px = ptr<float>(x);
+    std::fill(px + 1 * C, px + 2 * C, -inf);         // all -inf
+    px[2 * C + C / 2] = inf;                          // one +inf
+    px[4 * C + C - 1] = std::numeric_limits<float>::quiet_NaN();
+    std::fill(px + 5 * C, px + 6 * C, lowest);        // all lowest(), a mask value
+    for (int64_t c = 0; c < C; ++c) px[7 * C + c] = static_cast<float>(c) * 0.01f;  // the max rises every block
+    Tensor y = sg::empty({R, C}, sg::kFloat32), alone = sg::empty({R, C}, sg::kFloat32);
+    k::softmax_forward<float>(px, ptr<float>(y), {.outer = R, .C = C, .inner = 1});
+    for (int64_t r = 0; r < R; ++r)
+      k::softmax_forward<float>(px + r * C, ptr<float>(alone) + r * C, {.outer = 1, .C = C, .inner = 1});
+    CHECK(std::memcmp(ptr<float>(y), ptr<float>(alone), static_cast<size_t>(R * C) * sizeof(float)) == 0);
+    const float* py = ptr<float>(y);
+    CHECK(py[5 * C] == doctest::Approx(1.0 / C));  // lowest() row: uniform
+    CHECK(py[2 * C + C / 2] == 1.0f);               // the +inf entry takes everything
+  }
+}
+
 TEST_CASE("kernels: outputs of 8 MiB and more (streamed stores) equal the cached-store outputs") {
   sg::Generator gen(23);
   check_streamed_equals_cached<float>({.outer = 128, .C = 32000, .inner = 1}, gen);   // rows through the scratch
