@@ -8,6 +8,10 @@
 // gradient written in the same pass: one read of z, one write of dz, one exp per element.
 // Large outputs are written with non-temporal stores (nothing reads them back soon, and
 // streaming saves the read of each destination line).
+// Short rows (C <= one vector, e.g. C = 10 classes): the row sits in one register (masked
+// load and store), and for float32 the per-row log(sum) of forward and exp(z_t - max) of
+// backward run on float64 vectors across 64 rows at a time. (4096, 10) float32, mean,
+// forward + backward, 2 threads: 0.65 -> 0.15 ms (PyTorch 1.13: 0.29 ms in the same session).
 #include "ops/loss_kernels.h"
 
 #include <hwy/cache_control.h>
@@ -22,6 +26,7 @@
 
 #include "core/prefetch.h"
 #include "core/simd_exp.h"
+#include "core/simd_partial.h"
 #include "core/strided.h"
 #include "ops/softmax_kernels.h"
 
@@ -35,7 +40,7 @@ template <typename T> using Vec = hn::Vec<Tag<T>>;
 
 constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 // Gradients at least this large are streamed (same threshold as the softmax kernels).
-constexpr size_t kStreamBytes = size_t{16} << 20;
+constexpr size_t kStreamBytes = size_t{8} << 20;
 
 template <typename T> MaxSum<T> stats_of(const double* stats, int64_t r) {
   return {static_cast<T>(stats[r * kStatCols]), stats[r * kStatCols + 1]};
@@ -120,6 +125,35 @@ RowSums row_sums(const T* HWY_RESTRICT z, const T* HWY_RESTRICT w, const T* HWY_
   return out;
 }
 
+// ---- short rows: C <= one vector (16 float32 with AVX-512), the row held in one register --
+// NOTE: for such rows row_max_sum's block of 4 vectors is mostly -inf padding, and each
+// padded Exp takes its slow path (|x| > 87.3); with C = 10 that cost 3/4 of a step.
+
+// The row's lanes [0, C) and -inf past them.
+template <typename T> HWY_INLINE Vec<T> load_short_row(const T* z, int64_t C) {
+  const Tag<T> d;
+  const size_t n = static_cast<size_t>(C);
+  return hn::IfThenElse(hn::FirstN(d, n), simd::LoadFirstN(d, z, n), hn::Set(d, -std::numeric_limits<T>::infinity()));
+}
+
+// row_max_sum of a short row, bit for bit: the padding's exps are exactly 0, and
+// ExpNonPositive differs from Exp only for results below 2^-126, which a float sum holding
+// exp(0) = 1 absorbs either way. Rows whose max is not finite take row_max_sum (edge rules).
+template <typename T> MaxSum<T> short_row_max_sum(const T* z, int64_t C) {
+  const Tag<T> d;
+  const Vec<T> v = load_short_row(z, C);
+  const T m = hn::GetLane(hn::MaxOfLanes(d, v));
+  if (!(std::abs(m) <= std::numeric_limits<T>::max())) return row_max_sum(z, C);
+  const Vec<T> e = simd::ExpNonPositive(d, hn::Sub(v, hn::Set(d, m)));
+  return {m, static_cast<double>(hn::GetLane(hn::SumOfLanes(d, e)))};
+}
+
+template <typename T> bool is_short_row(int64_t C) { return C <= static_cast<int64_t>(hn::Lanes(Tag<T>())); }
+
+template <typename T> MaxSum<T> max_sum_of_row(const T* z, int64_t C) {
+  return is_short_row<T>(C) ? short_row_max_sum(z, C) : row_max_sum(z, C);
+}
+
 // log p_c of one row from its normalizer: the ordinary formula, or the edge rules.
 template <typename T> double log_prob(T zc, MaxSum<T> ms, bool ordinary, double log_sum) {
   return ordinary ? (static_cast<double>(zc) - static_cast<double>(ms.max)) - log_sum
@@ -128,13 +162,12 @@ template <typename T> double log_prob(T zc, MaxSum<T> ms, bool ordinary, double 
 
 // ---- index targets -----------------------------------------------------------------------
 
+// nll (and smooth) of a row from its normalizer ms; log_sum = log(ms.sum) when ms is ordinary.
 template <typename T>
-void index_forward_row(const T* z, int64_t t, const T* weight, int64_t C, double sum_w, int64_t r, double* stats,
-                       double* nll, double* smooth) {
-  const MaxSum<T> ms = row_max_sum(z, C);
+void index_forward_finish(const T* z, int64_t t, const T* weight, int64_t C, double sum_w, int64_t r, MaxSum<T> ms,
+                          double log_sum, double* stats, double* nll, double* smooth) {
   put_stats(stats, r, ms, 0.0);
   const bool ordinary = is_ordinary(ms);
-  const double log_sum = ordinary ? std::log(ms.sum) : 0.0;
   const double wt = weight ? static_cast<double>(weight[t]) : 1.0;
   nll[r] = -wt * log_prob(z[t], ms, ordinary, log_sum);
   if (!smooth) return;
@@ -147,6 +180,31 @@ void index_forward_row(const T* z, int64_t t, const T* weight, int64_t C, double
     for (int64_t c = 0; c < C; ++c)
       acc += (weight ? static_cast<double>(weight[c]) : 1.0) * log_prob(z[c], ms, false, 0.0);
     smooth[r] = -acc;
+  }
+}
+
+template <typename T>
+void index_forward_row(const T* z, int64_t t, const T* weight, int64_t C, double sum_w, int64_t r, double* stats,
+                       double* nll, double* smooth) {
+  const MaxSum<T> ms = max_sum_of_row(z, C);
+  index_forward_finish(z, t, weight, C, sum_w, r, ms, is_ordinary(ms) ? std::log(ms.sum) : 0.0, stats, nll, smooth);
+}
+
+// Rows are taken kRowChunk at a time where the per-row log or exp in double runs on
+// vectors across the rows (short float32 rows, where a scalar libm call per row cost as
+// much as the row itself).
+constexpr int64_t kRowChunk = 64;
+
+// y[i] = log(x[i]) or exp(x[i]) for x: (n), n <= kRowChunk, on float64 lanes (hn::Log,
+// hn::Exp: a few double ulp, invisible in the float32 results they feed). exp's x must
+// be in [-708, 706]; log's x in (0, inf).
+template <bool kLog> void log_or_exp_rows(const double* x, double* y, int64_t n) {
+  const Tag<double> dd;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(dd));
+  for (int64_t i = 0; i < n; i += L) {
+    const size_t k = static_cast<size_t>(std::min(L, n - i));
+    const Vec<double> v = hn::IfThenElse(hn::FirstN(dd, k), simd::LoadFirstN(dd, x + i, k), hn::Set(dd, 1.0));
+    simd::StoreFirstN(kLog ? hn::Log(dd, v) : hn::Exp(dd, v), dd, y + i, k);
   }
 }
 
@@ -181,9 +239,21 @@ void index_backward_vec(const T* HWY_RESTRICT z, const T* HWY_RESTRICT w, T* HWY
   }
 }
 
+// index_backward_vec for a short row (C <= one vector): one masked load and store.
+template <typename T>
+HWY_INLINE void index_backward_short(const T* HWY_RESTRICT z, const T* HWY_RESTRICT w, T* HWY_RESTRICT dz, int64_t C,
+                                     T max, T A, T gamma) {
+  const Tag<T> d;
+  const size_t n = static_cast<size_t>(C);
+  const Vec<T> e = simd::ExpNonPositive(d, hn::Sub(load_short_row(z, C), hn::Set(d, max)));
+  const Vec<T> sub = w ? hn::Mul(hn::Set(d, gamma), simd::LoadFirstN(d, w, n)) : hn::Set(d, gamma);
+  simd::StoreFirstN(hn::MulSub(hn::Set(d, A), e, sub), d, dz, n);
+}
+
+// et: exp(z_t - max) in double when the caller has it (ordinary rows), or null.
 template <bool kStream, typename T>
 void index_backward_row(const T* z, int64_t t, const T* weight, int64_t C, MaxSum<T> ms, double sum_w, double g,
-                        double nll_scale, double smooth_scale, T* dz) {
+                        double nll_scale, double smooth_scale, T* dz, const double* et = nullptr) {
   const double wt = weight ? static_cast<double>(weight[t]) : 1.0;
   const double beta = g * nll_scale * wt, gamma = g * smooth_scale;
   const double a = beta + gamma * sum_w;
@@ -195,13 +265,15 @@ void index_backward_row(const T* z, int64_t t, const T* weight, int64_t C, MaxSu
     return;
   }
   const T A = static_cast<T>(a / ms.sum);
-  if (weight)
+  if (is_short_row<T>(C))
+    index_backward_short(z, weight, dz, C, ms.max, A, static_cast<T>(gamma));
+  else if (weight)
     index_backward_vec<kStream, true>(z, weight, dz, C, ms.max, A, static_cast<T>(gamma));
   else
     index_backward_vec<kStream, false>(z, z, dz, C, ms.max, A, static_cast<T>(gamma));
   if constexpr (kStream) hwy::FlushStream();  // the streamed row lands before the store below
   // The target entry, a p_t - beta with p_t near 1, in double: it is the one that cancels.
-  const double pt = std::exp(static_cast<double>(z[t]) - static_cast<double>(ms.max)) / ms.sum;
+  const double pt = (et ? *et : std::exp(static_cast<double>(z[t]) - static_cast<double>(ms.max))) / ms.sum;
   dz[t] = static_cast<T>(a * pt - gamma * wt - beta);
 }
 
@@ -210,17 +282,39 @@ void index_backward_rows(const T* z, const int64_t* target, const T* weight, con
                          int64_t ignore_index, const double* g_rows, double g, double nll_scale, double smooth_scale,
                          T* dz) {
   const double sum_w = weight_sum(weight, C);
-  parallel_for(R, C, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      T* dzr = dz + r * C;
-      const int64_t t = target[r];
-      if (t == ignore_index) {
-        std::fill(dzr, dzr + C, T(0));
-        continue;
-      }
-      index_backward_row<kStream>(z + r * C, t, weight, C, stats_of<T>(stats, r), sum_w, g_rows ? g_rows[r] : g,
-                                  nll_scale, smooth_scale, dzr);
+  auto row = [&](int64_t r, const double* et) {
+    T* dzr = dz + r * C;
+    const int64_t t = target[r];
+    if (t == ignore_index) {
+      std::fill(dzr, dzr + C, T(0));
+      return;
     }
+    index_backward_row<kStream>(z + r * C, t, weight, C, stats_of<T>(stats, r), sum_w, g_rows ? g_rows[r] : g,
+                                nll_scale, smooth_scale, dzr, et);
+  };
+  // Short float32 rows: exp(z_t - max) of kRowChunk rows at once on vectors.
+  auto short_rows = [&](int64_t begin, int64_t end) {
+    for (int64_t r0 = begin; r0 < end; r0 += kRowChunk) {
+      const int64_t n = std::min(kRowChunk, end - r0);
+      double arg[kRowChunk], et[kRowChunk];
+      bool vec[kRowChunk];
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = r0 + i, t = target[r];
+        const MaxSum<T> ms = stats_of<T>(stats, r);
+        // NOTE: an ordinary row's z_t - max is <= 0; below -700 its exp (< 1e-304) vanishes
+        // beside beta or rounds to 0 in float32, so the clamp keeps hn::Exp in range.
+        vec[i] = t != ignore_index && is_ordinary(ms);
+        arg[i] = vec[i] ? std::max(-700.0, static_cast<double>(z[r * C + t]) - static_cast<double>(ms.max)) : 0.0;
+      }
+      log_or_exp_rows<false>(arg, et, n);
+      for (int64_t i = 0; i < n; ++i) row(r0 + i, vec[i] ? et + i : nullptr);
+    }
+  };
+  parallel_for(R, C, [&](int64_t begin, int64_t end) {
+    if (std::is_same_v<T, float> && is_short_row<T>(C))
+      short_rows(begin, end);
+    else
+      for (int64_t r = begin; r < end; ++r) row(r, nullptr);
     if constexpr (kStream) hwy::FlushStream();
   });
 }
@@ -230,7 +324,7 @@ void index_backward_rows(const T* z, const int64_t* target, const T* weight, con
 template <typename T>
 void prob_forward_row(const T* z, const T* t, const T* weight, int64_t C, double eps, int64_t r, double* stats,
                       double* loss) {
-  const MaxSum<T> ms = row_max_sum(z, C);
+  const MaxSum<T> ms = max_sum_of_row(z, C);
   if (is_ordinary(ms)) {
     const double log_sum = std::log(ms.sum);
     const RowSums s = row_sums<T>(z, weight, t, C, static_cast<double>(ms.max), eps);
@@ -368,7 +462,7 @@ template <typename T>
 void cross_entropy_index_forward(const T* z, const int64_t* target, const T* weight, int64_t R, int64_t C,
                                  int64_t ignore_index, double* stats, double* nll, double* smooth) {
   const double sum_w = weight_sum(weight, C);
-  parallel_for(R, smooth ? 2 * C : C, [&](int64_t begin, int64_t end) {
+  auto rows = [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t t = target[r];
       if (t == ignore_index) {  // contributes nothing; backward writes zeros without the stats
@@ -379,6 +473,35 @@ void cross_entropy_index_forward(const T* z, const int64_t* target, const T* wei
       }
       index_forward_row(z + r * C, t, weight, C, sum_w, r, stats, nll, smooth);
     }
+  };
+  // Short float32 rows: the normalizers of kRowChunk rows, then their logs on vectors.
+  auto short_rows = [&](int64_t begin, int64_t end) {
+    for (int64_t r0 = begin; r0 < end; r0 += kRowChunk) {
+      const int64_t n = std::min(kRowChunk, end - r0);
+      MaxSum<T> ms[kRowChunk];
+      double sums[kRowChunk], log_sums[kRowChunk];
+      for (int64_t i = 0; i < n; ++i) {
+        ms[i] = target[r0 + i] == ignore_index ? MaxSum<T>{T(0), 1.0} : max_sum_of_row(z + (r0 + i) * C, C);
+        sums[i] = is_ordinary(ms[i]) ? ms[i].sum : 1.0;
+      }
+      log_or_exp_rows<true>(sums, log_sums, n);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = r0 + i, t = target[r];
+        if (t == ignore_index) {
+          put_stats(stats, r, ms[i], 0.0);
+          nll[r] = 0;
+          if (smooth) smooth[r] = 0;
+          continue;
+        }
+        index_forward_finish(z + r * C, t, weight, C, sum_w, r, ms[i], log_sums[i], stats, nll, smooth);
+      }
+    }
+  };
+  parallel_for(R, smooth ? 2 * C : C, [&](int64_t begin, int64_t end) {
+    if (std::is_same_v<T, float> && is_short_row<T>(C))
+      short_rows(begin, end);
+    else
+      rows(begin, end);
   });
 }
 

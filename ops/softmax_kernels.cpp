@@ -9,6 +9,9 @@
 //   pass 2  one write of y. Rows up to kScratchMaxElems keep exp(x - m_block) from pass 1
 //           in a per-thread scratch row (in cache) and pass 2 only rescales it, so every
 //           element costs one exp; longer rows recompute exp(x - M) from x instead.
+//           softmax over several such rows per thread interleaves pass 2 of row r with
+//           pass 1 of row r + 1 (two scratch rows), so the writes overlap the exps
+//           (softmax_rows_scratch).
 // Softmax over a non-last dim (inner > 1) vectorizes across the inner positions: each
 // lane runs its own online normalizer down the C axis (no transpose copy).
 #include "ops/softmax_kernels.h"
@@ -43,7 +46,11 @@ constexpr int64_t kScratchMaxElems = 65536;  // rows up to this long reuse pass 
 constexpr int64_t kSplitRowElems = 65536;    // rows this long are split when rows < threads
 // Outputs this large are written with non-temporal stores: they cannot stay in the cache
 // anyway, and streaming them saves the read of each output line before it is written.
-constexpr size_t kStreamBytes = size_t{16} << 20;
+// NOTE: 8 MiB, not 16: an output of 8 MiB comes with at least 8 MiB of input streaming
+// through the same L3 (32 MiB on the Zen 4 this was tuned on), and (128, 32000) float32
+// (15.6 MiB, a language model's logits) was just under 16 MiB: streaming its softmax
+// output cut the forward by ~18% and the backward by ~30% (one thread; see the commit).
+constexpr size_t kStreamBytes = size_t{8} << 20;
 constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 
 template <typename T> using Tag = hn::ScalableTag<T>;
@@ -93,19 +100,22 @@ template <typename T> struct BlockSum {
   }
 };
 
-// Pass 1 over a contiguous row x: (n). With kStore it also writes e_i = exp(x_i - m_b) to
-// e: (n) and the max m_b in force for each block of 4 vectors to block_max.
-template <bool kStore, typename T>
-MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, T* HWY_RESTRICT block_max) {
-  const Tag<T> d;
-  using V = Vec<T>;
-  const int64_t L = static_cast<int64_t>(hn::Lanes(d)), B = 4 * L;
+// Pass 1's state over one contiguous row, fed a block of 4 vectors at a time. With kStore
+// each block also writes e_i = exp(x_i - m_b) to e and the max m_b in force for it to
+// block_max[b]. The running max m is one scalar for the row, raised only when a block
+// holds a larger value (then the sum so far is rescaled by exp(m_old - m_new)).
+// NOTE: the methods are forced inline and the state is a local of the caller's loop:
+// GCC otherwise keeps the block out of line and the running sums live on the stack (2x
+// slower pass 1).
+template <bool kStore, typename T> struct OnlineRow {
   T m = kLowest<T>;
-  V vm = hn::Set(d, m);
+  Vec<T> vm = hn::Set(Tag<T>(), kLowest<T>);
   BlockSum<T> sum;
-  // NOTE: forced inline: called from two places, GCC otherwise keeps it out of line and the
-  // running sums live on the stack (2x slower pass 1).
-  auto block = [&](const T* xp, T* ep, int64_t b) HWY_ATTR __attribute__((always_inline)) {
+
+  HWY_INLINE void block(const T* HWY_RESTRICT xp, T* HWY_RESTRICT ep, T* HWY_RESTRICT block_max, int64_t b) {
+    const Tag<T> d;
+    using V = Vec<T>;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
     const V v0 = hn::LoadU(d, xp), v1 = hn::LoadU(d, xp + L);
     const V v2 = hn::LoadU(d, xp + 2 * L), v3 = hn::LoadU(d, xp + 3 * L);
     const V top = hn::Max(hn::Max(v0, v1), hn::Max(v2, v3));
@@ -126,22 +136,43 @@ MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, 
       hn::StoreU(e3, d, ep + 3 * L);
       block_max[b] = m;
     }
-  };
-  int64_t i = 0, b = 0;
-  for (; i + B <= n; i += B, ++b) {
-    prefetch_lines_ahead(x + i, B);
-    block(x + i, kStore ? e + i : nullptr, b);
   }
-  if (i < n) {  // the last partial block, padded with -inf (exp gives 0, the max is unchanged)
+  // Block b of a row of n elements (x, e: the row's start): full, or the last partial
+  // block padded with -inf (exp gives 0, the max is unchanged).
+  HWY_INLINE void block_of_row(const T* HWY_RESTRICT x, T* HWY_RESTRICT e, T* HWY_RESTRICT block_max, int64_t n,
+                               int64_t b) {
+    const int64_t B = 4 * static_cast<int64_t>(hn::Lanes(Tag<T>())), i = b * B;
+    if (i + B <= n) {
+      prefetch_lines_ahead(x + i, B);
+      block(x + i, kStore ? e + i : nullptr, block_max, b);
+      return;
+    }
     HWY_ALIGN T xt[4 * kMaxLanes];
     HWY_ALIGN T et[4 * kMaxLanes];
     std::fill(xt, xt + B, -kInf<T>);
     std::copy(x + i, x + n, xt);
-    block(xt, et, b);
+    block(xt, et, block_max, b);
     if constexpr (kStore) std::copy(et, et + (n - i), e + i);
   }
-  sum.flush();
-  return {m, sum.total};
+  HWY_INLINE MaxSum<T> finish() {
+    sum.flush();
+    return {m, sum.total};
+  }
+};
+
+template <typename T> int64_t blocks_of_row(int64_t n) {
+  const int64_t B = 4 * static_cast<int64_t>(hn::Lanes(Tag<T>()));
+  return (n + B - 1) / B;
+}
+
+// Pass 1 over a contiguous row x: (n). With kStore it also writes e: (n) and block_max:
+// (blocks_of_row(n)) (see OnlineRow).
+template <bool kStore, typename T>
+MaxSum<T> online_max_sum(const T* HWY_RESTRICT x, int64_t n, T* HWY_RESTRICT e, T* HWY_RESTRICT block_max) {
+  OnlineRow<kStore, T> row;
+  const int64_t blocks = blocks_of_row<T>(n);
+  for (int64_t b = 0; b < blocks; ++b) row.block_of_row(x, e, block_max, n, b);
+  return row.finish();
 }
 
 // y[i] = f(a[i], b[i]) over a contiguous row, a vector at a time; the last partial
@@ -260,34 +291,71 @@ template <Kind kKind, bool kStream, typename T> bool short_row(const T* x, T* y,
   return true;
 }
 
+// Pass 2 of softmax over a row kept in scratch: y = e * exp(m_block - M) / S, block by
+// block; m_block changes only where the running max rose. NOTE: walk blocks rather than
+// look up block_max[i / B] per vector: a 64-bit division per vector made this pass 3x
+// slower on Intel.
+template <bool kStream, typename T> struct ScaleRow {
+  MaxSum<T> ms;
+  const T* block_max;
+  // NOTE: the first block always sets the factor: a sentinel such as lowest() would
+  // match a row whose max is lowest() (float32's -3.4e38, a common mask value) and
+  // leave the factor at 0.
+  T last_max = T(0);
+  Vec<T> factor = hn::Zero(Tag<T>());
+
+  HWY_INLINE void block(const T* e, T* y, int64_t n, int64_t b) {
+    const Tag<T> d;
+    const int64_t B = 4 * static_cast<int64_t>(hn::Lanes(d)), i = b * B;
+    if (HWY_UNLIKELY(b == 0 || block_max[b] != last_max)) {
+      last_max = block_max[b];
+      const double rescale = last_max == ms.max ? 1.0 : std::exp(static_cast<double>(last_max) - ms.max);
+      factor = hn::Set(d, static_cast<T>(rescale / ms.sum));
+    }
+    const Vec<T> f = factor;
+    map_row<kStream>(e + i, e + i, y + i, std::min(B, n - i), [&](Vec<T> v, Vec<T>) HWY_ATTR { return hn::Mul(v, f); });
+  }
+};
+
+// softmax of rows [begin, end) of x, y: (rows, n), 4L < n <= kScratchMaxElems, one thread.
+// Each row is pass 1 into a scratch row (its exps) and pass 2 from it. Software-pipelined
+// over rows: pass 2 of row r (scale the cached exps and write y, memory-bound) runs block
+// by block interleaved with pass 1 of row r + 1 (read x and take its exps, exp-bound), so
+// the exps overlap the writes; two scratch rows alternate. Every row's arithmetic is that
+// of a row done alone.
+template <bool kStream, typename T> void softmax_rows_scratch(const T* x, T* y, int64_t begin, int64_t end, int64_t n) {
+  if (begin >= end) return;
+  const int64_t B = 4 * static_cast<int64_t>(hn::Lanes(Tag<T>())), blocks = blocks_of_row<T>(n);
+  T* e[2] = {thread_scratch<T>(n + B, 0), thread_scratch<T>(n + B, 2)};
+  T* block_max[2] = {thread_scratch<T>(blocks + 2, 1), thread_scratch<T>(blocks + 2, 3)};
+  OnlineRow<true, T> cur;
+  for (int64_t b = 0; b < blocks; ++b) cur.block_of_row(x + begin * n, e[0], block_max[0], n, b);
+  int k = 0;  // the scratch slot holding row r
+  for (int64_t r = begin; r < end; ++r, k ^= 1) {
+    const T* xr = x + r * n;
+    T* yr = y + r * n;
+    const MaxSum<T> ms = settle_infinite_max(xr, n, 1, cur.finish());
+    const bool has_next = r + 1 < end;
+    const T* xn = xr + n;
+    OnlineRow<true, T> next;
+    if (!is_ordinary(ms)) {
+      softmax_edge_row(xr, yr, n, 1, ms);
+      if (has_next)
+        for (int64_t b = 0; b < blocks; ++b) next.block_of_row(xn, e[k ^ 1], block_max[k ^ 1], n, b);
+    } else {
+      ScaleRow<kStream, T> out{ms, block_max[k]};
+      for (int64_t b = 0; b < blocks; ++b) {
+        if (has_next) next.block_of_row(xn, e[k ^ 1], block_max[k ^ 1], n, b);
+        out.block(e[k], yr, n, b);
+      }
+    }
+    cur = next;
+  }
+}
+
 template <bool kStream, typename T> void softmax_row(const T* x, T* y, int64_t n) {
   if (n <= 4 * static_cast<int64_t>(hn::Lanes(Tag<T>())) && short_row<Kind::kSoftmax, kStream>(x, y, n)) return;
-  if (n <= kScratchMaxElems) {
-    const int64_t B = 4 * static_cast<int64_t>(hn::Lanes(Tag<T>()));
-    T* e = thread_scratch<T>(n + B, 0);
-    T* block_max = thread_scratch<T>(n / B + 2, 1);
-    MaxSum<T> ms = settle_infinite_max(x, n, 1, online_max_sum<true>(x, n, e, block_max));
-    if (!is_ordinary(ms)) return softmax_edge_row(x, y, n, 1, ms);
-    // y = e * exp(m_block - M) / S, a block of 4 vectors at a time; m_block changes only
-    // where the running max rose. NOTE: walk blocks rather than look up block_max[i / B]
-    // per vector: a 64-bit division per vector made this pass 3x slower on Intel.
-    const Tag<T> d;
-    // NOTE: the first block always sets the factor: a sentinel such as lowest() would
-    // match a row whose max is lowest() (float32's -3.4e38, a common mask value) and
-    // leave the factor at 0.
-    T last_max = block_max[0];
-    Vec<T> factor = hn::Zero(d);
-    for (int64_t b = 0, i = 0; i < n; ++b, i += B) {
-      if (HWY_UNLIKELY(b == 0 || block_max[b] != last_max)) {
-        last_max = block_max[b];
-        const double rescale = last_max == ms.max ? 1.0 : std::exp(static_cast<double>(last_max) - ms.max);
-        factor = hn::Set(d, static_cast<T>(rescale / ms.sum));
-      }
-      map_row<kStream>(e + i, e + i, y + i, std::min(B, n - i),
-                       [&](Vec<T> v, Vec<T>) HWY_ATTR { return hn::Mul(v, factor); });
-    }
-    return;
-  }
+  if (n <= kScratchMaxElems) return softmax_rows_scratch<kStream>(x, y, 0, 1, n);
   const MaxSum<T> ms = settle_infinite_max(x, n, 1, online_max_sum<false, T>(x, n, nullptr, nullptr));
   if (!is_ordinary(ms)) return softmax_edge_row(x, y, n, 1, ms);
   softmax_write<kStream>(x, y, n, ms);
@@ -390,6 +458,13 @@ template <Kind kKind, bool kStream, typename T> void forward_rows(const T* x, T*
           }
           if constexpr (kStream) hwy::FlushStream();
         });
+    return;
+  }
+  if (kKind == Kind::kSoftmax && n > 4 * L && n <= kScratchMaxElems) {  // pipelined over each thread's rows
+    parallel_for(rows, n, [&](int64_t begin, int64_t end) {
+      softmax_rows_scratch<kStream>(x, y, begin, end, n);
+      if constexpr (kStream) hwy::FlushStream();
+    });
     return;
   }
   for_rows<kStream>(rows, n, [&](int64_t r) {
@@ -613,8 +688,6 @@ template <typename T> MaxSum<T> merge(MaxSum<T> a, MaxSum<T> b) {
   return {m, a.sum * std::exp(a.max - dm) + b.sum * std::exp(b.max - dm)};
 }
 
-template <typename T> bool is_ordinary(MaxSum<T> ms) { return ms.sum > 0 && ms.sum < kInf<double> && ms.max < kInf<T>; }
-
 template <typename T> T log_sum_exp(MaxSum<T> ms) {
   if (std::isnan(ms.sum)) return std::numeric_limits<T>::quiet_NaN();
   if (ms.sum == 0) return -kInf<T>;
@@ -693,7 +766,6 @@ template <typename T> void log_softmax_backward_naive(const T* y, const T* g, T*
   template void log_softmax_backward_naive<T>(const T*, const T*, T*, RowsShape);      \
   template MaxSum<T> row_max_sum<T>(const T*, int64_t);                                \
   template MaxSum<T> merge<T>(MaxSum<T>, MaxSum<T>);                                   \
-  template bool is_ordinary<T>(MaxSum<T>);                                             \
   template T log_sum_exp<T>(MaxSum<T>);                                                \
   template T log_softmax_entry<T>(T, MaxSum<T>);                                       \
   template T softmax_entry<T>(T, MaxSum<T>);

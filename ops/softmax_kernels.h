@@ -17,6 +17,7 @@
 //                      log_softmax -log k there (-inf elsewhere)
 //   any NaN          : sum = NaN -> the whole row NaN
 #include <cstdint>
+#include <limits>
 
 namespace sg::kernels {
 
@@ -58,6 +59,8 @@ template <typename T> T log_sum_exp(MaxSum<T> ms);
 template <typename T> T log_softmax_entry(T x, MaxSum<T> ms);
 template <typename T> T softmax_entry(T x, MaxSum<T> ms);
 // A row is "ordinary" when 0 < sum < inf and max is finite: then softmax = exp(x - lse).
-template <typename T> bool is_ordinary(MaxSum<T> ms);
+template <typename T> bool is_ordinary(MaxSum<T> ms) {  // inline: called once per row
+  return ms.sum > 0 && ms.sum < std::numeric_limits<double>::infinity() && ms.max < std::numeric_limits<T>::infinity();
+}
 
 }  // namespace sg::kernels

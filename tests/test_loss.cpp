@@ -10,6 +10,7 @@
 
 #include "ops/loss_kernels.h"
 #include "ops/softmax.h"
+#include "ops/softmax_kernels.h"
 #include "test_util.h"
 
 using sg::Reduction;
@@ -476,6 +477,38 @@ TEST_CASE("cross_entropy kernels match the naive references, edge rows included"
           compare_with_naive<float>(11, C, weighted, eps, per_row_g, gen);
           compare_with_naive<double>(11, C, weighted, eps, per_row_g, gen);
         }
+}
+
+TEST_CASE("cross_entropy kernels on short rows (C <= one vector): chunks of rows, and row_max_sum bit for bit") {
+  // Short float32 rows are taken 64 at a time with the per-row log and exp on vectors:
+  // 150 rows cross two chunk boundaries.
+  sg::Generator gen(23);
+  for (int64_t C : {1, 5, 10, 16})
+    for (bool weighted : {false, true})
+      for (double eps : {0.0, 0.2}) {
+        CAPTURE(C);
+        CAPTURE(weighted);
+        CAPTURE(eps);
+        compare_with_naive<float>(150, C, weighted, eps, true, gen);
+        compare_with_naive<double>(150, C, weighted, eps, false, gen);
+      }
+  for (int64_t C : {1, 5, 10, 16}) {
+    CAPTURE(C);
+    const int64_t R = 150;
+    const std::vector<float> z = edge_logits<float>(R, C, gen);
+    std::vector<int64_t> label(static_cast<size_t>(R), 0);
+    std::vector<double> stats(static_cast<size_t>(R * sg::kernels::kStatCols)), nll(R);
+    sg::kernels::cross_entropy_index_forward(z.data(), label.data(), static_cast<const float*>(nullptr), R, C, -1,
+                                             stats.data(), nll.data(), nullptr);
+    int64_t differ = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      const auto ms = sg::kernels::row_max_sum(z.data() + r * C, C);
+      const double mx = stats[r * sg::kernels::kStatCols], sum = stats[r * sg::kernels::kStatCols + 1];
+      differ += !(mx == static_cast<double>(ms.max) || (std::isnan(mx) && std::isnan(ms.max)));
+      differ += !(sum == ms.sum || (std::isnan(sum) && std::isnan(ms.sum)));
+    }
+    CHECK(differ == 0);
+  }
 }
 
 TEST_CASE("cross_entropy kernels: large outputs (streamed stores) equal the same rows done in small parts") {

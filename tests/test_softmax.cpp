@@ -494,7 +494,7 @@ TEST_CASE("kernels match the naive references: long rows 4096, 32000, 70000, 1<<
   check_kernels({.outer = 1, .C = 70000, .inner = 1}, gen);
 }
 
-// Outputs of 16 MiB and more are written with non-temporal stores when every row starts on
+// Outputs of 8 MiB and more are written with non-temporal stores when every row starts on
 // a vector boundary. The same call with the output one element off alignment takes the
 // ordinary stores and the same arithmetic, so the two must agree bit for bit (the
 // arithmetic itself is checked against the naive references above, on rows as long).
@@ -502,7 +502,7 @@ template <typename T> void check_streamed_equals_cached(RowsShape sh, sg::Genera
   namespace k = sg::kernels;
   CAPTURE(fmt::format("{}: outer {} C {} inner {}", sg::dtype_of<T>, sh.outer, sh.C, sh.inner));
   const int64_t n = sh.outer * sh.C * sh.inner;
-  REQUIRE(n * static_cast<int64_t>(sizeof(T)) >= (int64_t{16} << 20));
+  REQUIRE(n * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20));
   const Tensor x = sg::randn({n}, gen, sg::dtype_of<T>) * 3.0, g = sg::randn({n}, gen, sg::dtype_of<T>);
   const Tensor out = sg::empty({n}, sg::dtype_of<T>), shifted = sg::empty({n + 1}, sg::dtype_of<T>);
   T* const a = ptr<T>(out);       // 64-byte aligned (streamed)
@@ -530,8 +530,36 @@ template <typename T> void check_streamed_equals_cached(RowsShape sh, sg::Genera
   CHECK(sum == doctest::Approx(1.0).epsilon(1e-6));
 }
 
-TEST_CASE("kernels: outputs of 16 MiB and more (streamed stores) equal the cached-store outputs") {
+TEST_CASE("kernels: softmax rows pipelined through two scratch rows equal each row done alone, edge rows between") {
+  // Rows of 4L < C <= 65536 run pass 2 of row r interleaved with pass 1 of row r + 1; a row
+  // done alone (outer = 1) runs the same arithmetic without a neighbour.
+  namespace k = sg::kernels;
+  sg::Generator gen(25);
+  const float inf = std::numeric_limits<float>::infinity(), lowest = std::numeric_limits<float>::lowest();
+  for (int64_t C : {65, 100, 1000, 32000}) {
+    CAPTURE(C);
+    const int64_t R = 9;
+    Tensor x = sg::randn({R, C}, gen) * 3.0f;
+    float* px = ptr<float>(x);
+    std::fill(px + 1 * C, px + 2 * C, -inf);         // all -inf
+    px[2 * C + C / 2] = inf;                          // one +inf
+    px[4 * C + C - 1] = std::numeric_limits<float>::quiet_NaN();
+    std::fill(px + 5 * C, px + 6 * C, lowest);        // all lowest(), a mask value
+    for (int64_t c = 0; c < C; ++c) px[7 * C + c] = static_cast<float>(c) * 0.01f;  // the max rises every block
+    Tensor y = sg::empty({R, C}, sg::kFloat32), alone = sg::empty({R, C}, sg::kFloat32);
+    k::softmax_forward<float>(px, ptr<float>(y), {.outer = R, .C = C, .inner = 1});
+    for (int64_t r = 0; r < R; ++r)
+      k::softmax_forward<float>(px + r * C, ptr<float>(alone) + r * C, {.outer = 1, .C = C, .inner = 1});
+    CHECK(std::memcmp(ptr<float>(y), ptr<float>(alone), static_cast<size_t>(R * C) * sizeof(float)) == 0);
+    const float* py = ptr<float>(y);
+    CHECK(py[5 * C] == doctest::Approx(1.0 / C));  // lowest() row: uniform
+    CHECK(py[2 * C + C / 2] == 1.0f);               // the +inf entry takes everything
+  }
+}
+
+TEST_CASE("kernels: outputs of 8 MiB and more (streamed stores) equal the cached-store outputs") {
   sg::Generator gen(23);
+  check_streamed_equals_cached<float>({.outer = 128, .C = 32000, .inner = 1}, gen);   // rows through the scratch
   check_streamed_equals_cached<float>({.outer = 1, .C = 1 << 22, .inner = 1}, gen);   // split + streamed
   check_streamed_equals_cached<double>({.outer = 2, .C = 1 << 20, .inner = 1}, gen);  // rows >= threads
 }
