@@ -162,8 +162,11 @@ int main(int argc, char** argv) {
   double start_sgemm = 0.0;
   for (int r = 0; r < 5; ++r) start_sgemm = std::max(start_sgemm, sgemm.run());
   const sg::OnednnInfo& dnn = sg::onednn_info();
-  std::optional<sgbench::Bf16GemmProbe> bf16_gemm;
-  if (dnn.bf16_native) bf16_gemm.emplace();
+  std::optional<sgbench::GemmProbe> bf16_gemm;
+  if (dnn.bf16_native) {
+    bf16_gemm.emplace(sg::kBFloat16);
+    for (int r = 0; r < 5; ++r) bf16_gemm->run();
+  }
   std::vector<std::string> precisions = {"fp32"};
   if (dnn.bf16_native) precisions.push_back("bf16");
   sgbench::TorchPeer peer(threads, 1, 0);
@@ -175,7 +178,7 @@ int main(int argc, char** argv) {
              sg::blas_info().corrected ? fmt::format(" (OpenBLAS chose {}; see core/blas.h)", sg::blas_info().detected)
                                        : "");
   fmt::print("oneDNN {} on {}: bfloat16 matmul {}{}\n", dnn.version, dnn.isa, dnn.bf16_impl,
-             dnn.bf16_native ? fmt::format("; bf16 GEMM 2048^3 {:.1f} GFLOP/s at the start", bf16_gemm->best())
+             dnn.bf16_native ? fmt::format("; bf16 GEMM 2048^3 {:.1f} GFLOP/s at the start (best of 5)", bf16_gemm->best())
                              : " (not native: no bf16 rows)");
   fmt::print("limit: GEMM FLOPs of the epoch / sgemm GFLOP/s (2048^3 through OpenBLAS, same threads), the median of 3\n"
              "sgemms right before and 3 right after each row's timed epoch (column `sgemm`). At the start: {:.1f} "

@@ -432,20 +432,27 @@ class TorchPeer {
   FILE* from_ = nullptr;
 };
 
-// sgemm GFLOP/s of one 2048^3 product through OpenBLAS with the library's threads.
-class SgemmProbe {
+// GFLOP/s of one 2048^3 product on the library's threads: OpenBLAS's sgemm (float32), or
+// oneDNN's bfloat16 GEMM with float32 results (sg::gemm_bf16; only where
+// sg::onednn_info().bf16_native), the limit of the bf16 rows.
+class GemmProbe {
  public:
-  SgemmProbe() {
+  explicit GemmProbe(sg::Dtype operands = sg::kFloat32) : bf16_(operands == sg::kBFloat16) {
     sg::Generator gen(1);
-    a_ = sg::rand({kN, kN}, gen);
-    b_ = sg::rand({kN, kN}, gen);
+    a_ = sg::rand({kN, kN}, gen).to(operands);
+    b_ = sg::rand({kN, kN}, gen).to(operands);
     c_ = sg::empty({kN, kN});
-    run();  // warm-up
+    run();  // warm-up (oneDNN creates its primitive here)
   }
   double run() {
     const auto t0 = Clock::now();
-    sg::gemm<float>(false, false, kN, kN, kN, 1.0f, a_.data_ptr<float>(), kN, b_.data_ptr<float>(), kN, 0.0f,
+    if (bf16_) {
+      sg::gemm_bf16(false, false, kN, kN, kN, a_.data_ptr<sg::bfloat16>(), kN, b_.data_ptr<sg::bfloat16>(), kN, 0.0f,
                     c_.data_ptr<float>(), kN);
+    } else {
+      sg::gemm<float>(false, false, kN, kN, kN, 1.0f, a_.data_ptr<float>(), kN, b_.data_ptr<float>(), kN, 0.0f,
+                      c_.data_ptr<float>(), kN);
+    }
     const double gflops = 2.0 * kN * kN * kN / ms_since(t0) / 1e6;
     best_ = std::max(best_, gflops);
     return gflops;
@@ -454,36 +461,10 @@ class SgemmProbe {
 
  private:
   static constexpr int64_t kN = 2048;
+  bool bf16_;
   sg::Tensor a_, b_, c_;
   double best_ = 0.0;
 };
-
-// oneDNN's bfloat16 GEMM rate (bfloat16 operands, float32 result) at 2048^3 on the
-// current threads, through sg::gemm_bf16: the bfloat16 rows' limit. Only where
-// sg::onednn_info().bf16_native.
-class Bf16GemmProbe {
- public:
-  Bf16GemmProbe() {
-    sg::Generator gen(1);
-    a_ = sg::rand({kN, kN}, gen).to(sg::kBFloat16);
-    b_ = sg::rand({kN, kN}, gen).to(sg::kBFloat16);
-    c_ = sg::empty({kN, kN});
-    run();  // warm-up (creates the primitive)
-  }
-  double run() {
-    const auto t0 = Clock::now();
-    sg::gemm_bf16(false, false, kN, kN, kN, a_.data_ptr<sg::bfloat16>(), kN, b_.data_ptr<sg::bfloat16>(), kN, 0.0f,
-                  c_.data_ptr<float>(), kN);
-    const double gflops = 2.0 * kN * kN * kN / ms_since(t0) / 1e6;
-    best_ = std::max(best_, gflops);
-    return gflops;
-  }
-  double best() const { return best_; }
-
- private:
-  static constexpr int64_t kN = 2048;
-  sg::Tensor a_, b_, c_;
-  double best_ = 0.0;
-};
+using SgemmProbe = GemmProbe;  // GemmProbe() is the sgemm probe
 
 }  // namespace sgbench
