@@ -15,6 +15,7 @@
 // This binary also runs as autocast_fallback/* with ONEDNN_MAX_CPU_ISA=AVX512_CORE and
 // =AVX2 (CMakeLists.txt): oneDNN then has no native bfloat16, and every product must equal
 // the float32 one exactly. Each check below takes the branch autocast_bf16_active() says.
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -124,6 +125,26 @@ TEST_CASE("gemm_bf16: every transpose combination and the accumulate form agains
   CHECK_FALSE(sg::onednn_impls_used().empty());
   CHECK_THROWS_WITH_AS(sg::gemm_bf16(false, false, 0, 1, 1, nullptr, 1, nullptr, 1, 0.0f, nullptr, 1),
                        doctest::Contains("sizes must be positive, got M=0"), sg::Error);
+}
+
+TEST_CASE("autocast's vectorized casts round exactly as to(kBFloat16): ties, NaN, infinities, subnormals") {
+  // Every bfloat16 pattern with the 16 cut bits below half, at half (a tie either way),
+  // just above half and all ones.
+  std::vector<float> v;
+  for (uint32_t hi = 0; hi < 65536; ++hi)
+    for (uint32_t lo : {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu})
+      v.push_back(std::bit_cast<float>(hi << 16 | lo));
+  const Tensor x = sg::from_vector(v, {static_cast<int64_t>(v.size())});
+  const std::vector<sg::bfloat16> expected = x.to(kBFloat16).to_vector<sg::bfloat16>();
+  const std::vector<sg::bfloat16> fast = sg::autocast::to_bf16(x).to_vector<sg::bfloat16>();
+  const std::vector<float> rounded = sg::autocast::round_to_bf16(x).to_vector<float>();
+  REQUIRE(fast.size() == expected.size());
+  size_t bad = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint32_t want = static_cast<uint32_t>(expected[i].bits) << 16;
+    if (fast[i].bits != expected[i].bits || std::bit_cast<uint32_t>(rounded[i]) != want) ++bad;
+  }
+  CHECK(bad == 0);
 }
 
 TEST_CASE("AutocastGuard: thread-local, nests, restores, and accepts only bfloat16") {
