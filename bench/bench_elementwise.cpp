@@ -4,7 +4,7 @@
 // buffers with plain stores, memcpy and streaming stores, read + write bytes counted, the
 // best run), once at the start and again between the timed calls of each row, since this
 // machine's bandwidth drifts; then the median time of sg::add on two contiguous
-// float32 tensors of 64M elements (12 bytes moved per element), sg::exp, a broadcast add
+// float32 tensors of 64M elements (12 bytes moved per element), sg::exp, sg::gelu (erf), a broadcast add
 // (N, C) + (C), in-place add_ (no output allocation), and two diagnostics of what a fresh
 // output costs: sg::empty alone and sg::full (a new tensor written once) next to fill_ (the
 // same writes into memory already faulted in). Prints each as GB/s and as a share of the
@@ -56,6 +56,7 @@ int main() {
   };
   bench("add", fmt::format("({}) + ({})", kN, kN), 12 * n, fmt::format("add {} {}", kN, kN), [&] { sg::add(a, b); });
   bench("exp", fmt::format("({})", kN), 8 * n, fmt::format("exp {}", kN), [&] { sg::exp(a); });
+  bench("gelu (erf)", fmt::format("({})", kN), 8 * n, fmt::format("gelu {}", kN), [&] { sg::gelu(a); });
   bench("add (broadcast)", fmt::format("({}, {}) + ({})", kRows, kC, kC), 8 * n + 4 * kC,
         fmt::format("add {}x{} {}", kRows, kC, kC), [&] { sg::add(m, row); });
   bench("add_ (in place)", fmt::format("({}) += ({})", kN, kN), 12 * n, fmt::format("add_ {} {}", kN, kN),
@@ -75,7 +76,7 @@ int main() {
     peer.add_row(table, sgbench::bandwidth_cells(r.op, r.shape, r.ms, r.bytes / (r.ms * 1e-3) / 1e9, r.copy_gbs),
                  r.torch_ms, r.ms);
   peer.print(table);
-  fmt::print("\nBytes counted: add and add_ 12/elem (2 reads, 1 write), exp and broadcast add 8/elem, full and\n"
+  fmt::print("\nBytes counted: add and add_ 12/elem (2 reads, 1 write), exp, gelu and broadcast add 8/elem, full and\n"
              "fill_ 4/elem. Ops that return a new tensor pay for faulting in its fresh pages (outputs >= 2 MiB\n"
              "are mmapped with MADV_HUGEPAGE) and for unmapping them when it dies, inside the timed call;\n"
              "the in-place rows show the kernels alone.\n");

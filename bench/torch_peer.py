@@ -14,7 +14,7 @@ answered as soon as it arrives:
     SHAPE     dims joined by 'x' (4096x4096); a leading 't' means the tensor is stored
               with its last two dims swapped and passed as a transposed view, so
               t784x128 is a (784, 128) view of a (128, 784) buffer
-    OP        add (two shapes, broadcasting), add_ (in place into the first), exp,
+    OP        add (two shapes, broadcasting), add_ (in place into the first), exp, gelu (erf),
               empty, full (a new tensor of ones), fill_ (in place), sum, mean, var,
               max (over all elements, or over dim=D), matmul;
               softmax, log_softmax (forward along dim=D, default the last);
@@ -116,6 +116,7 @@ def make_op(op, dim):
         "add": lambda a, b: torch.add(a, b),
         "add_": lambda a, b: a.add_(b),
         "exp": lambda x: torch.exp(x),
+        "gelu": lambda x: torch.nn.functional.gelu(x),  # approximate='none' (erf), as sg::gelu
         "fill_": lambda x: x.fill_(1.0),
         "empty": lambda shape: torch.empty(shape, dtype=torch.float32),
         "full": lambda shape: torch.full(shape, 1.0, dtype=torch.float32),
