@@ -114,8 +114,8 @@ void check_matmul_inputs(const Tensor& a, const Tensor& b, bool bf16_operands = 
   SG_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: {} {} and {} {}", a.shape(), a.dtype(), b.shape(),
            b.dtype());
   if (!bf16_operands) refuse_bfloat16("matmul", a.dtype());
-  SG_CHECK(is_floating(a.dtype()) || (bf16_operands && a.dtype() == kBFloat16), "matmul: expected float32 or float64, got {} {} and {} {}", a.shape(), a.dtype(),
-           b.shape(), b.dtype());
+  SG_CHECK(is_floating(a.dtype()) || (bf16_operands && a.dtype() == kBFloat16),
+           "matmul: expected float32 or float64, got {} {} and {} {}", a.shape(), a.dtype(), b.shape(), b.dtype());
   const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
   SG_CHECK(ka == kb, "matmul: shapes {} and {} cannot be multiplied (inner dims {} and {} differ)", a.shape(),
            b.shape(), ka, kb);
