@@ -8,6 +8,7 @@
 // brgemm kernels pack B into their blocked layout internally.
 #include "core/onednn.h"
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <mutex>
