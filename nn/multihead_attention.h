@@ -11,9 +11,10 @@
 // query's shape.
 // Parameters, with PyTorch's names (a state_dict of torch.nn.MultiheadAttention maps onto
 // them) and init: in_proj_weight (3E, E) xavier_uniform_, in_proj_bias (3E) zeros,
-// out_proj.weight (E, E) Linear's default, out_proj.bias (E) zeros. One fused projection
-// makes q, k and v for self-attention (query, key and value the same tensor); the heads
-// are strided views of it that the attention kernel reads in place.
+// out_proj.weight (E, E) Linear's default, out_proj.bias (E) zeros. q, k and v each come
+// from their own row block of in_proj_weight (also in self-attention: see the .cpp for why
+// not one fused projection); the heads are strided views of each projection that the
+// attention kernel reads in place.
 // Masks, with PyTorch's MultiheadAttention meaning (the opposite of attn_mask in
 // scaled_dot_product_attention for bool masks):
 //   key_padding_mask  (B, S) (or (S) unbatched): bool, true = this key is padding and is
