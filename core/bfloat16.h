@@ -17,11 +17,13 @@ namespace sg {
 // its sign and top payload bits and comes out quiet (as PyTorch's c10::BFloat16 and the
 // AVX512-BF16 vcvtneps2bf16). Infinities stay infinite; values past the largest bfloat16
 // by half a unit or more round to infinity.
+// Branch-free (both results formed, one selected), so loops over it vectorize.
 constexpr uint16_t float_to_bfloat16_bits(float f) {
   const uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+  const uint32_t quiet_nan = (u >> 16) | 0x0040u;
   // Adding 0x7fff rounds half down; adding one more when the kept lsb is odd makes it even.
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
 // double -> bfloat16 bits in one rounding (nearest, ties to even). NOTE: not via
