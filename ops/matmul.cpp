@@ -316,15 +316,18 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 }
 
 namespace {
+// Every row of y (M, N) gets the bias b (N): the GEMM then accumulates onto it (beta = 1).
+template <typename T> void fill_rows_with_bias(T* y, const T* b, int64_t M, int64_t N) {
+  parallel_for(M, N, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) std::copy(b, b + N, y + r * N);
+  });
+}
+
 // y (M, N) = x (M, K) W^T + b, W (N, K) with row stride ldw; b may be null. Rows get the
 // bias first, then the GEMM accumulates (beta = 1).
 template <typename T>
 void linear_forward(T* y, const T* x, const T* w, int64_t ldw, const T* b, int64_t M, int64_t N, int64_t K) {
-  if (b) {
-    parallel_for(M, N, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) std::copy(b, b + N, y + r * N);
-    });
-  }
+  if (b) fill_rows_with_bias(y, b, M, N);
   if (K > 0) gemm<T>(false, true, M, N, K, T(1), x, K, w, ldw, b ? T(1) : T(0), y, N);
   else if (!b) std::fill(y, y + M * N, T(0));
 }
@@ -332,10 +335,8 @@ void linear_forward(T* y, const T* x, const T* w, int64_t ldw, const T* b, int64
 
 namespace {
 
-// linear's checks on the user's tensors; bf16_ok: autocast may mix float32 and bfloat16.
-void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, bool bf16_ok) {
-  check_defined("linear", x);
-  check_defined("linear", weight, "weight");
+// linear's shape checks (on the user's tensors, whatever their dtypes).
+void check_linear_shapes(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   SG_CHECK(weight.dim() == 2, "linear: expected a 2-D weight (out_features, in_features), got input {} and weight {}",
            x.shape(), weight.shape());
   SG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1),
@@ -343,12 +344,31 @@ void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bi
            weight.shape(), weight.size(1));
   SG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
            "linear: bias {} does not match the weight {}", bias.shape(), weight.shape());
-  if (bf16_ok) return;  // autocast::use_bf16_product admitted only float32 and bfloat16
+}
+
+// The float32/float64 path's dtype checks (the autocast path admits float32 and bfloat16).
+void check_linear_dtypes(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   refuse_bfloat16("linear", x.dtype());
   refuse_bfloat16("linear", weight.dtype());
   SG_CHECK(is_floating(x.dtype()) && weight.dtype() == x.dtype() && (!bias.defined() || bias.dtype() == x.dtype()),
            "linear: input, weight and bias must share a floating dtype, got {}, {} and {}", x.dtype(), weight.dtype(),
            bias.defined() ? dtype_name(bias.dtype()) : "none");
+}
+
+// Backward of y = x W^T + b on both paths: dx = dy W (M, N) @ (N, K), dW = dy^T x
+// (N, M) @ (M, K), db = dy summed over rows. bf16: xs and ws hold bfloat16 casts, dy is
+// cast once, and the products accumulate in float32 (matmul_bf16).
+std::vector<Tensor> linear_backward(const Tensor& dy, const SavedTensor& xs, const SavedTensor& ws,
+                                    const Shape& x_shape, int64_t M, int64_t N, bool need_dx, bool need_dw,
+                                    bool need_db, bool bf16) {
+  const Tensor dy2 = dy.reshape({M, N});
+  const Tensor dy_op = bf16 ? autocast::to_bf16(dy2) : dy2;
+  const Product product = bf16 ? &matmul_bf16 : &matmul;
+  Tensor dx, dw, db;
+  if (need_dx) dx = product(dy_op, ws.get()).reshape(x_shape);
+  if (need_dw) dw = product(dy_op.t(), xs.get());
+  if (need_db) db = sum(dy2, {0});
+  return {dx, dw, db};
 }
 
 // Under autocast: y (M, N) float32 = bf16(x) bf16(W)^T + b, the bias (float32) written
@@ -366,13 +386,7 @@ Tensor linear_autocast(const Tensor& x, const Tensor& weight, const Tensor& bias
   const Tensor wb = contiguous(autocast::to_bf16(weight));            // (N, K), cached per step
   Tensor out = empty(out_shape, kFloat32);
   float* y = out.data_ptr<float>();
-  if (bias.defined()) {
-    const Tensor b = contiguous(bias);
-    const float* pb = b.data_ptr<float>();
-    parallel_for(M, N, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) std::copy(pb, pb + N, y + r * N);
-    });
-  }
+  if (bias.defined()) fill_rows_with_bias(y, contiguous(bias).data_ptr<float>(), M, N);
   gemm_bf16(false, true, M, N, K, xb.data_ptr<bfloat16>(), K, wb.data_ptr<bfloat16>(), K, bias.defined() ? 1.0f : 0.0f,
             y, N);
   if (any_requires_grad({x, weight, bias})) {
@@ -381,13 +395,7 @@ Tensor linear_autocast(const Tensor& x, const Tensor& weight, const Tensor& bias
     record("linear (autocast bfloat16)", {x, weight, bias}, out,
            [xs = need_dw ? SavedTensor(xb) : SavedTensor(), ws = need_dx ? SavedTensor(wb) : SavedTensor(),
             x_shape = x.shape(), M, N, need_dx, need_dw, need_db](const Tensor& dy) {
-             const Tensor dy2 = dy.reshape({M, N});
-             const Tensor dyb = autocast::to_bf16(dy2);
-             Tensor dx, dw, db;
-             if (need_dx) dx = matmul_bf16(dyb, ws.get()).reshape(x_shape);  // (M, N) @ (N, K)
-             if (need_dw) dw = matmul_bf16(dyb.t(), xs.get());               // (N, M) @ (M, K)
-             if (need_db) db = sum(dy2, {0});
-             return std::vector<Tensor>{dx, dw, db};
+             return linear_backward(dy, xs, ws, x_shape, M, N, need_dx, need_dw, need_db, /*bf16=*/true);
            });
   }
   return out;
@@ -398,13 +406,13 @@ Tensor linear_autocast(const Tensor& x, const Tensor& weight, const Tensor& bias
 Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
   check_defined("linear", x_in);
   check_defined("linear", weight_in, "weight");
+  check_linear_shapes(x_in, weight_in, bias_in);
   const bool bf16 = autocast::use_bf16_product(x_in, weight_in) && x_in.numel() > 0 && weight_in.numel() > 0;
-  check_linear_inputs(x_in, weight_in, bias_in, bf16);
   if (bf16) return linear_autocast(x_in, weight_in, bias_in);
   // Under autocast without native bfloat16, bfloat16 operands are widened instead.
   const Tensor x = autocast::fp32_input(x_in), weight = autocast::fp32_input(weight_in);
   const Tensor bias = autocast::fp32_input(bias_in);
-  check_linear_inputs(x, weight, bias, false);
+  check_linear_dtypes(x, weight, bias);
   const int64_t K = weight.size(1), N = weight.size(0);
   const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape out_shape = x.shape();
@@ -425,12 +433,7 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
     record("linear", {x, weight, bias}, out,
            [xs = need_dw ? SavedTensor(x2) : SavedTensor(), ws = need_dx ? SavedTensor(weight) : SavedTensor(),
             x_shape = x.shape(), M, N, need_dx, need_dw, need_db](const Tensor& dy) {
-             const Tensor dy2 = dy.reshape({M, N});
-             Tensor dx, dw, db;
-             if (need_dx) dx = matmul(dy2, ws.get()).reshape(x_shape);  // (M, N) @ (N, K)
-             if (need_dw) dw = matmul(dy2.t(), xs.get());               // (N, M) @ (M, K)
-             if (need_db) db = sum(dy2, {0});
-             return std::vector<Tensor>{dx, dw, db};
+             return linear_backward(dy, xs, ws, x_shape, M, N, need_dx, need_dw, need_db, /*bf16=*/false);
            });
   }
   return out;
