@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ops/tile_gemm.h"
+#include "ops/tile_gemm_bf16.h"
 #include "tests/test_util.h"
 
 using sg::Shape;
@@ -425,6 +426,67 @@ TEST_CASE("attention errors name the op, both shapes and the bad value") {
   d.dropout_p = 1.5;
   check_error([&] { sdpa(q, k, v, d); }, {"dropout_p", "1.5"});
   check_error([&] { sdpa(Tensor(), k, v); }, {"scaled_dot_product_attention", "undefined"});
+}
+
+// tile_gemm_bf16 against its reference (the same bfloat16 roundings, sums in float64). The
+// products of two bfloat16 values are exact in float32, so only the float32 sums differ:
+// at most K additions and the multiply by alpha (and the add of C), each within 2^-24 of
+// its result, so |c - ref| <= (K + 2) 2^-24 (|alpha| (|A| @ |B|) + |C_old|).
+TEST_CASE("tile_gemm_bf16 matches its reference: odd sizes and K, transposed A, accumulate, every block width") {
+  if (!sg::kernels::tile_gemm_bf16_supported()) {
+    MESSAGE("no AVX512-BF16 on this CPU: checking that tile_gemm_bf16 refuses to run");
+    float x = 0;
+    CHECK_THROWS_WITH_AS(sg::kernels::tile_gemm_bf16(1, 1, 1, 1.f, &x, 1, 1, &x, 1, false, &x, 1),
+                         doctest::Contains("AVX512-BF16"), sg::Error);
+    return;
+  }
+  sg::Generator gen(31);
+  auto check = [&](int64_t M, int64_t N, int64_t K, bool a_transposed, bool accumulate) {
+    CAPTURE(M);
+    CAPTURE(N);
+    CAPTURE(K);
+    CAPTURE(a_transposed);
+    CAPTURE(accumulate);
+    const int64_t lda = (a_transposed ? M : K) + 3, ldb = N + 5, ldc = N + 1;
+    std::vector<float> a(static_cast<size_t>(std::max<int64_t>((a_transposed ? K : M) * lda, 1))),
+        b(static_cast<size_t>(std::max<int64_t>(K * ldb, 1))), c(static_cast<size_t>(M * ldc));
+    for (auto* v : {&a, &b, &c})
+      for (float& x : *v) x = static_cast<float>(gen.uniform() * 4 - 2);
+    const float alpha = -0.625f;
+    const int64_t a_rs = a_transposed ? 1 : lda, a_ks = a_transposed ? lda : 1;
+    std::vector<float> want = c, abs_prod(c.size());
+    sg::kernels::tile_gemm_bf16_reference(M, N, K, alpha, a.data(), a_rs, a_ks, b.data(), ldb, accumulate,
+                                          want.data(), ldc);
+    std::vector<float> abs_a(a.size()), abs_b(b.size());
+    for (size_t i = 0; i < a.size(); ++i) abs_a[i] = std::abs(a[i]);
+    for (size_t i = 0; i < b.size(); ++i) abs_b[i] = std::abs(b[i]);
+    sg::kernels::tile_gemm_bf16_reference(M, N, K, 1.f, abs_a.data(), a_rs, a_ks, abs_b.data(), ldb, false,
+                                          abs_prod.data(), ldc);
+    const std::vector<float> before = c;
+    sg::kernels::tile_gemm_bf16(M, N, K, alpha, a.data(), a_rs, a_ks, b.data(), ldb, accumulate, c.data(), ldc);
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < ldc; ++j) {
+        const size_t i = static_cast<size_t>(r * ldc + j);
+        if (j >= N) {  // the padding between rows is never written
+          REQUIRE(c[i] == before[i]);
+          continue;
+        }
+        const double bound = static_cast<double>(K + 2) * std::ldexp(1.0, -24) *
+                             (std::abs(alpha) * abs_prod[i] + (accumulate ? std::abs(before[i]) : 0.f));
+        REQUIRE(std::abs(static_cast<double>(c[i]) - static_cast<double>(want[i])) <= bound);
+      }
+  };
+  for (const auto& [M, N, K] : std::vector<std::array<int64_t, 3>>{
+           {1, 1, 1}, {1, 1, 0}, {5, 7, 3}, {6, 64, 64}, {13, 65, 17}, {128, 128, 64}, {7, 130, 1}, {25, 33, 129},
+           {17, 16, 17}, {50, 16, 50}, {50, 8, 16}, {37, 32, 9}, {25, 48, 5}, {30, 24, 7}, {13, 40, 3}, {14, 79, 16}})
+    for (bool at : {false, true})
+      for (bool acc : {false, true}) check(M, N, K, at, acc);
+  // The operands are rounded, not truncated: 1 + 2^-8 + 2^-9 rounds up to 1 + 2^-7 (truncation
+  // gives 1), so the product with 1 must be 1 + 2^-7.
+  const float x = 1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -9), one = 1.0f;
+  float y = 0;
+  sg::kernels::tile_gemm_bf16(1, 1, 1, 1.f, &x, 1, 1, &one, 1, false, &y, 1);
+  CHECK(y == 1.0f + std::ldexp(1.0f, -7));
 }
 
 TEST_CASE("tile_gemm matches a triple loop: odd sizes, strided and transposed A, accumulate") {
