@@ -8,6 +8,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "ops/attention_kernels.h"
+#include "ops/tile_gemm_bf16.h"
 #include "ops/shape.h"
 
 namespace sg {
@@ -24,6 +25,7 @@ struct Plan {
   bool causal = false;
   double scale = 1.0, dropout_p = 0.0;
   uint64_t seed = 0;
+  bool bf16_products = false;  // float32 only: the fused kernel's tile products in bfloat16
 };
 
 void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o) {
@@ -93,6 +95,7 @@ template <typename T> kernels::AttentionParams<T> params_of(const Plan& p) {
   params.causal = p.causal;
   params.dropout_p = p.dropout_p;
   params.dropout_seed = p.seed;
+  params.bf16_products = p.bf16_products;
   if (p.mask.defined()) {
     const Tensor& m = p.mask;
     params.mask.kind = m.dtype() == kBool ? kernels::MaskKind::kBool : kernels::MaskKind::kAdditive;
@@ -106,7 +109,7 @@ template <typename T> kernels::AttentionParams<T> params_of(const Plan& p) {
   return params;
 }
 
-Plan make_plan(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o) {
+Plan make_plan(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o, bool bf16_products) {
   check_inputs(q, k, v, o);
   Plan p;
   const bool four_d = q.dim() == 4;
@@ -128,11 +131,14 @@ Plan make_plan(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOpti
   p.scale = o.scale.value_or(1.0 / std::sqrt(static_cast<double>(p.dims.D)));
   p.dropout_p = o.dropout_p;
   if (o.dropout_p > 0) p.seed = o.generator->next_u64();
+  p.bf16_products = bf16_products && q.dtype() == kFloat32;
   return p;
 }
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o, bool naive) {
-  auto plan = std::make_shared<const Plan>(make_plan(q, k, v, o));
+// bf16_products: the fused kernel's tile products take bfloat16 operands (autocast).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o, bool naive,
+                 bool bf16_products = false) {
+  auto plan = std::make_shared<const Plan>(make_plan(q, k, v, o, bf16_products && !naive));
   const Plan& p = *plan;
   const kernels::AttentionDims& d = p.dims;
   Tensor out = empty(p.out_shape, q.dtype());
@@ -187,16 +193,20 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
 }  // namespace
 
 namespace {
-// Under autocast q, k and v are taken in bfloat16: their values are rounded to bfloat16
-// and the fused kernel runs on them in float32 (scores, online-softmax state, accumulators
-// and gradients all float32). Without native bfloat16, bfloat16 inputs are widened.
+// Under autocast q, k and v are taken in bfloat16: their values are rounded to bfloat16,
+// and the fused kernel's tile products take bfloat16 operands (the tiles of P, dO and dS
+// rounded too) with float32 accumulation; the scores, the online-softmax state, O's
+// accumulator and the gradients stay float32 (ops/attention_kernels.h). On a CPU without
+// AVX512-BF16 the products run in float32 on the rounded q, k, v. The naive kernel (for
+// tests) computes in float64 on the rounded q, k, v. Without native bfloat16 (oneDNN's
+// verdict), bfloat16 inputs are widened and nothing is rounded.
 Tensor autocast_attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& options, bool naive) {
   check_defined(kOp, q, "query (q)");
   check_defined(kOp, k, "key (k)");
   check_defined(kOp, v, "value (v)");
   if (autocast::use_bf16_product(q, k) && autocast::use_bf16_product(v, Tensor()))
     return attention(autocast::round_to_bf16(q), autocast::round_to_bf16(k), autocast::round_to_bf16(v), options,
-                     naive);
+                     naive, /*bf16_products=*/kernels::tile_gemm_bf16_supported());
   return attention(autocast::fp32_input(q), autocast::fp32_input(k), autocast::fp32_input(v), options, naive);
 }
 }  // namespace

@@ -2,6 +2,7 @@
 // layouts and rules). Tile products run on ops/tile_gemm.h (register-blocked, reading A
 // through any strides, so P^T and dS^T are free; only K^T and V^T are packed); the row work
 // between them (mask, max, exp, sums) is Highway vector code on a tile that stays in L1/L2.
+// Under autocast the same sweeps run their products on ops/tile_gemm_bf16.h instead.
 #include "ops/attention_kernels.h"
 
 #include <hwy/highway.h>
@@ -10,12 +11,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/scratch.h"
 #include "core/simd_exp.h"
 #include "core/simd_partial.h"
 #include "ops/tile_gemm.h"
+#include "ops/tile_gemm_bf16.h"
 
 namespace sg::kernels {
 namespace hn = hwy::HWY_NAMESPACE;
@@ -105,6 +108,16 @@ template <typename T> void transpose(const T* src, int64_t rows, int64_t cols, i
         for (int64_t c = c0; c < std::min(cols, c0 + kBlock); ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
 }
 
+// The tile product: tile_gemm, or its bfloat16 form when the params ask for it.
+template <typename T>
+using TileProduct = void (*)(int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t, const T*, int64_t, bool, T*,
+                             int64_t);
+template <typename T> TileProduct<T> tile_product(const AttentionParams<T>& p) {
+  if constexpr (std::is_same_v<T, float>)
+    if (p.bf16_products) return tile_gemm_bf16;
+  return tile_gemm<T>;
+}
+
 // ---- one tile of S: (br, bc) at query row i0, key row j0 of head (b, h) ----
 
 // S += mask; S = -inf where the mask is false or j > i under causality.
@@ -176,6 +189,7 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
   const T* Kt = kt + (b * d.H + h) * d.D * ld_kt;  // (D, Nk), rows ld_kt apart
   const T* V = v.head(b, h);                       // (Nk, Dv)
   T* O = out + ((b * d.H + h) * d.Nq + i0) * d.Dv;  // (br, Dv), unnormalized until the end
+  const TileProduct<T> product = tile_product(p);
   std::fill(m, m + br, -kInf<T>);
   std::fill(l, l + br, T(0));
   std::fill(O, O + br * d.Dv, T(0));
@@ -184,7 +198,7 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
   const int64_t j_end = p.causal ? std::min(d.Nk, i0 + br) : d.Nk;
   for (int64_t j0 = 0; j0 < j_end; j0 += kTileK) {
     const int64_t bc = std::min(kTileK, j_end - j0);
-    tile_gemm<T>(br, bc, d.D, p.scale, Q, q.ld, 1, Kt + j0, ld_kt, false, S, ldS);  // S = s Q K_j^T
+    product(br, bc, d.D, p.scale, Q, q.ld, 1, Kt + j0, ld_kt, false, S, ldS);  // S = s Q K_j^T
     apply_masks(S, ldS, br, bc, b, h, i0, j0, p);
     for (int64_t r = 0; r < br; ++r) {
       T* s = S + r * ldS;
@@ -205,7 +219,7 @@ void forward_q_tile(HeadsView<T> q, const T* kt, HeadsView<T> v, const Attention
       scale_row(O + r * d.Dv, d.Dv, alpha);
     }
     if (p.dropout_p > 0) apply_dropout(S, ldS, br, bc, b, h, i0, j0, p, d);
-    tile_gemm<T>(br, d.Dv, bc, T(1), S, ldS, 1, V + j0 * v.ld, v.ld, true, O, d.Dv);  // O += P V_j
+    product(br, d.Dv, bc, T(1), S, ldS, 1, V + j0 * v.ld, v.ld, true, O, d.Dv);  // O += P V_j
   }
   const int64_t rows = d.B * d.H * d.Nq, first_row = (b * d.H + h) * d.Nq + i0;
   T* row_max = row_stats + first_row;
@@ -247,6 +261,7 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
   transpose(Vj, bc, d.Dv, v.ld, Vjt, ldS);
   T* dKj = dk + (bh * d.Nk + j0) * d.D;    // (bc, D)
   T* dVj = dv + (bh * d.Nk + j0) * d.Dv;   // (bc, Dv)
+  const TileProduct<T> product = tile_product(p);
 
   // Under causality the query tiles above key row j0 see none of these keys.
   const int64_t i_begin = p.causal ? (j0 / kTileQ) * kTileQ : 0;
@@ -260,7 +275,7 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
     const T* Di = delta + bh * d.Nq + i0;                // (br)
     T* dQi = dq_head + i0 * d.D;                         // (br, D)
 
-    tile_gemm<T>(br, bc, d.D, p.scale, Qi, q.ld, 1, Kjt, ldS, false, P, ldS);  // S = s Q_i K_j^T
+    product(br, bc, d.D, p.scale, Qi, q.ld, 1, Kjt, ldS, false, P, ldS);  // S = s Q_i K_j^T
     apply_masks(P, ldS, br, bc, b, h, i0, j0, p);
     for (int64_t r = 0; r < br; ++r) {
       if (LogLi[r] == kInf<T>)  // fully masked row
@@ -272,12 +287,12 @@ void backward_kv_tile(HeadsView<T> q, HeadsView<T> k, HeadsView<T> v, const Atte
       for (int64_t r = 0; r < br; ++r) std::copy(P + r * ldS, P + r * ldS + bc, Pdrop + r * ldS);
       apply_dropout(Pdrop, ldS, br, bc, b, h, i0, j0, p, d);
     }
-    tile_gemm<T>(bc, d.Dv, br, T(1), Pdrop, 1, ldS, dOi, d.Dv, !first, dVj, d.Dv);  // dV_j += P'^T dO_i
-    tile_gemm<T>(br, bc, d.Dv, T(1), dOi, d.Dv, 1, Vjt, ldS, false, dP, ldS);       // dP' = dO_i V_j^T
+    product(bc, d.Dv, br, T(1), Pdrop, 1, ldS, dOi, d.Dv, !first, dVj, d.Dv);  // dV_j += P'^T dO_i
+    product(br, bc, d.Dv, T(1), dOi, d.Dv, 1, Vjt, ldS, false, dP, ldS);       // dP' = dO_i V_j^T
     if (p.dropout_p > 0) apply_dropout(dP, ldS, br, bc, b, h, i0, j0, p, d);            // dP = dP' * keep/(1-p)
     for (int64_t r = 0; r < br; ++r) softmax_vjp_row(P + r * ldS, dP + r * ldS, bc, Di[r]);
-    tile_gemm<T>(br, d.D, bc, p.scale, dP, ldS, 1, Kj, k.ld, !dq_zero, dQi, d.D);  // dQ_i += s dS K_j
-    tile_gemm<T>(bc, d.D, br, p.scale, dP, 1, ldS, Qi, q.ld, !first, dKj, d.D);    // dK_j += s dS^T Q_i
+    product(br, d.D, bc, p.scale, dP, ldS, 1, Kj, k.ld, !dq_zero, dQi, d.D);  // dQ_i += s dS K_j
+    product(bc, d.D, br, p.scale, dP, 1, ldS, Qi, q.ld, !first, dKj, d.D);    // dK_j += s dS^T Q_i
   }
   if (first) {  // no query sees these keys
     std::fill(dKj, dKj + bc * d.D, T(0));

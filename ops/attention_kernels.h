@@ -69,6 +69,11 @@ template <typename T> struct AttentionParams {
   MaskView mask;
   double dropout_p = 0.0;  // in [0, 1]; 0 turns dropout off, 1 drops everything
   uint64_t dropout_seed = 0;
+  // float32 only, where tile_gemm_bf16_supported(): every tile product takes its operands
+  // rounded to bfloat16 (tile_gemm_bf16) and accumulates in float32, as autocast asks. The
+  // rounded operands are q, k, v, dO and the tiles of P and dS; m, l, Delta, the scores,
+  // O's accumulator and dQ, dK, dV stay float32 (l sums P before its rounding).
+  bool bf16_products = false;
 };
 
 // The counter-based keep decision (SplitMix64 at position `index` of the stream `seed`):
