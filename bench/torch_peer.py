@@ -9,7 +9,7 @@ sides of a row run within a second of each other (this machine's memory bandwidt
 over seconds). Specs come as arguments, or one per line on stdin when there are none, each
 answered as soon as it arrives:
 
-    OP SHAPE [SHAPE] [dim=D] [cycle=K] [reps=R] [warmup=W]
+    OP SHAPE [SHAPE] [dim=D] [cycle=K] [reps=R] [warmup=W] [autocast=0|1]
 
     SHAPE     dims joined by 'x' (4096x4096); a leading 't' means the tensor is stored
               with its last two dims swapped and passed as a transposed view, so
@@ -33,6 +33,7 @@ answered as soon as it arrives:
               after each call). F.scaled_dot_product_attention where torch has it
               (2.0+); in 1.13 the math composition softmax(q k^T / sqrt(D) + mask) v,
               the causal mask a bool (Nq, Nk) tensor made before timing
+    autocast=1  the call under torch.autocast("cpu", dtype=torch.bfloat16) (inputs float32)
     cycle=K   K input sets cut from one buffer K times the size, used in turn, so that
               inputs smaller than the cache are still read from memory on every call
 
@@ -380,7 +381,7 @@ def run_spec(spec, reps, warmup):
     for tok in tokens[1:]:
         if "=" in tok:
             key, value = tok.split("=", 1)
-            if key not in ("dim", "cycle", "reps", "warmup", "causal"):
+            if key not in ("dim", "cycle", "reps", "warmup", "causal", "autocast"):
                 raise ValueError(f"unknown option {key!r}")
             opts[key] = int(value)
         else:
@@ -401,8 +402,11 @@ def run_spec(spec, reps, warmup):
             inputs = [PREPARE[op](x, dim) for (x,) in inputs]
     state = {"i": 0}
 
+    autocast = bool(opts.get("autocast", 0))
+
     def call():
-        fn(*inputs[state["i"] % cycle])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            fn(*inputs[state["i"] % cycle])
         state["i"] += 1
 
     after = None
