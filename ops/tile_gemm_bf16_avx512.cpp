@@ -127,8 +127,8 @@ void pack_pairs(const float* src, int64_t ld_src, int64_t K, int64_t N, uint32_t
 void gemm(int64_t M, int64_t N, int64_t Kp, float alpha, const uint32_t* a, int64_t a_rs, int64_t a_ks,
           const uint32_t* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
   // 6 rows x 4 vectors (24 accumulators, 4 loads of B and 6 broadcasts of A per pair) as in
-  // tile_gemm; the last, narrower block of columns takes more rows (12 x 1 for a head dim
-  // of 16).
+  // tile_gemm; the last block of columns, 1 to 4 vectors (partial or not), takes more rows
+  // when narrower (12 x 1 for a head dim of 16).
   constexpr int64_t kWide = 4 * kLanes;
   int64_t c0 = 0;
   for (; c0 + kWide <= N; c0 += kWide)
@@ -138,7 +138,8 @@ void gemm(int64_t M, int64_t N, int64_t Kp, float alpha, const uint32_t* a, int6
   switch ((cols + kLanes - 1) / kLanes) {
     case 1: column_block<12, 1>(M, Kp, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, cols); break;
     case 2: column_block<8, 2>(M, Kp, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, cols); break;
-    default: column_block<6, 3>(M, Kp, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, cols); break;
+    case 3: column_block<6, 3>(M, Kp, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, cols); break;
+    default: column_block<6, 4>(M, Kp, alpha, a, a_rs, a_ks, b + c0, ldb, accumulate, c + c0, ldc, cols); break;
   }
 }
 

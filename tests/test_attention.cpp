@@ -478,7 +478,9 @@ TEST_CASE("tile_gemm_bf16 matches its reference: odd sizes and K, transposed A, 
   };
   for (const auto& [M, N, K] : std::vector<std::array<int64_t, 3>>{
            {1, 1, 1}, {1, 1, 0}, {5, 7, 3}, {6, 64, 64}, {13, 65, 17}, {128, 128, 64}, {7, 130, 1}, {25, 33, 129},
-           {17, 16, 17}, {50, 16, 50}, {50, 8, 16}, {37, 32, 9}, {25, 48, 5}, {30, 24, 7}, {13, 40, 3}, {14, 79, 16}})
+           {17, 16, 17}, {50, 16, 50}, {50, 8, 16}, {37, 32, 9}, {25, 48, 5}, {30, 24, 7}, {13, 40, 3}, {14, 79, 16},
+           // a last block of 4 vectors, partial (49..63 columns) and full, after none or one wide block
+           {50, 50, 16}, {9, 63, 5}, {7, 49, 2}, {11, 127, 3}})
     for (bool at : {false, true})
       for (bool acc : {false, true}) check(M, N, K, at, acc);
   // The operands are rounded, not truncated: 1 + 2^-8 + 2^-9 rounds up to 1 + 2^-7 (truncation

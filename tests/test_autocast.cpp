@@ -299,14 +299,14 @@ bool within(const Tensor& y, const Tensor& ref, const Tensor& bound) {
 
 TEST_CASE("autocast scaled_dot_product_attention: bfloat16 tile products, forward and backward, tight and loose") {
   sg::Generator gen(11);
-  // The ViT's shapes (one tile), and several tiles with odd edges (rescaled online softmax,
+  // The ViT's shapes (one tile: 17 and 50 tokens), and several tiles with odd edges (rescaled online softmax,
   // an odd head dim, a key tile of 4 rows).
   struct Case {
     int64_t B, H, Nq, Nk, D;
     bool causal;
   };
-  for (const Case& c : {Case{2, 3, 17, 23, 16, false}, Case{2, 3, 17, 23, 16, true}, Case{1, 2, 150, 260, 21, false},
-                        Case{1, 2, 261, 261, 21, true}}) {
+  for (const Case& c : {Case{2, 3, 17, 23, 16, false}, Case{2, 3, 17, 23, 16, true}, Case{2, 2, 50, 50, 16, false},
+                        Case{1, 2, 150, 260, 21, false}, Case{1, 2, 261, 261, 21, true}}) {
     const bool causal = c.causal;
     CAPTURE(c.Nq);
     CAPTURE(causal);
