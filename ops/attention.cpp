@@ -193,9 +193,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOp
 }  // namespace
 
 namespace {
-// Under autocast q, k and v are taken in bfloat16: their values are rounded to bfloat16,
-// and the fused kernel's tile products take bfloat16 operands (the tiles of P, dO and dS
-// rounded too) with float32 accumulation; the scores, the online-softmax state, O's
+// Under autocast q, k and v are taken in bfloat16: the fused kernel's tile products take
+// bfloat16 operands, rounding q, k, v and the tiles of P, dO and dS as they pack them (no
+// rounded copies of q, k, v are made), with float32 accumulation; the scores, the online-softmax state, O's
 // accumulator and the gradients stay float32 (ops/attention_kernels.h). On a CPU without
 // AVX512-BF16 the products run in float32 on the rounded q, k, v. The naive kernel (for
 // tests) computes in float64 on the rounded q, k, v. Without native bfloat16 (oneDNN's
@@ -204,9 +204,13 @@ Tensor autocast_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   check_defined(kOp, q, "query (q)");
   check_defined(kOp, k, "key (k)");
   check_defined(kOp, v, "value (v)");
-  if (autocast::use_bf16_product(q, k) && autocast::use_bf16_product(v, Tensor()))
+  if (autocast::use_bf16_product(q, k) && autocast::use_bf16_product(v, Tensor())) {
+    if (!naive && kernels::tile_gemm_bf16_supported())  // the tile products round q, k, v themselves
+      return attention(autocast::fp32_input(q), autocast::fp32_input(k), autocast::fp32_input(v), options, naive,
+                       /*bf16_products=*/true);
     return attention(autocast::round_to_bf16(q), autocast::round_to_bf16(k), autocast::round_to_bf16(v), options,
-                     naive, /*bf16_products=*/kernels::tile_gemm_bf16_supported());
+                     naive);
+  }
   return attention(autocast::fp32_input(q), autocast::fp32_input(k), autocast::fp32_input(v), options, naive);
 }
 }  // namespace
