@@ -11,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -76,16 +77,26 @@ std::string_view file_dtype_name(Dtype t) {
   }
   return "?";
 }
-int layout_rank(Dtype t) {
-  switch (t) {
-    case Dtype::Int64: return 4;
-    case Dtype::Float64: return 3;
-    case Dtype::Float32: return 2;
-    case Dtype::BFloat16: return 1;
-    case Dtype::Bool: return 0;
-  }
-  return 0;
+// The reference writer's order of file dtypes (its Dtype enum, highest first): tensors are
+// laid out by this rank, then by name.
+int layout_rank(std::string_view file_dtype) {
+  constexpr std::string_view kOrder[] = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16",
+                                         "I32",  "U32", "F32", "F64", "I64", "U64"};
+  for (size_t i = 0; i < std::size(kOrder); ++i)
+    if (kOrder[i] == file_dtype) return static_cast<int>(i);
+  return -1;
 }
+
+// The integer file dtypes an int64 tensor may be narrowed to on write, and their ranges.
+struct Narrowing {
+  std::string_view name;
+  size_t itemsize;
+  int64_t lo, hi;
+};
+constexpr Narrowing kNarrowings[] = {
+    {"I8", 1, INT8_MIN, INT8_MAX},    {"U8", 1, 0, UINT8_MAX},          {"I16", 2, INT16_MIN, INT16_MAX},
+    {"U16", 2, 0, UINT16_MAX},        {"I32", 4, INT32_MIN, INT32_MAX}, {"U32", 4, 0, UINT32_MAX},
+};
 
 // IEEE binary16 -> binary32, exact for every value (subnormals become normal floats). A NaN
 // keeps its sign and payload and comes out quiet, as F16C's vcvtph2ps (and so PyTorch on
@@ -170,7 +181,10 @@ class Reader {
     std::vector<Entry> entries = parse_header(header, out.metadata);
     check_layout(entries);
     out.tensors.reserve(entries.size());
-    for (const Entry& e : entries) out.tensors.emplace_back(e.name, read_tensor(e));
+    for (const Entry& e : entries) {
+      out.tensors.emplace_back(e.name, read_tensor(e));
+      out.dtypes.emplace(e.name, std::string(e.dtype->name));
+    }
     return out;
   }
 
@@ -532,7 +546,8 @@ class AtomicFile {
 SafetensorsFile load_safetensors(const std::string& path) { return Reader(path).read(); }
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata,
+                      const std::map<std::string, std::string>& narrow_to) {
   auto bad = [&]<typename... Args>(fmt::format_string<Args...> f, Args&&... args) {
     fail("save_safetensors: '{}': {}", path, fmt::format(f, std::forward<Args>(args)...));
   };
@@ -545,8 +560,15 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     }
   };
 
-  // Plan: layout order (descending alignment, then name) and offsets.
-  std::vector<const std::pair<std::string, Tensor>*> order;
+  // Each tensor's file dtype and bytes: its own, or an int64 tensor narrowed as asked.
+  struct Planned {
+    const std::string* name;
+    const Tensor* tensor;
+    std::string_view dtype;
+    const Narrowing* narrowing = nullptr;
+    uint64_t nbytes = 0;
+  };
+  std::vector<Planned> order;
   std::set<std::string_view> names;
   for (const auto& item : tensors) {
     const auto& [name, t] = item;
@@ -554,11 +576,22 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     if (name == kMetadataKey) bad("a tensor may not be named '{}' (the metadata's key)", kMetadataKey);
     if (!names.insert(name).second) bad("tensor name '{}' is given twice", name);
     check_utf8(name, fmt::format("tensor name '{}'", name));
-    order.push_back(&item);
+    Planned plan{&name, &t, file_dtype_name(t.dtype()), nullptr, t.nbytes()};
+    if (const auto it = narrow_to.find(name); it != narrow_to.end()) {
+      for (const Narrowing& n : kNarrowings)
+        if (n.name == it->second) plan.narrowing = &n;
+      if (!plan.narrowing) bad("tensor '{}': cannot narrow to '{}' (I8, U8, I16, U16, I32, U32)", name, it->second);
+      if (t.dtype() != kInt64) bad("tensor '{}': narrowing to {} takes an int64 tensor, got {}", name, it->second, t.dtype());
+      plan.dtype = plan.narrowing->name;
+      plan.nbytes = static_cast<uint64_t>(t.numel()) * plan.narrowing->itemsize;
+    }
+    order.push_back(plan);
   }
-  std::sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
-    const int ra = layout_rank(a->second.dtype()), rb = layout_rank(b->second.dtype());
-    return ra != rb ? ra > rb : a->first < b->first;  // std::string compares bytewise, as Rust does
+  for (const auto& [name, dtype] : narrow_to)
+    if (!names.count(name)) bad("narrow_to names '{}' ({}), which is not among the tensors", name, dtype);
+  std::sort(order.begin(), order.end(), [](const Planned& a, const Planned& b) {
+    const int ra = layout_rank(a.dtype), rb = layout_rank(b.dtype);
+    return ra != rb ? ra > rb : *a.name < *b.name;  // std::string compares bytewise, as Rust does
   });
 
   Json header = Json::object();
@@ -572,14 +605,13 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     header[std::string(kMetadataKey)] = std::move(meta);
   }
   uint64_t offset = 0;
-  for (const auto* item : order) {
-    const Tensor& t = item->second;
+  for (const Planned& item : order) {
     Json entry = Json::object();
-    entry["dtype"] = file_dtype_name(t.dtype());
-    entry["shape"] = t.shape();
-    entry["data_offsets"] = {offset, offset + t.nbytes()};
-    offset += t.nbytes();
-    header[item->first] = std::move(entry);
+    entry["dtype"] = item.dtype;
+    entry["shape"] = item.tensor->shape();
+    entry["data_offsets"] = {offset, offset + item.nbytes};
+    offset += item.nbytes;
+    header[*item.name] = std::move(entry);
   }
   std::string header_bytes = header.dump();
   header_bytes.append((8 - header_bytes.size() % 8) % 8, ' ');  // align the data section to 8
@@ -588,10 +620,22 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   const uint64_t n = header_bytes.size();
   file.write(&n, 8);  // little-endian host (static_assert above)
   file.write(header_bytes.data(), header_bytes.size());
-  for (const auto* item : order) {
-    const Tensor& t = item->second;
+  for (const Planned& item : order) {
+    const Tensor& t = *item.tensor;
     if (t.numel() == 0) continue;
-    if (t.is_contiguous()) {
+    if (item.narrowing) {  // every value checked, then written little-endian in the narrow type
+      const Tensor packed = t.is_contiguous() ? t : make_contiguous_copy(t);
+      const int64_t* v = packed.data_ptr<int64_t>();
+      const Narrowing& n = *item.narrowing;
+      std::vector<unsigned char> bytes(item.nbytes);
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        if (v[i] < n.lo || v[i] > n.hi)
+          bad("tensor '{}': element {} is {}, outside {}'s range [{}, {}]", *item.name, i, v[i], n.name, n.lo, n.hi);
+        const uint64_t u = static_cast<uint64_t>(v[i]);
+        for (size_t b = 0; b < n.itemsize; ++b) bytes[i * n.itemsize + b] = static_cast<unsigned char>(u >> (8 * b));
+      }
+      file.write(bytes.data(), bytes.size());
+    } else if (t.is_contiguous()) {
       file.write(t.raw_data(), t.nbytes());
     } else {  // one row-major copy at a time
       const Tensor packed = make_contiguous_copy(t);

@@ -18,7 +18,8 @@
 //     float64 first, then float32, then bool, so every tensor starts aligned to its element;
 //   * compact JSON in that order, "__metadata__" first (keys sorted; omitted when empty);
 //   * the header padded with spaces to a multiple of 8 bytes.
-// softgrad's dtypes are written as I64, F64, F32, BF16 and BOOL (one byte, 0 or 1). Strided
+// softgrad's dtypes are written as I64, F64, F32, BF16 and BOOL (one byte, 0 or 1), and int64
+// tensors as I8 ... U32 when asked (narrow_to, below). Strided
 // tensors are written as their row-major contents. The write is atomic: the bytes go to a
 // fresh temporary file in the target's directory, are flushed and fsync'ed, and the file is
 // renamed over the target. After any failure the temporary file is gone and a previous file
@@ -53,12 +54,18 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // Throws sg::Error naming `path` for an undefined tensor, a name given twice or named
 // "__metadata__", a name or metadata string that is not valid UTF-8, or an I/O failure.
+// narrow_to: int64 tensors to write as a narrower integer dtype, by name ({"w", "I8"}; I8,
+// U8, I16, U16, I32 or U32): every value must fit (else sg::Error naming the tensor, the
+// element and its value). They load back as int64 with their values, and the file's dtype
+// in SafetensorsFile::dtypes. (Quantized models use this: quant/.)
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {},
+                      const std::map<std::string, std::string>& narrow_to = {});
 
 struct SafetensorsFile {
   NamedTensors tensors;                         // in data-offset order
   std::map<std::string, std::string> metadata;  // "__metadata__" (empty when absent)
+  std::map<std::string, std::string> dtypes;    // each tensor's dtype in the file ("F32", "I8", ...)
 };
 
 SafetensorsFile load_safetensors(const std::string& path);

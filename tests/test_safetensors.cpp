@@ -195,6 +195,49 @@ TEST_CASE("the bytes follow the spec: length, header JSON, padding, layout order
   CHECK(read_bytes(path) == Bytes(reference.begin(), reference.end()));
 }
 
+TEST_CASE("int64 tensors narrowed on write: I8, U8, I16, U16, I32, U32 bytes, layout, values and dtypes back") {
+  const fs::path dir = scratch_dir("narrow");
+  const std::string path = (dir / "narrow.safetensors").string();
+  auto ints = [](std::vector<int64_t> v) { return sg::from_vector<int64_t>(v, {static_cast<int64_t>(v.size())}); };
+  const sg::NamedTensors tensors = {{"w", ints({-128, 0, 127})},          {"p", ints({0, 255})},
+                                    {"s", ints({-32768, 32767})},         {"us", ints({65535})},
+                                    {"acc", ints({INT32_MIN, INT32_MAX})}, {"u", ints({0, 4294967295})},
+                                    {"f", sg::tensor({1.5})}};
+  const std::map<std::string, std::string> narrow = {{"w", "I8"},   {"p", "U8"},   {"s", "I16"},
+                                                     {"us", "U16"}, {"acc", "I32"}, {"u", "U32"}};
+  sg::save_safetensors(path, tensors, {}, narrow);
+  // The reference writer's order: F32 > U32 > I32 > U16 > I16 > I8 > U8, then names.
+  const Bytes data = le_bytes<float>({1.5f}) + le_bytes<uint32_t>({0, 4294967295u}) +
+                     le_bytes<int32_t>({INT32_MIN, INT32_MAX}) + le_bytes<uint16_t>({65535}) +
+                     le_bytes<int16_t>({-32768, 32767}) + le_bytes<int8_t>({-128, 0, 127}) +
+                     le_bytes<uint8_t>({0, 255});
+  const Bytes file = read_bytes(path);
+  CHECK(file.substr(file.size() - data.size()) == data);
+  const sg::SafetensorsFile back = sg::load_safetensors(path);
+  for (const auto& [name, t] : tensors) {
+    CAPTURE(name);
+    const auto it = std::find_if(back.tensors.begin(), back.tensors.end(), [&](const auto& e) { return e.first == name; });
+    REQUIRE(it != back.tensors.end());
+    CHECK(it->second.dtype() == t.dtype());
+    if (t.dtype() == sg::kInt64)
+      CHECK(it->second.to_vector<int64_t>() == t.to_vector<int64_t>());
+    else
+      CHECK(it->second.to_vector<float>() == t.to_vector<float>());
+    CHECK(back.dtypes.at(name) == (narrow.count(name) ? narrow.at(name) : std::string("F32")));
+  }
+  // Values that do not fit, a float tensor, an unknown dtype, a name that is not there: named errors, no file.
+  const std::string bad_path = (dir / "bad.safetensors").string();
+  CHECK_THROWS_WITH_AS(sg::save_safetensors(bad_path, {{"w", ints({1, 128})}}, {}, {{"w", "I8"}}),
+                       doctest::Contains("tensor 'w': element 1 is 128, outside I8's range [-128, 127]"), sg::Error);
+  CHECK_THROWS_WITH_AS(sg::save_safetensors(bad_path, {{"f", sg::tensor({1.0})}}, {}, {{"f", "I8"}}),
+                       doctest::Contains("takes an int64 tensor"), sg::Error);
+  CHECK_THROWS_WITH_AS(sg::save_safetensors(bad_path, {{"w", ints({1})}}, {}, {{"w", "I4"}}),
+                       doctest::Contains("cannot narrow to 'I4'"), sg::Error);
+  CHECK_THROWS_WITH_AS(sg::save_safetensors(bad_path, {{"w", ints({1})}}, {}, {{"v", "I8"}}),
+                       doctest::Contains("narrow_to names 'v'"), sg::Error);
+  CHECK(!fs::exists(bad_path));
+}
+
 TEST_CASE("fixtures of the reference implementation load with their values") {
   struct Fixture {
     std::string name, dtype;  // tensor name, file dtype
