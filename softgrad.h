@@ -30,6 +30,7 @@
 #include "nn/sequential.h"
 #include "nn/serialize.h"
 #include "nn/transformer.h"
+#include "nn/vision_transformer.h"
 #include "data/dataloader.h"
 #include "data/dataset.h"
 #include "data/idx.h"
