@@ -23,6 +23,10 @@ int main(int argc, char** argv) {
     trainer::Data data = trainer::load_data(flags, /*flatten=*/true);
     sg::Generator gen(flags.seed);
     auto net = models::make_mlp(hidden, dropout, gen);
-    return trainer::fit(*net, flags, data, "mnist_mlp").passed ? 0 : 1;
+    std::string widths;
+    for (const int64_t h : hidden) widths += (widths.empty() ? "" : ",") + std::to_string(h);
+    const std::map<std::string, std::string> info = {
+        {"model", "mlp"}, {"model.hidden", widths}, {"model.dropout", fmt::format("{}", dropout)}};
+    return trainer::fit(*net, flags, data, "mnist_mlp", info).passed ? 0 : 1;
   });
 }

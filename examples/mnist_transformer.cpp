@@ -23,6 +23,15 @@ int main(int argc, char** argv) {
     trainer::Data data = trainer::load_data(flags, /*flatten=*/false);
     sg::Generator gen(flags.seed);
     models::VisionTransformer net(vit, gen);
-    return trainer::fit(net, flags, data, "mnist_transformer").passed ? 0 : 1;
+    const std::map<std::string, std::string> info = {
+        {"model", "vit"},
+        {"model.patch", std::to_string(vit.patch)},
+        {"model.dim", std::to_string(vit.dim)},
+        {"model.depth", std::to_string(vit.depth)},
+        {"model.heads", std::to_string(vit.heads)},
+        {"model.mlp_ratio", std::to_string(vit.mlp_ratio)},
+        {"model.dropout", fmt::format("{}", vit.dropout)},
+        {"model.pool", vit.pool}};
+    return trainer::fit(net, flags, data, "mnist_transformer", info).passed ? 0 : 1;
   });
 }

@@ -320,7 +320,11 @@ inline int64_t resumed_epoch(const std::map<std::string, std::string>& meta, con
 // with an error at the first loss that is not finite (a diverged run), naming the epoch
 // and the step; a checkpoint is only ever replaced by a finite state (save_checkpoint
 // refuses any other), and a checkpoint holding NaN or inf is refused on --resume.
-inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::string& run_name) {
+// model_info: the model's configuration ("model" = "mlp" or "vit", "model.<flag>" = value),
+// written into every checkpoint's metadata with the data set, so that a checkpoint alone
+// rebuilds its model (examples/mnist_quantize does).
+inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::string& run_name,
+                  const std::map<std::string, std::string>& model_info = {}) {
   const int64_t steps_per_epoch = data.train.num_batches();
   int64_t total_steps = 0;
   SG_CHECK(!__builtin_mul_overflow(f.epochs, steps_per_epoch, &total_steps),
@@ -399,10 +403,13 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
              fmt::format("{:.6f}", test.loss), fmt::format("{:.4f}", test.accuracy), fmt::format("{:.6g}", lr_now),
              fmt::format("{:.3f}", epoch_s), fmt::format("{:.0f}", static_cast<double>(seen) / epoch_s)});
     if (!f.save.empty()) {
-      sg::optim::save_checkpoint(f.save, state,
-                                 {{"run", run_name}, {"epoch", std::to_string(epoch + 1)},
-                                  {"epochs", std::to_string(f.epochs)},
-                                  {"test_accuracy", fmt::format("{:.4f}", test.accuracy)}});
+      std::map<std::string, std::string> meta = model_info;
+      meta.insert({{"run", run_name},
+                   {"epoch", std::to_string(epoch + 1)},
+                   {"epochs", std::to_string(f.epochs)},
+                   {"dataset", f.dataset},
+                   {"test_accuracy", fmt::format("{:.4f}", test.accuracy)}});
+      sg::optim::save_checkpoint(f.save, state, meta);
       last_saved = fmt::format("{} holds the model after epoch {}", f.save, epoch + 1);
     }
   }
