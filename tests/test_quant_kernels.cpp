@@ -1,0 +1,611 @@
+// The integer kernels of quant/int_kernels.h: fixed-point multipliers and requantization
+// bit for bit against an exact reference; i-exp's vector kernel bit for bit against its
+// scalar twin and within stated bounds of its float64 form and of exp; the integer softmax
+// (polynomial and table) within 1 LSB of round(256 softmax) in float64, rows summing to
+// 256 +- 1, the same bits on 1 and 2 threads; i-GELU and the integer LayerNorm within
+// bounds derived from their scales; isqrt exhaustively. Measured errors are printed
+// (MESSAGE) so a run shows how close each kernel comes to its bound.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "quant/int_kernels.h"
+#include "test_util.h"
+
+using sgtest::check_error;
+namespace q = sg::quant;
+
+namespace {
+
+__extension__ typedef unsigned __int128 uint128;
+
+int64_t rand_int(sg::Generator& gen, int64_t lo, int64_t hi) {
+  return lo + static_cast<int64_t>(gen.below(static_cast<uint64_t>(hi - lo + 1)));
+}
+
+// The exact value of round_half_away(x * m 2^-s): x m < 2^63 and the scaling by a power of
+// two are exact in long double (64-bit significand on x86), and roundl rounds ties away.
+int64_t exact_fixed(int64_t x, q::FixedPoint f) {
+  const long double v = std::ldexp(static_cast<long double>(x) * f.multiplier, -f.shift);
+  return static_cast<int64_t>(std::roundl(v));
+}
+
+// Thread count for a scope, restored after (softgrad's setting is global).
+struct Threads {
+  int saved = sg::get_num_threads();
+  explicit Threads(int n) { sg::set_num_threads(n); }
+  ~Threads() { sg::set_num_threads(saved); }
+};
+
+// Row-wise comparison of an integer softmax against the float64 reference: the largest
+// |out - ref| and |256 - row sum| seen, and the first offending row.
+struct SoftmaxStats {
+  int max_dev = 0, max_sum_dev = 0;
+  int64_t rows = 0;
+  std::string first_bad;
+  void add(const uint8_t* out, const uint8_t* ref, int64_t n, const std::string& label) {
+    int dev = 0, sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      dev = std::max(dev, std::abs(int{out[j]} - int{ref[j]}));
+      sum += out[j];
+    }
+    const int sum_dev = std::abs(256 - sum);
+    if ((dev > 1 || sum_dev > 1) && first_bad.empty())
+      first_bad = fmt::format("{}: |out - ref| = {}, row sum {}", label, dev, sum);
+    max_dev = std::max(max_dev, dev);
+    max_sum_dev = std::max(max_sum_dev, sum_dev);
+    ++rows;
+  }
+  void check(const char* what) const {
+    MESSAGE(fmt::format("{}: {} rows, max |out - round(256 softmax)| = {} LSB, max |256 - row sum| = {}", what, rows,
+                        max_dev, max_sum_dev));
+    CHECK_MESSAGE(first_bad.empty(), first_bad);
+  }
+};
+
+// softmax_u8 on rows (rows, n): bit-identical to the scalar twin, then against the reference.
+void run_softmax(const std::vector<int32_t>& s, int64_t rows, int64_t n, double scale, const std::string& label,
+                 SoftmaxStats& stats) {
+  const q::ExpParams p = q::make_exp_params(scale);
+  std::vector<uint8_t> out(s.size()), naive(s.size()), ref(s.size());
+  q::softmax_u8(s.data(), rows, n, n, p, out.data(), n);
+  q::softmax_u8_naive(s.data(), rows, n, n, p, naive.data(), n);
+  q::softmax_u8_reference(s.data(), rows, n, n, scale, ref.data(), n);
+  CHECK_MESSAGE(out == naive, label << ": vector and scalar kernels differ");
+  for (int64_t r = 0; r < rows; ++r)
+    stats.add(out.data() + r * n, ref.data() + r * n, n, fmt::format("{} row {} (n = {})", label, r, n));
+}
+
+void run_softmax_lut(const std::vector<int8_t>& s, int64_t rows, int64_t n, double scale, const std::string& label,
+                     SoftmaxStats& stats) {
+  const q::ExpTable t = q::make_exp_table(scale);
+  std::vector<uint8_t> out(s.size()), ref(s.size());
+  const std::vector<int32_t> s32(s.begin(), s.end());
+  q::softmax_u8_lut(s.data(), rows, n, n, t, out.data(), n);
+  q::softmax_u8_reference(s32.data(), rows, n, n, scale, ref.data(), n);
+  for (int64_t r = 0; r < rows; ++r)
+    stats.add(out.data() + r * n, ref.data() + r * n, n, fmt::format("{} row {} (n = {})", label, r, n));
+}
+
+}  // namespace
+
+// ---- fixed point ----------------------------------------------------------------------------
+
+TEST_CASE("to_fixed_point: 31-bit multiplier, relative error <= 2^-31, range errors") {
+  sg::Generator gen(1);
+  std::vector<double> reals = {0x1p-40, 0x1p-40 * 1.5, 0.25, 0.5, 1.0, std::nextafter(1.0, 0.0), 1.0 / 3.0, 0.7,
+                               std::nextafter(0x1p30, 0.0), 0x1p30 * (1 - 0x1p-33), 12345.678};
+  for (int i = 0; i < 20000; ++i) reals.push_back(std::exp2(-40 + 70 * gen.uniform()));
+  for (double r : reals) {
+    CAPTURE(r);
+    const q::FixedPoint f = q::to_fixed_point(r);
+    REQUIRE(f.multiplier >= (1 << 30));
+    REQUIRE(f.shift >= 1);
+    const double back = std::ldexp(static_cast<double>(f.multiplier), -f.shift);
+    CHECK(std::abs(back / r - 1) <= 0x1p-31);
+  }
+  check_error([] { q::to_fixed_point(0.0); }, {"to_fixed_point", "0"});
+  check_error([] { q::to_fixed_point(-0.5); }, {"-0.5"});
+  check_error([] { q::to_fixed_point(0x1p30); }, {"1073741824"});
+  check_error([] { q::to_fixed_point(0x1p-41); }, {"to_fixed_point"});
+  check_error([] { q::to_fixed_point(std::nan("")); }, {"nan"});
+}
+
+TEST_CASE("fixed_multiply: exact round half away from zero") {
+  // Ties: factor 1/2 (shift 31) and 1/4 (shift 32), both signs.
+  const q::FixedPoint half = q::to_fixed_point(0.5), quarter = q::to_fixed_point(0.25);
+  CHECK(q::fixed_multiply(1, half) == 1);
+  CHECK(q::fixed_multiply(-1, half) == -1);
+  CHECK(q::fixed_multiply(3, half) == 2);
+  CHECK(q::fixed_multiply(-3, half) == -2);
+  CHECK(q::fixed_multiply(2, quarter) == 1);
+  CHECK(q::fixed_multiply(-2, quarter) == -1);
+  CHECK(q::fixed_multiply(6, quarter) == 2);
+  CHECK(q::fixed_multiply(-6, quarter) == -2);
+  CHECK(q::fixed_multiply(5, quarter) == 1);   // 1.25
+  CHECK(q::fixed_multiply(-7, quarter) == -2);  // -1.75
+  CHECK(q::fixed_multiply(0, half) == 0);
+  // Huge and tiny factors at the int32 extremes (shift 1 and shift > 63).
+  const q::FixedPoint big = q::to_fixed_point(std::nextafter(0x1p30, 0.0)), tiny = q::to_fixed_point(0x1p-40);
+  CHECK(big.shift == 1);
+  CHECK(tiny.shift > 63);
+  for (int64_t x : {int64_t{INT32_MIN}, int64_t{INT32_MAX}, int64_t{-1}, int64_t{1}, int64_t{0}}) {
+    CAPTURE(x);
+    CHECK(q::fixed_multiply(x, big) == exact_fixed(x, big));
+    CHECK(q::fixed_multiply(x, tiny) == 0);
+  }
+  // Ties at every shift: factor 2^-j times x = +-(2k + 1) 2^(j-1) is +-(k + 1/2).
+  for (int j = 1; j <= 40; ++j) {
+    const q::FixedPoint f = q::to_fixed_point(std::ldexp(1.0, -j));  // multiplier 2^30, shift 30 + j
+    for (int64_t k : {0, 1, 2, 7, 1000}) {
+      if (j > 31 || ((2 * k + 1) << (j - 1)) > INT32_MAX) continue;
+      const int64_t x = (2 * k + 1) << (j - 1);  // x 2^-j = k + 1/2
+      CHECK(q::fixed_multiply(x, f) == k + 1);
+      CHECK(q::fixed_multiply(-x, f) == -(k + 1));
+    }
+  }
+  // Random factors and values against the exact long double value, and within 1/2 + |x r|
+  // 2^-31 of x r itself.
+  sg::Generator gen(2);
+  int bad = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const double r = std::exp2(-40 + 70 * gen.uniform());
+    const q::FixedPoint f = q::to_fixed_point(r);
+    const int bits = static_cast<int>(rand_int(gen, 0, 31));
+    const int64_t x = rand_int(gen, -(int64_t{1} << bits), (int64_t{1} << bits) - 1);
+    const int64_t got = q::fixed_multiply(x, f), want = exact_fixed(x, f);
+    if (got != want && bad++ < 5) FAIL_CHECK(fmt::format("x = {}, f = ({}, {}): got {}, want {}", x, f.multiplier, f.shift, got, want));
+    CHECK_LE(std::abs(static_cast<double>(got) - static_cast<double>(x) * r),
+             0.5 + std::abs(static_cast<double>(x) * r) * 0x1p-31 + 1e-9);
+  }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("requantize: bit-exact against the float64 round-half-away reference, per column and shared") {
+  sg::Generator gen(3);
+  const int64_t rows = 37, cols = 53, ld_acc = 60, ld_out = 57;
+  std::vector<int32_t> acc(rows * ld_acc);
+  for (int64_t i = 0; i < rows * ld_acc; ++i) {
+    const int bits = static_cast<int>(rand_int(gen, 0, 31));
+    acc[i] = static_cast<int32_t>(rand_int(gen, -(int64_t{1} << bits), (int64_t{1} << bits) - 1));
+  }
+  acc[0] = INT32_MIN;
+  acc[1] = INT32_MAX;
+  std::vector<q::FixedPoint> f(cols);
+  for (int64_t c = 0; c < cols; ++c) f[c] = q::to_fixed_point(std::exp2(-28 + 20 * gen.uniform()));
+  f[2] = q::to_fixed_point(0.5);  // ties
+  for (int64_t i = 0; i < rows; ++i) acc[i * ld_acc + 2] = static_cast<int32_t>(rand_int(gen, -40, 40));
+
+  for (bool per_column : {true, false}) {
+    CAPTURE(per_column);
+    auto want = [&](int64_t r, int64_t c, int64_t lo, int64_t hi) {
+      return std::clamp(exact_fixed(acc[r * ld_acc + c], f[per_column ? c : 0]), lo, hi);
+    };
+    // int8 full range and with a fused ReLU
+    for (auto [lo, hi] : {std::pair{-128, 127}, std::pair{0, 127}}) {
+      std::vector<int8_t> out(rows * ld_out, 99);
+      q::requantize_s8(acc.data(), rows, cols, ld_acc, f.data(), per_column, lo, hi, out.data(), ld_out);
+      int bad = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) bad += out[r * ld_out + c] != want(r, c, lo, hi);
+        for (int64_t c = cols; c < ld_out; ++c) bad += out[r * ld_out + c] != 99;  // padding untouched
+      }
+      CHECK_MESSAGE(bad == 0, "s8 [" << lo << ", " << hi << "]: " << bad << " entries differ");
+    }
+    std::vector<uint8_t> out8(rows * ld_out);
+    q::requantize_u8(acc.data(), rows, cols, ld_acc, f.data(), per_column, 0, 255, out8.data(), ld_out);
+    std::vector<int32_t> out32(rows * ld_out);
+    q::requantize_s32(acc.data(), rows, cols, ld_acc, f.data(), per_column, out32.data(), ld_out);
+    int bad = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        bad += out8[r * ld_out + c] != want(r, c, 0, 255);
+        bad += out32[r * ld_out + c] != want(r, c, -(int64_t{1} << 30), int64_t{1} << 30);
+      }
+    CHECK(bad == 0);
+  }
+  // The int32 clamp at +-2^30.
+  const q::FixedPoint big = q::to_fixed_point(1000.0);
+  const int32_t a[3] = {2000000, -2000000, 5};
+  int32_t o[3];
+  q::requantize_s32(a, 1, 3, 3, &big, false, o, 3);
+  CHECK(o[0] == (1 << 30));
+  CHECK(o[1] == -(1 << 30));
+  CHECK(o[2] == 5000);
+  int8_t o8[3];
+  check_error([&] { q::requantize_s8(a, 1, 3, 3, &big, false, -200, 127, o8, 3); }, {"requantize_s8", "-200"});
+  check_error([&] { q::requantize_s8(a, 1, 3, 3, &big, false, 5, 4, o8, 3); }, {"requantize_s8", "[5, 4]"});
+  check_error([&] { q::requantize_s8(a, 1, 3, 2, &big, false, 0, 4, o8, 3); }, {"requantize_s8", "2"});
+}
+
+// ---- exp ------------------------------------------------------------------------------------
+
+TEST_CASE("i_exp: vector kernel equals the scalar one; bounds against its float64 form and exp") {
+  sg::Generator gen(4);
+  double max_rel_exp = 0, max_rel_exp8 = 0, max_abs_exp = 0, max_dev_ref = 0, max_rel_ref = 0;
+  for (double scale : {0x1p-16, 1e-3, 0.01, 0.1, 0.7, 3e-6}) {
+    CAPTURE(scale);
+    const q::ExpParams p = q::make_exp_params(scale);
+    CHECK(p.b_int == 31981);
+    CHECK(p.c_int == 536115346);
+    const int32_t zero = 0;
+    uint32_t e0 = 0;
+    q::i_exp(&zero, 1, p, &e0);
+    CHECK(e0 == 65550);  // a b^2 + c = 1.00023 (I-BERT's polynomial at r = 0), floored
+    // Inputs covering [-30, 0] in real units, the clamp, and the int32 extreme.
+    std::vector<int32_t> x;
+    const double lo = std::max(-30.0 / scale, -2147483647.0);
+    for (int i = 0; i < 100000; ++i) x.push_back(static_cast<int32_t>(std::llround(lo * std::pow(gen.uniform(), 3))));
+    for (int32_t v : {0, -1, -2, p.clamp, p.clamp + 1, p.clamp - 1, INT32_MIN, INT32_MIN + 1}) x.push_back(v);
+    const int64_t n = static_cast<int64_t>(x.size());
+    std::vector<uint32_t> e(x.size()), naive(x.size());
+    q::i_exp(x.data(), n, p, e.data());
+    q::i_exp_naive(x.data(), n, p, naive.data());
+    CHECK(e == naive);
+    // Short calls go through the tail path: same bits as the long call.
+    for (int64_t len = 1; len <= 40; ++len) {
+      std::vector<uint32_t> part(len + 1, 7);
+      q::i_exp(x.data() + 3, len, p, part.data());
+      CHECK(std::equal(part.begin(), part.begin() + len, e.begin() + 3));
+      CHECK(part[len] == 7);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const double xr = x[i] * scale;
+      // vs the float64 form of the same approximation: the input rounded to ln2/2^14 moves
+      // the polynomial by <= 2^-15 ln2 * 2a(r+b)/poly < 4.3e-5 relative; P = poly >> 16 and
+      // the 15-bit multiplier add < 8.4e-5 + 1.4e-5; the final floor < 1 unit of 2^-16.
+      // Bound: 1 + 1.5e-4 * 2^16 ref (i.e. ~10.8 units at x = 0).
+      const double want = 65536.0 * (x[i] >= p.clamp ? q::i_exp_reference(xr) : 0.0);
+      const double dev = std::abs(e[i] - want);
+      CHECK_MESSAGE(dev <= 1 + 1.5e-4 * want, "x = " << xr << ": " << e[i] << " vs " << want);
+      max_dev_ref = std::max(max_dev_ref, dev);
+      if (want >= 4096) max_rel_ref = std::max(max_rel_ref, dev / want);
+      // vs exp: the polynomial's own error is within [-0.0031, +0.0025] relative.
+      const double ex = 65536.0 * std::exp(xr);
+      const double abs_err = std::abs(e[i] - ex);
+      CHECK_MESSAGE(abs_err <= 2 + 0.0032 * ex, "x = " << xr << ": " << e[i] << " vs exp " << ex);
+      max_abs_exp = std::max(max_abs_exp, abs_err);
+      if (ex >= 4096) max_rel_exp = std::max(max_rel_exp, abs_err / ex);
+      if (ex >= 256) max_rel_exp8 = std::max(max_rel_exp8, abs_err / ex);
+    }
+  }
+  MESSAGE(fmt::format("i_exp vs exp: max relative error {:.5f} where exp >= 2^-4 ({:.5f} where exp >= 2^-8: the floor), "
+                      "max absolute error {:.1f} units of 2^-16; vs i_exp_reference: max {:.1f} units, max relative "
+                      "{:.2e} where ref >= 2^-4",
+                      max_rel_exp, max_rel_exp8, max_abs_exp, max_dev_ref, max_rel_ref));
+  CHECK(max_rel_exp < 0.0032 + 1.0 / 4096);
+  // q > 0 is read as 0.
+  const q::ExpParams p = q::make_exp_params(0.01);
+  const int32_t pos[2] = {5, 0};
+  uint32_t ep[2];
+  q::i_exp(pos, 2, p, ep);
+  CHECK(ep[0] == ep[1]);
+  check_error([] { q::make_exp_params(0.0); }, {"make_exp_params", "0"});
+  check_error([] { q::make_exp_params(1e6); }, {"1000000"});
+}
+
+// ---- softmax ----------------------------------------------------------------------------------
+
+TEST_CASE("softmax_u8: within 1 LSB of round(256 softmax), rows summing to 256 +- 1") {
+  sg::Generator gen(5);
+  SoftmaxStats stats;
+  // Random rows: scale and integer range give real scores within about +-16, +-8, +-2.
+  struct Scale {
+    double scale;
+    int64_t range;
+  };
+  for (Scale sc : {Scale{0x1p-16, 1 << 20}, Scale{0.01, 1000}, Scale{1e-3, 2000}, Scale{0.1, 100},
+                   Scale{0x1p-24, 1 << 27}, Scale{1.0, 20}}) {
+    for (int64_t n = 1; n <= 300; n += (n < 40 ? 1 : 13)) {
+      const int64_t rows = 8;
+      std::vector<int32_t> s(rows * n);
+      for (auto& v : s) v = static_cast<int32_t>(rand_int(gen, -sc.range, sc.range));
+      run_softmax(s, rows, n, sc.scale, fmt::format("random scale {} range {}", sc.scale, sc.range), stats);
+    }
+  }
+  // Long random rows (the benchmark's distribution).
+  {
+    const int64_t rows = 4, n = 10000;
+    std::vector<int32_t> s(rows * n);
+    for (auto& v : s) v = static_cast<int32_t>(rand_int(gen, -(1 << 20), 1 << 20));
+    run_softmax(s, rows, n, 0x1p-16, "random n = 10000", stats);
+  }
+  // All equal: each 256 / n, rounded (n = 10000: all round to 0, the cumulative path gives
+  // 256 ones spread out, and the row sums to exactly 256).
+  for (int64_t n : {1, 3, 256, 10000}) {
+    const std::vector<int32_t> s(n, 12345);
+    std::vector<uint8_t> out(n);
+    q::softmax_u8(s.data(), 1, n, n, q::make_exp_params(0.01), out.data(), n);
+    int64_t sum = 0;
+    for (uint8_t v : out) sum += v;
+    CHECK_MESSAGE(sum == (n == 1 ? 255 : n == 3 ? 255 : 256), "n = " << n << ": sum " << sum);
+    if (n == 1) CHECK(out[0] == 255);
+    if (n == 256) CHECK(std::all_of(out.begin(), out.end(), [](uint8_t v) { return v == 1; }));
+    run_softmax(s, 1, n, 0.01, fmt::format("all equal n = {}", n), stats);
+  }
+  // One dominant element (255), very negative tails (exactly 0), two-way ties (128 each),
+  // and a tail of elements near exp ~ 2^-9 that the floors would lose if they were many.
+  for (int64_t n : {1, 2, 5, 300, 10000}) {
+    std::vector<int32_t> dom(n, -(1 << 29)), tie(n, -(1 << 29)), tail(n);
+    dom[n / 2] = (1 << 29);
+    tie[0] = tie[n - 1] = 1000;
+    for (int64_t j = 0; j < n; ++j) tail[j] = static_cast<int32_t>(-600 - rand_int(gen, 0, 50));
+    tail[0] = 0;
+    std::vector<uint8_t> out(n);
+    q::softmax_u8(dom.data(), 1, n, n, q::make_exp_params(0.01), out.data(), n);
+    CHECK(out[n / 2] == 255);
+    if (n >= 2) {
+      q::softmax_u8(tie.data(), 1, n, n, q::make_exp_params(0.01), out.data(), n);
+      CHECK(out[0] == 128);
+      CHECK(out[n - 1] == 128);
+    }
+    run_softmax(dom, 1, n, 0.01, fmt::format("dominant n = {}", n), stats);
+    run_softmax(tie, 1, n, 0.01, fmt::format("tie n = {}", n), stats);
+    run_softmax(tail, 1, n, 0.01, fmt::format("tail n = {}", n), stats);
+  }
+  stats.check("softmax_u8");
+}
+
+TEST_CASE("softmax_u8: strides, threads, and the score range") {
+  sg::Generator gen(6);
+  const int64_t rows = 64, n = 1000, ld_in = 1003, ld_out = 1010;
+  std::vector<int32_t> s(rows * ld_in);
+  for (auto& v : s) v = static_cast<int32_t>(rand_int(gen, -(1 << 20), 1 << 20));
+  const q::ExpParams p = q::make_exp_params(0x1p-16);
+  std::vector<uint8_t> one(rows * ld_out, 7), two(rows * ld_out, 7), dense(rows * n);
+  {
+    Threads t(1);
+    q::softmax_u8(s.data(), rows, n, ld_in, p, one.data(), ld_out);
+  }
+  {
+    Threads t(2);
+    q::softmax_u8(s.data(), rows, n, ld_in, p, two.data(), ld_out);
+  }
+  CHECK(one == two);
+  // Strided rows give the rows' contiguous results; the gaps are not written.
+  std::vector<int32_t> packed(rows * n);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(s.data() + r * ld_in, n, packed.data() + r * n);
+  q::softmax_u8(packed.data(), rows, n, n, p, dense.data(), n);
+  int bad = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    bad += !std::equal(dense.begin() + r * n, dense.begin() + (r + 1) * n, one.begin() + r * ld_out);
+    for (int64_t j = n; j < ld_out; ++j) bad += one[r * ld_out + j] != 7;
+  }
+  CHECK(bad == 0);
+
+  s[5 * ld_in + 17] = 1 << 30;
+  std::vector<uint8_t> out(rows * ld_out);
+  check_error([&] { q::softmax_u8(s.data(), rows, n, ld_in, p, out.data(), ld_out); },
+              {"softmax_u8", "1073741824", "row 5", "column 17"});
+  s[5 * ld_in + 17] = -(1 << 30);
+  check_error([&] { q::softmax_u8(s.data(), rows, n, ld_in, p, out.data(), ld_out); }, {"-1073741824"});
+  s[5 * ld_in + 17] = (1 << 30) - 1;  // the largest allowed
+  q::softmax_u8(s.data(), rows, n, ld_in, p, out.data(), ld_out);
+  CHECK(out[5 * ld_out + 17] == 255);
+  check_error([&] { q::softmax_u8(s.data(), rows, n, n - 1, p, out.data(), ld_out); }, {"softmax_u8", "999"});
+}
+
+TEST_CASE("softmax_u8_lut: int8 scores within 1 LSB of round(256 softmax), rows summing to 256 +- 1") {
+  sg::Generator gen(7);
+  SoftmaxStats stats;
+  for (double scale : {0.02, 0.05, 0.1, 0.25, 0.5}) {
+    const q::ExpTable t = q::make_exp_table(scale);
+    CHECK(t.entry[0] == 65536);
+    CHECK(t.entry[255] == static_cast<uint32_t>(std::lround(std::exp(-255 * scale) * 65536)));
+    for (int64_t n = 1; n <= 300; n += (n < 40 ? 1 : 13)) {
+      const int64_t rows = 8;
+      std::vector<int8_t> s(rows * n);
+      for (auto& v : s) v = static_cast<int8_t>(rand_int(gen, -128, 127));
+      run_softmax_lut(s, rows, n, scale, fmt::format("random scale {}", scale), stats);
+    }
+  }
+  for (int64_t n : {1, 3, 256, 10000}) {
+    const std::vector<int8_t> s(n, -3);
+    run_softmax_lut(s, 1, n, 0.05, fmt::format("all equal n = {}", n), stats);
+    std::vector<int8_t> dom(n, -128), tie(n, -128);
+    dom[n - 1] = 127;
+    tie[0] = tie[n / 2] = 100;
+    run_softmax_lut(dom, 1, n, 0.1, fmt::format("dominant n = {}", n), stats);
+    if (n >= 3) run_softmax_lut(tie, 1, n, 0.1, fmt::format("tie n = {}", n), stats);
+    std::vector<uint8_t> out(n);
+    q::softmax_u8_lut(dom.data(), 1, n, n, q::make_exp_table(0.1), out.data(), n);
+    CHECK(out[n - 1] == 255);
+  }
+  {
+    const int64_t rows = 4, n = 10000;
+    std::vector<int8_t> s(rows * n);
+    for (auto& v : s) v = static_cast<int8_t>(rand_int(gen, -128, 127));
+    run_softmax_lut(s, rows, n, 0.05, "random n = 10000", stats);
+  }
+  stats.check("softmax_u8_lut");
+  // Threads: the same bits.
+  const int64_t rows = 64, n = 1000;
+  std::vector<int8_t> s(rows * n);
+  for (auto& v : s) v = static_cast<int8_t>(rand_int(gen, -128, 127));
+  std::vector<uint8_t> one(rows * n), two(rows * n);
+  const q::ExpTable t = q::make_exp_table(0.05);
+  {
+    Threads th(1);
+    q::softmax_u8_lut(s.data(), rows, n, n, t, one.data(), n);
+  }
+  {
+    Threads th(2);
+    q::softmax_u8_lut(s.data(), rows, n, n, t, two.data(), n);
+  }
+  CHECK(one == two);
+}
+
+// ---- GELU -------------------------------------------------------------------------------------
+
+// I-BERT's i-GELU in float64 (no integer rounding): x/2 (1 + L(x / sqrt2)),
+// L(u) = sgn(u) (1 - 0.2888 (min(|u|, 1.769) - 1.769)^2).
+double igelu_model(double x) {
+  const double u = x / std::sqrt(2.0), t = std::min(std::abs(u), 1.769) - 1.769;
+  const double L = (u > 0 ? 1 : u < 0 ? -1 : 0) * (1 - 0.2888 * t * t);
+  return 0.5 * x * (1 + L);
+}
+
+TEST_CASE("gelu_s8: within the i-GELU bound of the exact GELU") {
+  // i-GELU's polynomial differs from x Phi(x) by at most kPolyErr on [-8, 8] (at x ~ -2.35;
+  // past |x| = 2.5 it is exactly x or 0, off by < 0.016). The integer steps add < 1e-4 /
+  // out_scale LSB (u's rounding to S_g ~ 8e-5 moves L by < 5e-5; v's 8 guard bits < 2^-8).
+  // With both roundings: |out - round(gelu / out_scale)| < 1 + kPolyErr / out_scale + 0.01.
+  constexpr double kPolyErr = 0.018152;
+  sg::Generator gen(8);
+  for (auto [in_scale, out_scale] : {std::pair{1e-4, 8.0 / 127}, std::pair{3e-6, 0.05}, std::pair{0x1p-10, 0.02},
+                                     std::pair{0.05, 0.05}, std::pair{2e-5, 0.1}, std::pair{1e-3, 0.01}}) {
+    CAPTURE(in_scale);
+    CAPTURE(out_scale);
+    const q::GeluParams p = q::make_gelu_params(in_scale, out_scale);
+    std::vector<int32_t> x;
+    const double qmax = std::min(8.0 / in_scale, 2147483647.0);
+    for (int i = 0; i < 200000; ++i) x.push_back(static_cast<int32_t>(std::llround((2 * gen.uniform() - 1) * qmax)));
+    for (int32_t v : {0, 1, -1, INT32_MIN, INT32_MAX, p.clamp_lo, p.clamp_hi, p.clamp_lo - 1, p.clamp_hi + 1})
+      x.push_back(v);
+    std::vector<int8_t> out(x.size());
+    q::gelu_s8(x.data(), static_cast<int64_t>(x.size()), p, out.data());
+    // One element at a time takes the scalar kernel (the specification): the same bits.
+    int scalar_diff = 0;
+    for (size_t i = 0; i < x.size(); i += 7) {
+      int8_t one = 0;
+      q::gelu_s8(&x[i], 1, p, &one);
+      scalar_diff += one != out[i];
+    }
+    CHECK_MESSAGE(scalar_diff == 0, scalar_diff << " outputs differ between the vector and scalar kernels");
+    const int tol = static_cast<int>(std::floor(1 + kPolyErr / out_scale + 0.01));
+    int max_dev = 0;
+    int64_t off_model = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double xr = x[i] * in_scale;
+      const double want = std::clamp(std::round(q::gelu_reference(xr) / out_scale), -128.0, 127.0);
+      const int dev = static_cast<int>(std::abs(out[i] - want));
+      if (dev > tol) FAIL_CHECK(fmt::format("x = {}: out {} vs {}", xr, out[i], want));
+      max_dev = std::max(max_dev, dev);
+      // Against i-GELU itself in float64: equal but within ~0.01 LSB of a rounding tie.
+      const double model = std::clamp(std::round(igelu_model(xr) / out_scale), -128.0, 127.0);
+      const int dm = static_cast<int>(std::abs(out[i] - model));
+      CHECK_MESSAGE(dm <= 1, "x = " << xr << ": " << int{out[i]} << " vs i-GELU " << model);
+      off_model += dm != 0;
+    }
+    CHECK_MESSAGE(off_model <= static_cast<int64_t>(x.size()) / 100, off_model << " outputs differ from float64 i-GELU");
+    MESSAGE(fmt::format("gelu_s8 in_scale {:g} out_scale {:g}: max |out - round(GELU / out_scale)| = {} LSB (bound {}); "
+                        "{} of {} differ from float64 i-GELU by 1",
+                        in_scale, out_scale, max_dev, tol, off_model, x.size()));
+    const int32_t big[4] = {INT32_MAX, INT32_MIN, 0, static_cast<int32_t>(std::min(200 * out_scale / in_scale, 2e9))};
+    int8_t ob[4];
+    q::gelu_s8(big, 4, p, ob);
+    CHECK(ob[0] == 127);
+    CHECK(ob[1] == 0);
+    CHECK(ob[2] == 0);
+    CHECK(ob[3] == 127);
+  }
+  check_error([] { q::make_gelu_params(0.0, 0.1); }, {"make_gelu_params", "0"});
+}
+
+// ---- isqrt and LayerNorm ------------------------------------------------------------------------
+
+TEST_CASE("isqrt: floor(sqrt(v)) for every v < 2^20 and at the edges of uint64") {
+  int bad = 0;
+  for (uint64_t v = 0; v < (uint64_t{1} << 20); ++v) {
+    const uint64_t r = q::isqrt(v);
+    bad += !(r * r <= v && (r + 1) * (r + 1) > v);
+  }
+  CHECK(bad == 0);
+  auto exact = [](uint64_t v, uint64_t r) {
+    const uint128 r2 = static_cast<uint128>(r) * r, r12 = static_cast<uint128>(r + 1) * (r + 1);
+    return r2 <= v && r12 > v;
+  };
+  sg::Generator gen(9);
+  std::vector<uint64_t> vs = {std::numeric_limits<uint64_t>::max(), std::numeric_limits<uint64_t>::max() - 1,
+                              uint64_t{1} << 63, (uint64_t{1} << 63) - 1, uint64_t{1} << 62};
+  for (int i = 0; i < 100000; ++i) {
+    const uint64_t k = gen.next_u64() >> rand_int(gen, 32, 63);  // k < 2^32
+    const uint64_t k2 = k * k;
+    vs.push_back(k2);
+    if (k2 > 0) vs.push_back(k2 - 1);
+    if (k2 < std::numeric_limits<uint64_t>::max()) vs.push_back(k2 + 1);
+    vs.push_back(gen.next_u64() >> rand_int(gen, 0, 63));
+  }
+  const uint64_t top = 0xFFFFFFFFull;
+  vs.push_back(top * top);
+  vs.push_back(top * top - 1);
+  for (uint64_t v : vs) bad += !exact(v, q::isqrt(v));
+  CHECK(bad == 0);
+  CHECK(q::isqrt(std::numeric_limits<uint64_t>::max()) == top);
+}
+
+TEST_CASE("layer_norm_s8: within 1 LSB of a float64 LayerNorm on the same integers") {
+  // The kernel's mean and variance are exact; y = (x - mean) / std is formed to 2^-14 (sqrt
+  // to 2^-31 relative), so before the final rounding the output is off by at most
+  // delta = 2^-15 |gamma| gamma_scale / out_scale + 2^-20 LSB. Every output is then within 1
+  // LSB of the rounded reference, and off at all only when the exact value lies within delta
+  // of a half-integer: at most a fraction ~2 delta of the outputs.
+  sg::Generator gen(10);
+  struct Case {
+    int64_t n, range;
+  };
+  for (Case c : {Case{768, 100}, Case{768, 1 << 20}, Case{4096, 1 << 24}, Case{1 << 14, 1 << 24}, Case{5, 3},
+                 Case{64, 1}, Case{1, 1000}}) {
+    CAPTURE(c.n);
+    CAPTURE(c.range);
+    const int64_t rows = c.n > 4096 ? 3 : 16, n = c.n, ld_in = n + 3, ld_out = n + 1;
+    const double gamma_scale = 0.01, out_scale = 0.05;
+    std::vector<int32_t> x(rows * ld_in), gamma(n), beta(n);
+    for (auto& v : x) v = static_cast<int32_t>(rand_int(gen, -c.range, c.range));
+    if (c.n == 768 && c.range == 100)  // a row of equal values and one with a big offset
+      for (int64_t i = 0; i < n; ++i) {
+        x[i] = 42;
+        x[ld_in + i] = 1000000 + static_cast<int32_t>(rand_int(gen, -3, 3));
+      }
+    for (auto& v : gamma) v = static_cast<int32_t>(rand_int(gen, -127, 127));
+    for (auto& v : beta) v = static_cast<int32_t>(rand_int(gen, -50, 50));
+    q::LayerNormParams p;
+    p.n = n;
+    p.gamma = gamma.data();
+    p.beta = beta.data();
+    p.to_output = q::to_fixed_point(std::ldexp(gamma_scale / out_scale, -q::kNormBits));
+    std::vector<int8_t> out(rows * ld_out, 99);
+    q::layer_norm_s8(x.data(), rows, ld_in, p, out.data(), ld_out);
+    int max_dev = 0;
+    int64_t off = 0, total = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t* xr = x.data() + r * ld_in;
+      long double mean = 0, var = 0;
+      for (int64_t i = 0; i < n; ++i) mean += xr[i];
+      mean /= n;
+      for (int64_t i = 0; i < n; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+      var /= n;
+      for (int64_t i = 0; i < n; ++i) {
+        const long double y = var == 0 ? 0 : (xr[i] - mean) / std::sqrt(var);
+        const double v = static_cast<double>(y * gamma[i] * gamma_scale / out_scale) + beta[i];
+        const int want = static_cast<int>(std::clamp(std::round(v), -128.0, 127.0));
+        const int dev = std::abs(out[r * ld_out + i] - want);
+        max_dev = std::max(max_dev, dev);
+        off += dev != 0;
+        ++total;
+      }
+      CHECK(out[r * ld_out + n] == 99);
+    }
+    const double delta = 0x1p-15 * 127 * gamma_scale / out_scale + 0x1p-20;
+    CHECK(max_dev <= 1);
+    CHECK_MESSAGE(off <= 2 * delta * total + 3, off << " of " << total << " outputs off by 1");
+    MESSAGE(fmt::format("layer_norm_s8 n = {} |x| <= {}: max |out - ref| = {} LSB, {} of {} outputs off by 1", n,
+                        c.range, max_dev, off, total));
+  }
+  // The overflow guard: n x^2 <= 2^62.
+  const int64_t n = 1 << 14;
+  std::vector<int32_t> x(n, 1 << 24), gamma(n, 1), beta(n, 0);
+  x[7] = -(1 << 24);
+  q::LayerNormParams p;
+  p.n = n;
+  p.gamma = gamma.data();
+  p.beta = beta.data();
+  p.to_output = q::to_fixed_point(0x1p-14);
+  std::vector<int8_t> out(n);
+  q::layer_norm_s8(x.data(), 1, n, p, out.data(), n);  // exactly at the limit: fine
+  x[9] = (1 << 24) + 1;
+  check_error([&] { q::layer_norm_s8(x.data(), 1, n, p, out.data(), n); }, {"layer_norm_s8", "16777217", "16384"});
+}
