@@ -1,0 +1,325 @@
+// Stage plumbing (quant/stage.h): saving and loading fields, calibration observers, and the
+// integer Linear.
+#include "quant/stage.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include "core/error.h"
+#include "core/onednn.h"
+
+namespace sg::quant {
+
+int64_t IntTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// ---- StageWriter / StageReader --------------------------------------------------------------
+
+namespace {
+
+template <typename T> Tensor as_int64(const std::vector<T>& v, const Shape& shape) {
+  std::vector<int64_t> wide(v.begin(), v.end());
+  return from_vector<int64_t>(wide, shape);
+}
+
+
+}  // namespace
+
+void StageWriter::ints(const std::string& name, const std::vector<int8_t>& v, const Shape& shape) {
+  tensors.emplace_back(prefix + name, as_int64(v, shape));
+  narrow[prefix + name] = "I8";
+}
+
+void StageWriter::ints(const std::string& name, const std::vector<int32_t>& v, const Shape& shape) {
+  tensors.emplace_back(prefix + name, as_int64(v, shape));
+  narrow[prefix + name] = "I32";
+}
+
+void StageWriter::reals(const std::string& name, const std::vector<double>& v) {
+  tensors.emplace_back(prefix + name, from_vector<double>(v, {static_cast<int64_t>(v.size())}));
+}
+
+void StageWriter::real(const std::string& key, double value) { text(key, fmt::format("{:.17g}", value)); }
+
+StageReader::StageReader(const std::string& path, SafetensorsFile file) : path_(path), file_(std::move(file)) {
+  for (const auto& [name, t] : file_.tensors) read_[name] = false;
+}
+
+std::string StageReader::text(const std::string& key) const {
+  const auto it = file_.metadata.find(prefix + key);
+  SG_CHECK(it != file_.metadata.end(), "QuantizedModel::load: '{}': metadata '{}' is missing", path_, prefix + key);
+  return it->second;
+}
+
+double StageReader::real(const std::string& key) const {
+  const std::string s = text(key);
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  SG_CHECK(!s.empty() && end == s.c_str() + s.size() && std::isfinite(v) && v > 0,
+           "QuantizedModel::load: '{}': metadata '{}' = '{}' is not a positive finite number", path_, prefix + key, s);
+  return v;
+}
+
+Shape StageReader::shape(const std::string& key) const {
+  const std::string s = text(key);
+  Shape out;
+  size_t at = 0;
+  while (at <= s.size() && !s.empty()) {
+    const size_t comma = std::min(s.find(',', at), s.size());
+    const std::string part = s.substr(at, comma - at);
+    char* end = nullptr;
+    const long long d = std::strtoll(part.c_str(), &end, 10);
+    SG_CHECK(!part.empty() && end == part.c_str() + part.size() && d > 0 && d < (int64_t{1} << 32),
+             "QuantizedModel::load: '{}': metadata '{}' = '{}' is not a shape (positive sizes, comma-separated)",
+             path_, prefix + key, s);
+    out.push_back(d);
+    at = comma + 1;
+  }
+  SG_CHECK(!out.empty(), "QuantizedModel::load: '{}': metadata '{}' is an empty shape", path_, prefix + key);
+  return out;
+}
+
+const Tensor& StageReader::tensor(const std::string& name, const char* dtype, const Shape& shape) const {
+  const std::string full = prefix + name;
+  const auto it = std::find_if(file_.tensors.begin(), file_.tensors.end(),
+                               [&](const auto& e) { return e.first == full; });
+  SG_CHECK(it != file_.tensors.end(), "QuantizedModel::load: '{}': tensor '{}' is missing", path_, full);
+  const std::string& file_dtype = file_.dtypes.at(full);
+  SG_CHECK(file_dtype == dtype, "QuantizedModel::load: '{}': tensor '{}' is {}, expected {}", path_, full, file_dtype,
+           dtype);
+  SG_CHECK(it->second.shape() == shape, "QuantizedModel::load: '{}': tensor '{}' has shape {}, expected {}", path_,
+           full, it->second.shape(), shape);
+  read_[full] = true;
+  return it->second;
+}
+
+std::vector<int8_t> StageReader::s8(const std::string& name, const Shape& shape) const {
+  const std::vector<int64_t> v = tensor(name, "I8", shape).to_vector<int64_t>();
+  return std::vector<int8_t>(v.begin(), v.end());  // the file's I8: every value fits
+}
+
+std::vector<int32_t> StageReader::s32(const std::string& name, const Shape& shape) const {
+  const std::vector<int64_t> v = tensor(name, "I32", shape).to_vector<int64_t>();
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
+std::vector<double> StageReader::reals(const std::string& name, int64_t n) const {
+  const std::vector<double> v = tensor(name, "F64", {n}).to_vector<double>();
+  for (size_t i = 0; i < v.size(); ++i)
+    SG_CHECK(std::isfinite(v[i]) && v[i] > 0, "QuantizedModel::load: '{}': tensor '{}' element {} is {}, not > 0",
+             path_, prefix + name, i, v[i]);
+  return v;
+}
+
+void StageReader::check_all_read() const {
+  for (const auto& [name, was_read] : read_)
+    SG_CHECK(was_read, "QuantizedModel::load: '{}': tensor '{}' belongs to no stage", path_, name);
+}
+
+// ---- Observer ---------------------------------------------------------------------------------
+
+void Observer::add(const Tensor& x) {
+  const std::vector<float> v = x.detach().contiguous().to_vector<float>();
+  // Keep about 2^16 samples of each batch for the percentile.
+  const size_t stride = std::max<size_t>(1, v.size() >> 16);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float a = std::fabs(v[i]);
+    SG_CHECK(std::isfinite(a), "quantize: a calibration activation is {} (the float model produced it)", v[i]);
+    absmax_ = std::max(absmax_, static_cast<double>(a));
+    if (i % stride == 0) sample_.push_back(a);
+  }
+}
+
+double Observer::range(const QuantizeOptions& o) const {
+  double r = absmax_;
+  if (o.calibration == Calibration::kPercentile && !sample_.empty()) {
+    std::vector<float> s = sample_;
+    const size_t k = std::min(s.size() - 1, static_cast<size_t>(std::ceil(o.percentile / 100.0 * s.size())) - 1);
+    std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(k), s.end());
+    r = s[k];
+  }
+  // An activation that is 0 everywhere still needs a scale.
+  return r > 0 ? r : 1.0;
+}
+
+// ---- LinearStage --------------------------------------------------------------------------------
+
+LinearStage::Fields LinearStage::quantize_weights(const Tensor& weight, const Tensor& bias, double in_scale) {
+  Fields f;
+  f.out = weight.size(0);
+  f.in = weight.size(1);
+  f.in_scale = in_scale;
+  const std::vector<double> w = weight.detach().to(kFloat64).contiguous().to_vector<double>();
+  const std::vector<double> b =
+      bias.defined() ? bias.detach().to(kFloat64).to_vector<double>() : std::vector<double>(f.out, 0.0);
+  f.weight.resize(w.size());
+  f.bias.resize(f.out);
+  f.weight_scale.resize(f.out);
+  for (int64_t c = 0; c < f.out; ++c) {
+    double m = 0;
+    for (int64_t k = 0; k < f.in; ++k) m = std::max(m, std::fabs(w[c * f.in + k]));
+    const double s = m > 0 ? m / 127.0 : 1.0;
+    f.weight_scale[c] = s;
+    for (int64_t k = 0; k < f.in; ++k)
+      f.weight[c * f.in + k] = static_cast<int8_t>(std::clamp(std::round(w[c * f.in + k] / s), -127.0, 127.0));
+    const double q = std::round(b[c] / (in_scale * s));
+    SG_CHECK(std::fabs(q) < 2147483647.0,
+             "quantize: Linear ({} -> {}): bias {} of channel {} is {} at the accumulator's scale {:g}, beyond int32",
+             f.in, f.out, b[c], c, q, in_scale * s);
+    f.bias[c] = static_cast<int32_t>(q);
+  }
+  return f;
+}
+
+LinearStage::LinearStage(Fields f) : f_(std::move(f)) {
+  SG_CHECK(f_.in > 0 && f_.out > 0 && static_cast<int64_t>(f_.weight.size()) == f_.in * f_.out &&
+               static_cast<int64_t>(f_.bias.size()) == f_.out && static_cast<int64_t>(f_.weight_scale.size()) == f_.out,
+           "LinearStage: inconsistent fields ({} -> {})", f_.in, f_.out);
+  SG_CHECK(f_.in_type != IntType::kS32, "LinearStage: the input must be int8 or uint8");
+  SG_CHECK(f_.column_out_scale.empty() ||
+               (f_.output == LinearOutput::kS8 && static_cast<int64_t>(f_.column_out_scale.size()) == f_.out),
+           "LinearStage: per-column output scales need an int8 output and one scale per column");
+  const double target = f_.output == LinearOutput::kS8Gelu ? f_.pre_scale : f_.out_scale;
+  if (f_.output != LinearOutput::kLogits)
+    for (int64_t c = 0; c < f_.out; ++c) {
+      const double to = f_.column_out_scale.empty() ? target : f_.column_out_scale[c];
+      requant_.push_back(to_fixed_point(f_.in_scale * f_.weight_scale[c] / to));
+    }
+  if (f_.output == LinearOutput::kS8Gelu) gelu_ = make_gelu_params(f_.pre_scale, f_.out_scale);
+  if (f_.output == LinearOutput::kLogits)
+    for (int64_t c = 0; c < f_.out; ++c) logit_scales_.push_back(f_.in_scale * f_.weight_scale[c]);
+}
+
+IntTensor LinearStage::run(const IntTensor& x) const {
+  SG_CHECK(!x.shape.empty() && x.shape.back() == f_.in && x.type == f_.in_type,
+           "quantized Linear ({} -> {}): input of shape {} and type {}, expected last dim {} and type {}", f_.in,
+           f_.out, x.shape, static_cast<int>(x.type), f_.in, static_cast<int>(f_.in_type));
+  const int64_t rows = x.numel() / f_.in;
+  std::vector<int32_t> acc(static_cast<size_t>(rows * f_.out));
+  Int8Gemm g;
+  g.M = rows;
+  g.N = f_.out;
+  g.K = f_.in;
+  g.a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : static_cast<const void*>(x.s8.data());
+  g.a_signed = f_.in_type == IntType::kS8;
+  g.lda = f_.in;
+  g.b = f_.weight.data();
+  g.trans_b = true;  // W is (out, in): x W^T
+  g.ldb = f_.in;
+  g.c = acc.data();
+  g.ldc = f_.out;
+  gemm_int8(g);
+#pragma omp parallel for schedule(static) if (rows * f_.out > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += f_.bias[c];
+
+  IntTensor y;
+  y.shape = x.shape;
+  y.shape.back() = f_.out;
+  y.scale = f_.out_scale;
+  switch (f_.output) {
+    case LinearOutput::kLogits:
+      y.type = IntType::kS32;
+      y.column_scales = logit_scales_;
+      y.s32 = std::move(acc);
+      break;
+    case LinearOutput::kS32:
+      y.type = IntType::kS32;
+      y.s32.resize(acc.size());
+      requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, y.s32.data(), f_.out);
+      break;
+    case LinearOutput::kS8:
+      y.type = IntType::kS8;
+      y.s8.resize(acc.size());
+      requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out);
+      break;
+    case LinearOutput::kU8Relu:
+      y.type = IntType::kU8;
+      y.u8.resize(acc.size());
+      requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out);
+      break;
+    case LinearOutput::kS8Gelu: {
+      std::vector<int32_t> pre(acc.size());
+      requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, pre.data(), f_.out);
+      y.type = IntType::kS8;
+      y.s8.resize(acc.size());
+      gelu_s8(pre.data(), static_cast<int64_t>(pre.size()), gelu_, y.s8.data());
+      break;
+    }
+  }
+  return y;
+}
+
+namespace {
+constexpr std::pair<LinearOutput, const char*> kOutputNames[] = {{LinearOutput::kS8, "s8"},
+                                                                 {LinearOutput::kU8Relu, "u8_relu"},
+                                                                 {LinearOutput::kS8Gelu, "s8_gelu"},
+                                                                 {LinearOutput::kS32, "s32"},
+                                                                 {LinearOutput::kLogits, "logits"}};
+const char* output_name(LinearOutput o) {
+  for (const auto& [value, name] : kOutputNames)
+    if (value == o) return name;
+  return "?";
+}
+}  // namespace
+
+void LinearStage::save(StageWriter& w) const {
+  w.text("in_type", f_.in_type == IntType::kU8 ? "u8" : "s8");
+  w.text("output", output_name(f_.output));
+  w.real("in_scale", f_.in_scale);
+  w.real("out_scale", f_.out_scale);
+  w.real("pre_scale", f_.pre_scale);
+  w.text("weight_shape", join_shape({f_.out, f_.in}));
+  w.ints("weight", f_.weight, {f_.out, f_.in});
+  w.ints("bias", f_.bias, {f_.out});
+  w.reals("weight_scale", f_.weight_scale);
+  w.text("per_column_out", f_.column_out_scale.empty() ? "0" : "1");
+  if (!f_.column_out_scale.empty()) w.reals("column_out_scale", f_.column_out_scale);
+}
+
+std::unique_ptr<Stage> LinearStage::load(const StageReader& r) {
+  Fields f;
+  const std::string in_type = r.text("in_type"), output = r.text("output");
+  SG_CHECK(in_type == "s8" || in_type == "u8", "QuantizedModel::load: {}in_type is '{}', not s8 or u8", r.prefix,
+           in_type);
+  f.in_type = in_type == "u8" ? IntType::kU8 : IntType::kS8;
+  bool known = false;
+  for (const auto& [value, name] : kOutputNames)
+    if (output == name) {
+      f.output = value;
+      known = true;
+    }
+  SG_CHECK(known, "QuantizedModel::load: {}output is '{}' (s8, u8_relu, s8_gelu, s32, logits)", r.prefix, output);
+  f.in_scale = r.real("in_scale");
+  f.out_scale = r.real("out_scale");
+  f.pre_scale = r.real("pre_scale");
+  const Shape ws = r.shape("weight_shape");
+  SG_CHECK(ws.size() == 2, "QuantizedModel::load: {}weight_shape must be (out, in)", r.prefix);
+  f.out = ws[0];
+  f.in = ws[1];
+  f.weight = r.s8("weight", {f.out, f.in});
+  f.bias = r.s32("bias", {f.out});
+  f.weight_scale = r.reals("weight_scale", f.out);
+  const std::string per_column = r.text("per_column_out");
+  SG_CHECK(per_column == "0" || per_column == "1", "QuantizedModel::load: {}per_column_out is '{}', not 0 or 1",
+           r.prefix, per_column);
+  if (per_column == "1") f.column_out_scale = r.reals("column_out_scale", f.out);
+  return std::make_unique<LinearStage>(std::move(f));
+}
+
+int64_t LinearStage::parameter_bytes() const {
+  return static_cast<int64_t>(f_.weight.size() + 4 * f_.bias.size() + 8 * f_.weight_scale.size());
+}
+
+std::string LinearStage::describe() const {
+  return fmt::format("linear {} -> {} ({} in, {} out, in scale {:.4g}, out scale {:.4g})", f_.in, f_.out,
+                     f_.in_type == IntType::kU8 ? "u8" : "s8", output_name(f_.output), f_.in_scale, f_.out_scale);
+}
+
+}  // namespace sg::quant

@@ -1,0 +1,162 @@
+#pragma once
+// The pieces of a QuantizedModel (quant/quantize.h), private to quant/: the Stage interface,
+// the integer Linear, calibration observers, and the safetensors writer/reader helpers the
+// stages save and load themselves with.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "quant/int_kernels.h"
+#include "quant/quantize.h"
+
+namespace sg::quant {
+
+// ---- saving and loading ------------------------------------------------------------------
+
+// "d0,d1,..." (the metadata's form of a shape; StageReader::shape reads it back).
+inline std::string join_shape(const Shape& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out;
+}
+
+// Collects one model's tensors (narrowed to I8/I32 where asked) and metadata strings, each
+// stage under its prefix "stage.<i>.".
+struct StageWriter {
+  NamedTensors tensors;
+  std::map<std::string, std::string> narrow, metadata;
+  std::string prefix;  // the stage (or part of a stage) being written: "stage.3.", "stage.3.ln1."
+
+  void ints(const std::string& name, const std::vector<int8_t>& v, const Shape& shape);
+  void ints(const std::string& name, const std::vector<int32_t>& v, const Shape& shape);
+  void reals(const std::string& name, const std::vector<double>& v);  // F64
+  void text(const std::string& key, const std::string& value) { metadata[prefix + key] = value; }
+  void real(const std::string& key, double value);  // exact: 17 significant digits
+};
+
+// Sets a writer's or reader's prefix to prefix + part for one scope.
+template <typename T> struct SubPrefix {
+  SubPrefix(T& io, const std::string& part) : io_(io), saved_(io.prefix) { io.prefix += part; }
+  ~SubPrefix() { io_.prefix = saved_; }
+  T& io_;
+  std::string saved_;
+};
+
+// Reads what a StageWriter wrote, validating each field: presence, file dtype, shape, range.
+class StageReader {
+ public:
+  StageReader(const std::string& path, SafetensorsFile file);
+  mutable std::string prefix;  // the stage (or part of a stage) being read: "stage.3.", "stage.3.ln1."
+
+  std::string text(const std::string& key) const;
+  double real(const std::string& key) const;  // finite and > 0
+  std::vector<int8_t> s8(const std::string& name, const Shape& shape) const;
+  std::vector<int32_t> s32(const std::string& name, const Shape& shape) const;
+  std::vector<double> reals(const std::string& name, int64_t n) const;  // each finite and > 0
+  // A shape written by the metadata as "d0,d1,...".
+  Shape shape(const std::string& key) const;
+  const std::map<std::string, std::string>& metadata() const { return file_.metadata; }
+  // Every tensor of the file must have been read (no stray data).
+  void check_all_read() const;
+
+ private:
+  const Tensor& tensor(const std::string& name, const char* dtype, const Shape& shape) const;
+  std::string path_;
+  SafetensorsFile file_;
+  mutable std::map<std::string, bool> read_;
+};
+
+// ---- stages --------------------------------------------------------------------------------
+
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  virtual std::string kind() const = 0;
+  virtual IntTensor run(const IntTensor& x) const = 0;
+  virtual void save(StageWriter& w) const = 0;
+  virtual int64_t parameter_bytes() const = 0;
+  virtual std::string describe() const = 0;
+};
+
+// Builds a stage of a saved kind from its fields (quant/quantize.cpp keeps the registry).
+std::unique_ptr<Stage> load_stage(const std::string& kind, const StageReader& r);
+// The ViT's stages (quant/vit.cpp): vit_embed, vit_layer, vit_head; nullptr for other kinds.
+std::unique_ptr<Stage> load_vit_stage(const std::string& kind, const StageReader& r);
+
+// What a Linear does with its int32 accumulators.
+enum class LinearOutput {
+  kS8,       // requantized to int8
+  kU8Relu,   // ReLU fused: uint8 from 0
+  kS8Gelu,   // rescaled to an int32 GELU input scale, i-GELU, int8
+  kS32,      // rescaled to one int32 scale (the residual stream's)
+  kLogits,   // left as accumulators; the model dequantizes them per column
+};
+
+// y = x W^T + b on the last dim of an int8/uint8 tensor of any leading shape.
+class LinearStage : public Stage {
+ public:
+  struct Fields {
+    int64_t in = 0, out = 0;
+    IntType in_type = IntType::kS8;
+    double in_scale = 1, out_scale = 1, pre_scale = 1;  // pre_scale: GELU's int32 input
+    LinearOutput output = LinearOutput::kS8;
+    std::vector<int8_t> weight;         // (out, in)
+    std::vector<int32_t> bias;          // (out), at in_scale * weight_scale[c]
+    std::vector<double> weight_scale;   // (out)
+    // kS8 only, optional: one output scale per column instead of out_scale (an attention's
+    // fused q/k/v projection gives q, k and v each their own scale).
+    std::vector<double> column_out_scale;
+  };
+  explicit LinearStage(Fields f);
+  // From a float Linear's weight (out, in) and bias (or undefined): per-channel int8 weights.
+  static Fields quantize_weights(const Tensor& weight, const Tensor& bias, double in_scale);
+
+  std::string kind() const override { return "linear"; }
+  IntTensor run(const IntTensor& x) const override;
+  void save(StageWriter& w) const override;
+  static std::unique_ptr<Stage> load(const StageReader& r);
+  int64_t parameter_bytes() const override;
+  std::string describe() const override;
+  const Fields& fields() const { return f_; }
+
+ private:
+  Fields f_;
+  std::vector<FixedPoint> requant_;  // per column: accumulator scale -> output scale
+  GeluParams gelu_;
+  std::vector<double> logit_scales_;  // kLogits: each column's accumulator scale, for dequantize()
+};
+
+// Multi-head self-attention in integers (quant/vit.cpp): qkv (B, T, 3 dim) int8 (q, k, v
+// side by side, each with its own scale folded into `exp`: scores Q K^T are int32 at
+// q_scale * k_scale, exp.scale = that / sqrt(head dim)), integer softmax to uint8 (1/256),
+// P V as uint8 x int8 -> int32 at v_scale / 256, requantized by `requant` to int8 at
+// out_scale; output (B, T, dim) with the heads merged.
+IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& exp, FixedPoint requant,
+                         double out_scale);
+
+// quantize() for an nn::VisionTransformer (quant/vit.cpp).
+}  // namespace sg::quant
+namespace sg::nn {
+class VisionTransformer;
+}
+namespace sg::quant {
+QuantizedModel quantize_vit(nn::VisionTransformer& vit, const std::vector<Tensor>& batches, const QuantizeOptions& o);
+
+// ---- calibration -----------------------------------------------------------------------------
+
+// The range of one activation over the calibration batches.
+class Observer {
+ public:
+  void add(const Tensor& x);                     // float32 values
+  double range(const QuantizeOptions& o) const;  // max |x|, or the percentile of |x|; > 0
+ private:
+  double absmax_ = 0;
+  std::vector<float> sample_;  // |x|, every stride-th element
+};
+
+// The integer type a stage emits, and its largest magnitude.
+inline int32_t qmax(IntType t) { return t == IntType::kU8 ? 255 : 127; }
+
+}  // namespace sg::quant

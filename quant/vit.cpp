@@ -1,0 +1,616 @@
+// The integer ViT (nn::VisionTransformer -> QuantizedModel): three kinds of stage and their
+// calibration. The residual stream is int32 at one scale for the whole model (its largest
+// calibrated |x| maps to 2^22); everything that enters a product is int8 (uint8 for softmax
+// probabilities).
+//
+//   vit_embed   int8 images -> patches -> patch_embed (int8 GEMM) -> int32 residual scale,
+//               class token and position embedding added as int32
+//   vit_layer   x += out_proj(attention(LN1(x)));  x += linear2(GELU(linear1(LN2(x))))
+//               attention per head: Q K^T int8 x int8 -> int32, integer softmax -> uint8
+//               (scale 1/256), P V uint8 x int8 -> int32, requantized to int8
+//   vit_head    LN -> int8, class token or mean over tokens (an int32 sum requantized),
+//               head -> int32 logits
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "core/onednn.h"
+#include "nn/multihead_attention.h"
+#include "nn/transformer.h"
+#include "nn/vision_transformer.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "ops/reduce.h"
+#include "ops/shape.h"
+#include "quant/stage.h"
+
+namespace sg::quant {
+
+namespace {
+
+constexpr double kResidualRange = 4194304.0;  // 2^22: the residual stream's largest |x|
+
+// ---- integer LayerNorm with its quantized affine parameters ----
+
+struct QLayerNorm {
+  int64_t n = 0;
+  double gamma_scale = 1, out_scale = 1;
+  std::vector<int32_t> gamma, beta;  // gamma at gamma_scale, beta at out_scale
+  FixedPoint to_output;              // 2^-kNormBits gamma_scale / out_scale, set by finish()
+
+  QLayerNorm& finish() {
+    to_output = to_fixed_point(std::ldexp(gamma_scale, -kNormBits) / out_scale);
+    return *this;
+  }
+
+  static QLayerNorm make(const nn::LayerNorm& ln, double out_scale) {
+    QLayerNorm q;
+    const std::vector<double> g = ln.weight.defined() ? ln.weight.detach().to(kFloat64).to_vector<double>()
+                                                      : std::vector<double>();
+    q.n = ln.weight.defined() ? static_cast<int64_t>(g.size()) : 0;
+    SG_CHECK(q.n > 0, "quantize: a LayerNorm without affine weights has no integer kernel here");
+    const std::vector<double> b =
+        ln.bias.defined() ? ln.bias.detach().to(kFloat64).to_vector<double>() : std::vector<double>(q.n, 0.0);
+    double gmax = 0;
+    for (double v : g) gmax = std::max(gmax, std::fabs(v));
+    // gamma to 12 bits: the kernel's product (normalized value in 2^kNormBits units, up to
+    // sqrt(n) of them) times gamma stays inside int32 for n up to 2^8.
+    q.gamma_scale = gmax > 0 ? gmax / 4095.0 : 1.0;
+    q.out_scale = out_scale;
+    for (int64_t i = 0; i < q.n; ++i) {
+      q.gamma.push_back(static_cast<int32_t>(std::round(g[i] / q.gamma_scale)));
+      const double bq = std::round(b[i] / out_scale);
+      SG_CHECK(std::fabs(bq) < 1073741824.0, "quantize: LayerNorm bias {} at output scale {:g} is beyond int32", b[i],
+               out_scale);
+      q.beta.push_back(static_cast<int32_t>(bq));
+    }
+    return q.finish();
+  }
+  LayerNormParams params() const {
+    LayerNormParams p;
+    p.n = n;
+    p.gamma = gamma.data();
+    p.beta = beta.data();
+    p.to_output = to_output;
+    return p;
+  }
+  // x (rows, n) int32 -> int8 at out_scale
+  IntTensor run(const IntTensor& x) const {
+    IntTensor y;
+    y.type = IntType::kS8;
+    y.shape = x.shape;
+    y.scale = out_scale;
+    y.s8.resize(x.s32.size());
+    layer_norm_s8(x.s32.data(), x.numel() / n, n, params(), y.s8.data(), n);
+    return y;
+  }
+  void save(StageWriter& w) const {
+    w.real("gamma_scale", gamma_scale);
+    w.real("out_scale", out_scale);
+    w.text("n", std::to_string(n));
+    w.ints("gamma", gamma, {n});
+    w.ints("beta", beta, {n});
+  }
+  static QLayerNorm load(const StageReader& r) {
+    QLayerNorm q;
+    q.gamma_scale = r.real("gamma_scale");
+    q.out_scale = r.real("out_scale");
+    q.n = r.shape("n").at(0);
+    q.gamma = r.s32("gamma", {q.n});
+    q.beta = r.s32("beta", {q.n});
+    return q.finish();
+  }
+  int64_t bytes() const { return 8 * n; }
+};
+
+void save_linear(StageWriter& w, const std::string& part, const LinearStage& l) {
+  SubPrefix sub(w, part);
+  l.save(w);
+}
+std::unique_ptr<LinearStage> load_linear(const StageReader& r, const std::string& part) {
+  SubPrefix sub(r, part);
+  std::unique_ptr<Stage> s = LinearStage::load(r);
+  return std::unique_ptr<LinearStage>(static_cast<LinearStage*>(s.release()));
+}
+
+void add_into(std::vector<int32_t>& acc, const std::vector<int32_t>& x) {
+  for (size_t i = 0; i < acc.size(); ++i) acc[i] += x[i];
+}
+
+// ---- vit_embed ----
+
+class VitEmbedStage : public Stage {
+ public:
+  struct Fields {
+    int64_t image_size = 28, patch = 7, dim = 64;
+    double res_scale = 1;
+    std::vector<int32_t> cls;  // (dim) at res_scale, empty without a class token
+    std::vector<int32_t> pos;  // (tokens', dim) at res_scale
+  };
+  VitEmbedStage(Fields f, std::unique_ptr<LinearStage> proj) : f_(std::move(f)), proj_(std::move(proj)) {}
+
+  std::string kind() const override { return "vit_embed"; }
+
+  IntTensor run(const IntTensor& x) const override {
+    const int64_t S = f_.image_size / f_.patch, P = f_.patch, T = S * S;
+    SG_CHECK(x.type == IntType::kS8 && x.shape.size() == 3 && x.shape[1] == f_.image_size &&
+                 x.shape[2] == f_.image_size,
+             "quantized ViT: expected int8 images (B, {}, {}), got {}", f_.image_size, f_.image_size, x.shape);
+    const int64_t B = x.shape[0];
+    IntTensor patches;  // (B, T, P*P): patch (i, j) is token i * S + j
+    patches.type = IntType::kS8;
+    patches.shape = {B, T, P * P};
+    patches.scale = x.scale;
+    patches.s8.resize(x.s8.size());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < S; ++i)
+        for (int64_t j = 0; j < S; ++j)
+          for (int64_t u = 0; u < P; ++u)
+            for (int64_t v = 0; v < P; ++v)
+              patches.s8[((b * T + i * S + j) * P + u) * P + v] =
+                  x.s8[(b * f_.image_size + i * P + u) * f_.image_size + j * P + v];
+    const IntTensor e = proj_->run(patches);  // (B, T, dim) int32 at res_scale
+    const bool cls = !f_.cls.empty();
+    const int64_t Tp = T + (cls ? 1 : 0), D = f_.dim;
+    IntTensor y;
+    y.type = IntType::kS32;
+    y.shape = {B, Tp, D};
+    y.scale = f_.res_scale;
+    y.s32.resize(static_cast<size_t>(B * Tp * D));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < Tp; ++t)
+        for (int64_t c = 0; c < D; ++c) {
+          const int32_t token = cls && t == 0 ? f_.cls[c] : e.s32[(b * T + t - (cls ? 1 : 0)) * D + c];
+          y.s32[(b * Tp + t) * D + c] = token + f_.pos[t * D + c];
+        }
+    return y;
+  }
+
+  void save(StageWriter& w) const override {
+    w.text("image_size", std::to_string(f_.image_size));
+    w.text("patch", std::to_string(f_.patch));
+    w.text("dim", std::to_string(f_.dim));
+    w.real("res_scale", f_.res_scale);
+    w.text("cls", f_.cls.empty() ? "0" : "1");
+    if (!f_.cls.empty()) w.ints("cls_token", f_.cls, {f_.dim});
+    w.ints("pos_embed", f_.pos, {static_cast<int64_t>(f_.pos.size()) / f_.dim, f_.dim});
+    save_linear(w, "patch_embed.", *proj_);
+  }
+  static std::unique_ptr<Stage> load(const StageReader& r) {
+    Fields f;
+    f.image_size = r.shape("image_size").at(0);
+    f.patch = r.shape("patch").at(0);
+    f.dim = r.shape("dim").at(0);
+    SG_CHECK(f.image_size % f.patch == 0, "QuantizedModel::load: {}patch {} does not divide image_size {}", r.prefix,
+             f.patch, f.image_size);
+    f.res_scale = r.real("res_scale");
+    const std::string cls = r.text("cls");
+    SG_CHECK(cls == "0" || cls == "1", "QuantizedModel::load: {}cls is '{}', not 0 or 1", r.prefix, cls);
+    if (cls == "1") f.cls = r.s32("cls_token", {f.dim});
+    const int64_t T = (f.image_size / f.patch) * (f.image_size / f.patch) + (cls == "1" ? 1 : 0);
+    f.pos = r.s32("pos_embed", {T, f.dim});
+    auto proj = load_linear(r, "patch_embed.");
+    SG_CHECK(proj->fields().in == f.patch * f.patch && proj->fields().out == f.dim &&
+                 proj->fields().output == LinearOutput::kS32,
+             "QuantizedModel::load: {}patch_embed does not match patch {} and dim {}", r.prefix, f.patch, f.dim);
+    return std::make_unique<VitEmbedStage>(std::move(f), std::move(proj));
+  }
+  int64_t parameter_bytes() const override {
+    return proj_->parameter_bytes() + static_cast<int64_t>(4 * (f_.cls.size() + f_.pos.size()));
+  }
+  std::string describe() const override {
+    return fmt::format("vit_embed: {}x{} patches of {} px -> {} (residual scale {:.4g}){}", f_.image_size / f_.patch,
+                       f_.image_size / f_.patch, f_.patch, proj_->describe(), f_.res_scale,
+                       f_.cls.empty() ? "" : ", class token");
+  }
+
+ private:
+  Fields f_;
+  std::unique_ptr<LinearStage> proj_;
+};
+
+}  // namespace
+
+IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& exp, FixedPoint requant,
+                         double out_scale) {
+  SG_CHECK(qkv.type == IntType::kS8 && qkv.shape.size() == 3 && qkv.shape[2] % (3 * heads) == 0,
+           "int8_attention: expected int8 qkv (B, T, 3 dim) with dim a multiple of {} heads, got {}", heads,
+           qkv.shape);
+  const int64_t B = qkv.shape[0], T = qkv.shape[1], D = qkv.shape[2] / 3, H = heads, hd = D / H;
+  std::vector<int32_t> scores(static_cast<size_t>(B * H * T * T));
+  Int8Gemm s;  // S = Q K^T per (b, h): Q rows of head h are columns [h hd, (h + 1) hd) of q
+  s.batch0 = B;
+  s.batch1 = H;
+  s.M = T;
+  s.N = T;
+  s.K = hd;
+  s.a = qkv.s8.data();
+  s.a_signed = true;
+  s.lda = 3 * D;
+  s.a_stride0 = T * 3 * D;
+  s.a_stride1 = hd;
+  s.b = qkv.s8.data() + D;
+  s.trans_b = true;
+  s.ldb = 3 * D;
+  s.b_stride0 = T * 3 * D;
+  s.b_stride1 = hd;
+  s.c = scores.data();
+  s.ldc = T;
+  s.c_stride0 = H * T * T;
+  s.c_stride1 = T * T;
+  gemm_int8(s);
+  std::vector<uint8_t> probs(scores.size());
+  softmax_u8(scores.data(), B * H * T, T, T, exp, probs.data(), T);
+  std::vector<int32_t> out(static_cast<size_t>(B * T * D));
+  Int8Gemm o;  // O = P V per (b, h), written as (B, T, H, hd): the heads already merged
+  o.batch0 = B;
+  o.batch1 = H;
+  o.M = T;
+  o.N = hd;
+  o.K = T;
+  o.a = probs.data();
+  o.a_signed = false;
+  o.lda = T;
+  o.a_stride0 = H * T * T;
+  o.a_stride1 = T * T;
+  o.b = qkv.s8.data() + 2 * D;
+  o.trans_b = false;
+  o.ldb = 3 * D;
+  o.b_stride0 = T * 3 * D;
+  o.b_stride1 = hd;
+  o.c = out.data();
+  o.ldc = D;
+  o.c_stride0 = T * D;
+  o.c_stride1 = hd;
+  gemm_int8(o);
+  IntTensor y;
+  y.type = IntType::kS8;
+  y.shape = {B, T, D};
+  y.scale = out_scale;
+  y.s8.resize(out.size());
+  requantize_s8(out.data(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
+  return y;
+}
+
+namespace {
+
+// ---- vit_layer ----
+
+class VitLayerStage : public Stage {
+ public:
+  struct Parts {
+    int64_t heads = 1;
+    double res_scale = 1, q_scale = 1, k_scale = 1, v_scale = 1, attn_scale = 1;
+    QLayerNorm ln1, ln2;
+    std::unique_ptr<LinearStage> in_proj, out_proj, linear1, linear2;
+  };
+  explicit VitLayerStage(Parts p) : p_(std::move(p)) {
+    dim_ = p_.ln1.n;
+    SG_CHECK(dim_ % p_.heads == 0, "quantized ViT layer: dim {} is not a multiple of {} heads", dim_, p_.heads);
+    head_dim_ = dim_ / p_.heads;
+    exp_ = make_exp_params(p_.q_scale * p_.k_scale / std::sqrt(static_cast<double>(head_dim_)));
+    attn_requant_ = to_fixed_point(p_.v_scale / 256.0 / p_.attn_scale);
+  }
+
+  std::string kind() const override { return "vit_layer"; }
+
+  IntTensor run(const IntTensor& x) const override {
+    SG_CHECK(x.type == IntType::kS32 && x.shape.size() == 3 && x.shape[2] == dim_,
+             "quantized ViT layer: expected the int32 residual stream (B, T, {}), got {}", dim_, x.shape);
+    IntTensor h = x;
+    add_into(h.s32, p_.out_proj->run(attention(p_.in_proj->run(p_.ln1.run(h)))).s32);
+    add_into(h.s32, p_.linear2->run(p_.linear1->run(p_.ln2.run(h))).s32);
+    return h;
+  }
+
+  void save(StageWriter& w) const override {
+    w.text("heads", std::to_string(p_.heads));
+    for (const auto& [key, value] : {std::pair{"res_scale", p_.res_scale}, std::pair{"q_scale", p_.q_scale},
+                                     std::pair{"k_scale", p_.k_scale}, std::pair{"v_scale", p_.v_scale},
+                                     std::pair{"attn_scale", p_.attn_scale}})
+      w.real(key, value);
+    {
+      SubPrefix sub(w, "ln1.");
+      p_.ln1.save(w);
+    }
+    {
+      SubPrefix sub(w, "ln2.");
+      p_.ln2.save(w);
+    }
+    save_linear(w, "in_proj.", *p_.in_proj);
+    save_linear(w, "out_proj.", *p_.out_proj);
+    save_linear(w, "linear1.", *p_.linear1);
+    save_linear(w, "linear2.", *p_.linear2);
+  }
+  static std::unique_ptr<Stage> load(const StageReader& r) {
+    Parts p;
+    p.heads = r.shape("heads").at(0);
+    p.res_scale = r.real("res_scale");
+    p.q_scale = r.real("q_scale");
+    p.k_scale = r.real("k_scale");
+    p.v_scale = r.real("v_scale");
+    p.attn_scale = r.real("attn_scale");
+    {
+      SubPrefix sub(r, "ln1.");
+      p.ln1 = QLayerNorm::load(r);
+    }
+    {
+      SubPrefix sub(r, "ln2.");
+      p.ln2 = QLayerNorm::load(r);
+    }
+    p.in_proj = load_linear(r, "in_proj.");
+    p.out_proj = load_linear(r, "out_proj.");
+    p.linear1 = load_linear(r, "linear1.");
+    p.linear2 = load_linear(r, "linear2.");
+    const int64_t d = p.ln1.n;
+    SG_CHECK(p.ln2.n == d && p.in_proj->fields().in == d && p.in_proj->fields().out == 3 * d &&
+                 p.out_proj->fields().in == d && p.out_proj->fields().out == d && p.linear1->fields().in == d &&
+                 p.linear2->fields().out == d && p.linear2->fields().in == p.linear1->fields().out,
+             "QuantizedModel::load: {}the layer's parts do not fit together (dim {})", r.prefix, d);
+    return std::make_unique<VitLayerStage>(std::move(p));
+  }
+  int64_t parameter_bytes() const override {
+    return p_.ln1.bytes() + p_.ln2.bytes() + p_.in_proj->parameter_bytes() + p_.out_proj->parameter_bytes() +
+           p_.linear1->parameter_bytes() + p_.linear2->parameter_bytes();
+  }
+  std::string describe() const override {
+    return fmt::format("vit_layer: {} heads of {}; LN, {}; softmax int32 -> u8; {}; LN, {}, {}", p_.heads, head_dim_,
+                       p_.in_proj->describe(), p_.out_proj->describe(), p_.linear1->describe(),
+                       p_.linear2->describe());
+  }
+
+ private:
+  IntTensor attention(const IntTensor& qkv) const { return int8_attention(qkv, p_.heads, exp_, attn_requant_, p_.attn_scale); }
+
+  Parts p_;
+  int64_t dim_ = 0, head_dim_ = 0;
+  ExpParams exp_;
+  FixedPoint attn_requant_;
+};
+
+// ---- vit_head ----
+
+class VitHeadStage : public Stage {
+ public:
+  VitHeadStage(QLayerNorm norm, bool cls, int64_t tokens, double pool_scale, std::unique_ptr<LinearStage> head)
+      : norm_(std::move(norm)), cls_(cls), tokens_(tokens), pool_scale_(pool_scale), head_(std::move(head)),
+        mean_requant_(to_fixed_point(norm_.out_scale / static_cast<double>(tokens) / pool_scale)) {}
+
+  std::string kind() const override { return "vit_head"; }
+
+  IntTensor run(const IntTensor& x) const override {
+    SG_CHECK(x.type == IntType::kS32 && x.shape.size() == 3 && x.shape[2] == norm_.n,
+             "quantized ViT head: expected the int32 residual stream (B, T, {}), got {}", norm_.n, x.shape);
+    const IntTensor n = norm_.run(x);  // (B, T, D) int8
+    SG_CHECK(x.shape[1] == tokens_, "quantized ViT head: expected {} tokens, got {}", tokens_, x.shape[1]);
+    const int64_t B = x.shape[0], T = x.shape[1], D = norm_.n;
+    IntTensor pooled;
+    pooled.type = IntType::kS8;
+    pooled.shape = {B, D};
+    pooled.s8.resize(static_cast<size_t>(B * D));
+    if (cls_) {
+      pooled.scale = norm_.out_scale;
+      for (int64_t b = 0; b < B; ++b) std::copy_n(n.s8.begin() + b * T * D, D, pooled.s8.begin() + b * D);
+    } else {  // mean over tokens: an int32 sum, requantized with the 1 / T folded in
+      pooled.scale = pool_scale_;
+      std::vector<int32_t> sum(static_cast<size_t>(B * D), 0);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < D; ++c) sum[b * D + c] += n.s8[(b * T + t) * D + c];
+      requantize_s8(sum.data(), B, D, D, &mean_requant_, false, -127, 127, pooled.s8.data(), D);
+    }
+    return head_->run(pooled);
+  }
+
+  void save(StageWriter& w) const override {
+    w.text("cls", cls_ ? "1" : "0");
+    w.text("tokens", std::to_string(tokens_));
+    w.real("pool_scale", pool_scale_);
+    {
+      SubPrefix sub(w, "norm.");
+      norm_.save(w);
+    }
+    save_linear(w, "head.", *head_);
+  }
+  static std::unique_ptr<Stage> load(const StageReader& r) {
+    const std::string cls = r.text("cls");
+    SG_CHECK(cls == "0" || cls == "1", "QuantizedModel::load: {}cls is '{}', not 0 or 1", r.prefix, cls);
+    const double pool_scale = r.real("pool_scale");
+    const int64_t tokens = r.shape("tokens").at(0);
+    QLayerNorm norm;
+    {
+      SubPrefix sub(r, "norm.");
+      norm = QLayerNorm::load(r);
+    }
+    auto head = load_linear(r, "head.");
+    SG_CHECK(head->fields().in == norm.n && head->fields().output == LinearOutput::kLogits,
+             "QuantizedModel::load: {}the head does not fit the norm (dim {})", r.prefix, norm.n);
+    return std::make_unique<VitHeadStage>(std::move(norm), cls == "1", tokens, pool_scale, std::move(head));
+  }
+  int64_t parameter_bytes() const override { return norm_.bytes() + head_->parameter_bytes(); }
+  std::string describe() const override {
+    return fmt::format("vit_head: LN, {} pooling, {}", cls_ ? "class-token" : "mean", head_->describe());
+  }
+
+ private:
+  QLayerNorm norm_;
+  bool cls_;
+  int64_t tokens_;  // with the class token
+  double pool_scale_;
+  std::unique_ptr<LinearStage> head_;
+  FixedPoint mean_requant_;  // the token sum -> pool_scale, 1 / tokens folded in
+};
+
+// ---- calibration: the float model step by step, as the integer one runs ----
+
+struct LayerRanges {
+  Observer ln1, q, k, v, attn, ln2, pre, gelu;
+};
+struct VitRanges {
+  Observer input, residual, norm, pooled;
+  std::vector<LayerRanges> layers;
+};
+
+// The float forward of `vit`, observing every activation the integer pipeline quantizes;
+// returns the logits (checked against vit.forward by the caller).
+Tensor observed_forward(nn::VisionTransformer& vit, const Tensor& images, VitRanges& r) {
+  const nn::VisionTransformerOptions& o = vit.options();
+  r.input.add(images);
+  const int64_t B = images.size(0);
+  Tensor x = vit.patch_embed->forward(vit.patchify(images));
+  if (vit.cls_token.defined()) x = cat({vit.cls_token.expand({B, 1, o.dim}), x}, 1);
+  x = x + vit.pos_embed;
+  r.residual.add(x);
+  const int64_t T = x.size(1), H = o.heads, hd = o.dim / o.heads;
+  for (size_t l = 0; l < vit.layers->size(); ++l) {
+    const auto layer = vit.layers->at<nn::TransformerEncoderLayer>(l);
+    LayerRanges& lr = r.layers[l];
+    const nn::MultiHeadAttention& mha = *layer->self_attn;
+    const Tensor h = layer->norm1->forward(x);
+    lr.ln1.add(h);
+    const Tensor qkv = linear(h, mha.in_proj_weight, mha.in_proj_bias);  // (B, T, 3 dim)
+    auto heads = [&](int64_t part) {
+      const Tensor t = narrow(qkv, 2, part * o.dim, o.dim);
+      return t.reshape({B, T, H, hd}).transpose(1, 2);
+    };
+    const Tensor q = heads(0), k = heads(1), v = heads(2);
+    lr.q.add(q);
+    lr.k.add(k);
+    lr.v.add(v);
+    const Tensor a = scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape({B, T, o.dim});
+    lr.attn.add(a);
+    x = x + mha.out_proj->forward(a);
+    r.residual.add(x);
+    const Tensor h2 = layer->norm2->forward(x);
+    lr.ln2.add(h2);
+    const Tensor u = layer->linear1->forward(h2);
+    lr.pre.add(u);
+    const Tensor g = gelu(u);
+    lr.gelu.add(g);
+    x = x + layer->linear2->forward(g);
+    r.residual.add(x);
+  }
+  const Tensor n = vit.norm->forward(x);
+  r.norm.add(n);
+  const Tensor pooled = vit.cls_token.defined() ? select(n, 1, 0) : mean(n, {1});
+  r.pooled.add(pooled);
+  return vit.head->forward(pooled);
+}
+
+}  // namespace
+
+std::unique_ptr<Stage> load_vit_stage(const std::string& kind, const StageReader& r) {
+  if (kind == "vit_embed") return VitEmbedStage::load(r);
+  if (kind == "vit_layer") return VitLayerStage::load(r);
+  if (kind == "vit_head") return VitHeadStage::load(r);
+  return nullptr;
+}
+
+QuantizedModel quantize_vit(nn::VisionTransformer& vit, const std::vector<Tensor>& batches, const QuantizeOptions& o) {
+  const nn::VisionTransformerOptions& opt = vit.options();
+  for (size_t l = 0; l < vit.layers->size(); ++l) {
+    const auto layer = std::dynamic_pointer_cast<nn::TransformerEncoderLayer>((*vit.layers)[l]);
+    SG_CHECK(layer && layer->options.norm_first && layer->options.activation == nn::Activation::GELU,
+             "quantize: ViT layer {} must be a pre-norm TransformerEncoderLayer with GELU (the integer pipeline's)", l);
+    SG_CHECK(layer->self_attn->in_proj_bias.defined() && layer->self_attn->out_proj->bias.defined(),
+             "quantize: ViT layer {}: attention without biases has no integer pipeline here", l);
+  }
+  VitRanges r;
+  r.layers.resize(vit.layers->size());
+  {
+    NoGradGuard no_grad;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      const Tensor images = batches[i].detach().to(kFloat32);
+      const Tensor mirrored = observed_forward(vit, images, r);
+      // The mirror must be the model: otherwise the scales describe another computation.
+      const double gap = max(abs(mirrored - vit.forward(images))).item<double>();
+      SG_CHECK(gap <= 1e-3 * (1.0 + max(abs(mirrored)).item<double>()),
+               "quantize: internal error: the ViT's calibration pass differs from its forward by {} (batch {})", gap,
+               i);
+    }
+  }
+  const double in_scale = r.input.range(o) / 127.0;
+  const double res_scale = r.residual.range(o) / kResidualRange;
+  QuantizedModel q;
+  q.set_input({opt.image_size, opt.image_size}, in_scale);
+
+  // vit_embed
+  {
+    LinearStage::Fields pf = LinearStage::quantize_weights(vit.patch_embed->weight, vit.patch_embed->bias, in_scale);
+    pf.in_type = IntType::kS8;
+    pf.output = LinearOutput::kS32;
+    pf.out_scale = res_scale;
+    VitEmbedStage::Fields f;
+    f.image_size = opt.image_size;
+    f.patch = opt.patch;
+    f.dim = opt.dim;
+    f.res_scale = res_scale;
+    auto to_res = [&](const Tensor& t) {
+      std::vector<int32_t> out;
+      for (double v : t.detach().to(kFloat64).contiguous().to_vector<double>())
+        out.push_back(static_cast<int32_t>(std::round(v / res_scale)));
+      return out;
+    };
+    if (vit.cls_token.defined()) f.cls = to_res(vit.cls_token);
+    f.pos = to_res(vit.pos_embed);
+    q.add_stage(std::make_unique<VitEmbedStage>(std::move(f), std::make_unique<LinearStage>(std::move(pf))));
+  }
+  // vit_layer
+  for (size_t l = 0; l < vit.layers->size(); ++l) {
+    const auto layer = vit.layers->at<nn::TransformerEncoderLayer>(l);
+    const LayerRanges& lr = r.layers[l];
+    const nn::MultiHeadAttention& mha = *layer->self_attn;
+    VitLayerStage::Parts p;
+    p.heads = opt.heads;
+    p.res_scale = res_scale;
+    p.q_scale = lr.q.range(o) / 127.0;
+    p.k_scale = lr.k.range(o) / 127.0;
+    p.v_scale = lr.v.range(o) / 127.0;
+    p.attn_scale = lr.attn.range(o) / 127.0;
+    p.ln1 = QLayerNorm::make(*layer->norm1, lr.ln1.range(o) / 127.0);
+    p.ln2 = QLayerNorm::make(*layer->norm2, lr.ln2.range(o) / 127.0);
+
+    LinearStage::Fields in = LinearStage::quantize_weights(mha.in_proj_weight, mha.in_proj_bias, p.ln1.out_scale);
+    in.output = LinearOutput::kS8;
+    for (int64_t c = 0; c < 3 * opt.dim; ++c)
+      in.column_out_scale.push_back(c < opt.dim ? p.q_scale : c < 2 * opt.dim ? p.k_scale : p.v_scale);
+    in.out_scale = p.q_scale;  // bookkeeping only: the columns carry their own
+    p.in_proj = std::make_unique<LinearStage>(std::move(in));
+
+    LinearStage::Fields out = LinearStage::quantize_weights(mha.out_proj->weight, mha.out_proj->bias, p.attn_scale);
+    out.output = LinearOutput::kS32;
+    out.out_scale = res_scale;
+    p.out_proj = std::make_unique<LinearStage>(std::move(out));
+
+    LinearStage::Fields l1 =
+        LinearStage::quantize_weights(layer->linear1->weight, layer->linear1->bias, p.ln2.out_scale);
+    l1.output = LinearOutput::kS8Gelu;
+    l1.pre_scale = lr.pre.range(o) / 16384.0;
+    l1.out_scale = lr.gelu.range(o) / 127.0;
+    p.linear1 = std::make_unique<LinearStage>(std::move(l1));
+
+    LinearStage::Fields l2 = LinearStage::quantize_weights(layer->linear2->weight, layer->linear2->bias,
+                                                           lr.gelu.range(o) / 127.0);
+    l2.output = LinearOutput::kS32;
+    l2.out_scale = res_scale;
+    p.linear2 = std::make_unique<LinearStage>(std::move(l2));
+    q.add_stage(std::make_unique<VitLayerStage>(std::move(p)));
+  }
+  // vit_head
+  {
+    QLayerNorm norm = QLayerNorm::make(*vit.norm, r.norm.range(o) / 127.0);
+    const bool cls = vit.cls_token.defined();
+    const double pooled_scale = cls ? norm.out_scale : r.pooled.range(o) / 127.0;
+    LinearStage::Fields hf = LinearStage::quantize_weights(vit.head->weight, vit.head->bias, pooled_scale);
+    hf.output = LinearOutput::kLogits;
+    q.add_stage(std::make_unique<VitHeadStage>(std::move(norm), cls, vit.pos_embed.size(1), pooled_scale,
+                                               std::make_unique<LinearStage>(std::move(hf))));
+  }
+  return q;
+}
+
+}  // namespace sg::quant
