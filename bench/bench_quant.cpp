@@ -1,0 +1,232 @@
+// int8 inference (quant/) against float32: the integer kernels one by one, then whole
+// quantized models over the 10,000 test images, with this machine's int8 GEMM limit
+// (oneDNN's s8 rate at 2048^3, through sg::gemm_int8) and float32 one (sgemm) measured in
+// the same run.
+//
+//   build/bench/bench_quant [threads=2] [--mlp CKPT] [--vit CKPT]
+//
+// Ops (median of 9 after a warm-up; each row int8 vs float32 on the same values):
+//   GEMM          (256, 784) x (784, 512): the MLP's first layer, int8 x int8 -> int32 vs sgemm
+//   softmax       4096 x 4096 int32 scores -> uint8 (softmax_u8, I-BERT's i-exp) vs
+//                 sg::softmax on the same values in float32; and the table variant on int8
+//                 scores (softmax_u8_lut); with each one's largest deviation, in 1/256 LSBs,
+//                 from the float64 softmax rounded to 1/256
+//   GELU          4M int32 -> int8 (gelu_s8) vs sg::gelu float32
+//   LayerNorm     (16384, 64) int32 -> int8 (layer_norm_s8) vs sg::layer_norm float32
+//   attention     (256, 4, 17, 16): int8_attention (Q K^T, softmax, P V, requantize) vs the
+//                 fused float32 scaled_dot_product_attention
+// Models (when a checkpoint is given: mnist_mlp / mnist_transformer --save): accuracy and
+// time over the test set at batch 1 and 256, float32 vs int8, and their parameter bytes.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "examples/models.h"
+#include "examples/trainer.h"
+#include "quant/quantize.h"
+#include "quant/stage.h"
+#include "softgrad.h"
+
+namespace {
+
+namespace q = sg::quant;
+
+double ms_of(const std::function<void()>& fn) { return sgbench::median_ms(fn, 9, 1); }
+
+// GOP/s of int8 GEMM at n^3 through gemm_int8.
+double int8_gemm_rate(int64_t n) {
+  std::vector<int8_t> a(n * n, 3), b(n * n, -5);
+  std::vector<int32_t> c(n * n);
+  sg::Int8Gemm g;
+  g.M = g.N = g.K = n;
+  g.a = a.data();
+  g.lda = n;
+  g.b = b.data();
+  g.ldb = n;
+  g.c = c.data();
+  g.ldc = n;
+  return 2.0 * n * n * n / ms_of([&] { sg::gemm_int8(g); }) / 1e6;
+}
+
+struct OpRow {
+  std::string op, shape;
+  double int8_ms, f32_ms;
+  std::string note;
+};
+
+std::vector<OpRow> op_rows() {
+  sg::Generator gen(1);
+  std::vector<OpRow> rows;
+  {  // GEMM
+    const int64_t M = 256, K = 784, N = 512;
+    std::vector<int8_t> a(M * K), w(N * K);
+    for (auto& v : a) v = static_cast<int8_t>(gen.uniform() * 254 - 127);
+    for (auto& v : w) v = static_cast<int8_t>(gen.uniform() * 254 - 127);
+    std::vector<int32_t> c(M * N);
+    sg::Int8Gemm g{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .b = w.data(), .trans_b = true, .ldb = K,
+                   .c = c.data(), .ldc = N};
+    const sg::Tensor x = sg::randn({M, K}, gen), wf = sg::randn({N, K}, gen);
+    rows.push_back({"GEMM x W^T", "(256, 784) x (784, 512)", ms_of([&] { sg::gemm_int8(g); }),
+                    ms_of([&] { sg::matmul(x, wf.t()); }), ""});
+  }
+  {  // softmax, i-exp and table
+    const int64_t R = 4096, n = 4096;
+    std::vector<int32_t> s(R * n);
+    std::vector<int8_t> s8(R * n);
+    for (auto& v : s) v = static_cast<int32_t>(gen.uniform() * 2e6 - 1e6);
+    const double scale = 1e-5;  // scores within +-10
+    for (size_t i = 0; i < s.size(); ++i) s8[i] = static_cast<int8_t>(std::lround(s[i] / 1e6 * 127));
+    std::vector<float> f(s.begin(), s.end());
+    for (auto& v : f) v = static_cast<float>(v * scale);
+    const sg::Tensor x = sg::from_vector<float>(f, {R, n});
+    std::vector<uint8_t> out(R * n), ref(64 * n), out8(R * n);
+    const q::ExpParams p = q::make_exp_params(scale);
+    const q::ExpTable t = q::make_exp_table(10.0 / 127.0);
+    const double i_ms = ms_of([&] { q::softmax_u8(s.data(), R, n, n, p, out.data(), n); });
+    const double lut_ms = ms_of([&] { q::softmax_u8_lut(s8.data(), R, n, n, t, out8.data(), n); });
+    const double f_ms = ms_of([&] { sg::softmax(x, -1); });
+    // deviation from the float64 reference (first 64 rows)
+    q::softmax_u8_reference(s.data(), 64, n, n, scale, ref.data(), n);
+    int worst = 0, worst8 = 0;
+    for (int64_t i = 0; i < 64 * n; ++i) worst = std::max(worst, std::abs(int(out[i]) - int(ref[i])));
+    std::vector<int32_t> s8wide(s8.begin(), s8.begin() + 64 * n);
+    q::softmax_u8_reference(s8wide.data(), 64, n, n, 10.0 / 127.0, ref.data(), n);
+    for (int64_t i = 0; i < 64 * n; ++i) worst8 = std::max(worst8, std::abs(int(out8[i]) - int(ref[i])));
+    rows.push_back({"softmax (i-exp)", "4096 x 4096", i_ms, f_ms, fmt::format("max {} LSB off", worst)});
+    rows.push_back({"softmax (256-entry table, int8 scores)", "4096 x 4096", lut_ms, f_ms,
+                    fmt::format("max {} LSB off its own scores' softmax", worst8)});
+  }
+  {  // GELU
+    const int64_t n = int64_t{1} << 22;
+    std::vector<int32_t> x(n);
+    for (auto& v : x) v = static_cast<int32_t>(gen.uniform() * 65536 - 32768);
+    std::vector<int8_t> y(n);
+    const q::GeluParams p = q::make_gelu_params(8.0 / 32768, 8.0 / 127);
+    const sg::Tensor xf = sg::randn({n}, gen);
+    rows.push_back({"GELU", "4M", ms_of([&] { q::gelu_s8(x.data(), n, p, y.data()); }),
+                    ms_of([&] { sg::gelu(xf); }), ""});
+  }
+  {  // LayerNorm
+    const int64_t R = 16384, D = 64;
+    std::vector<int32_t> x(R * D), gamma(D, 2048), beta(D, 0);
+    for (auto& v : x) v = static_cast<int32_t>(gen.uniform() * 2e6 - 1e6);
+    std::vector<int8_t> y(R * D);
+    q::LayerNormParams p{.n = D, .gamma = gamma.data(), .beta = beta.data(),
+                         .to_output = q::to_fixed_point(std::ldexp(1.0 / 2048, -q::kNormBits) / (4.0 / 127))};
+    const sg::Tensor xf = sg::randn({R, D}, gen), w = sg::ones({D}), b = sg::zeros({D});
+    rows.push_back({"LayerNorm", "(16384, 64)", ms_of([&] { q::layer_norm_s8(x.data(), R, D, p, y.data(), D); }),
+                    ms_of([&] { sg::layer_norm(xf, {D}, w, b); }), ""});
+  }
+  {  // attention
+    const int64_t B = 256, T = 17, H = 4, hd = 16, D = H * hd;
+    q::IntTensor qkv;
+    qkv.type = q::IntType::kS8;
+    qkv.shape = {B, T, 3 * D};
+    for (int64_t i = 0; i < B * T * 3 * D; ++i) qkv.s8.push_back(static_cast<int8_t>(gen.uniform() * 254 - 127));
+    const q::ExpParams e = q::make_exp_params(0.02 * 0.02 / 4);
+    const sg::Tensor qf = sg::randn({B, H, T, hd}, gen), kf = sg::randn({B, H, T, hd}, gen),
+                     vf = sg::randn({B, H, T, hd}, gen);
+    rows.push_back({"attention", "(256, 4, 17, 16)",
+                    ms_of([&] { q::int8_attention(qkv, H, e, q::to_fixed_point(0.5), 0.05); }),
+                    ms_of([&] { sg::scaled_dot_product_attention(qf, kf, vf); }), ""});
+  }
+  return rows;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2;
+  std::string mlp_ckpt, vit_ckpt;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--mlp" && i + 1 < argc) mlp_ckpt = argv[++i];
+    else if (a == "--vit" && i + 1 < argc) vit_ckpt = argv[++i];
+    else threads = std::atoi(argv[i]);
+  }
+  sg::set_num_threads(threads);
+  sgbench::GemmProbe sgemm;
+  double sgemm_rate = 0;
+  for (int r = 0; r < 3; ++r) sgemm_rate = std::max(sgemm_rate, sgemm.run());
+  const double s8_rate = int8_gemm_rate(2048);
+  const sg::OnednnInfo& info = sg::onednn_info();
+  fmt::print("int8 inference vs float32, {} threads. oneDNN {} on {}: int8 matmul {} (native: {}).\n", threads,
+             info.version, info.isa, info.int8_impl, info.int8_native ? "yes" : "no");
+  fmt::print("limits: int8 GEMM 2048^3 {:.0f} GOP/s (gemm_int8), sgemm 2048^3 {:.0f} GFLOP/s (OpenBLAS)\n\n", s8_rate,
+             sgemm_rate);
+
+  sgbench::Table ops({{"op", true}, {"shape", true}, {"int8 ms"}, {"f32 ms"}, {"f32 / int8"}, {"note", true}});
+  for (const OpRow& r : op_rows())
+    ops.add_row({r.op, r.shape, sgbench::fmt_ms(r.int8_ms), sgbench::fmt_ms(r.f32_ms),
+                 fmt::format("{:.2f}x", r.f32_ms / r.int8_ms), r.note});
+  ops.print();
+
+  // Whole models over the test set.
+  sgbench::Table models_table({{"model", true}, {"batch"}, {"fp32 acc"}, {"int8 acc"}, {"fp32 s"}, {"int8 s"},
+                               {"speedup"}, {"fp32 KB"}, {"int8 KB"}});
+  for (const auto& [kind, path] : {std::pair{std::string("mlp"), mlp_ckpt}, std::pair{std::string("vit"), vit_ckpt}}) {
+    if (path.empty()) continue;
+    const auto meta = sg::load_safetensors(path).metadata;
+    sg::Generator gen(0);
+    std::shared_ptr<sg::nn::Module> model;
+    if (kind == "vit") {
+      models::VitConfig c;
+      c.patch = std::stoll(meta.at("model.patch"));
+      c.dim = std::stoll(meta.at("model.dim"));
+      c.depth = std::stoll(meta.at("model.depth"));
+      c.heads = std::stoll(meta.at("model.heads"));
+      c.mlp_ratio = std::stoll(meta.at("model.mlp_ratio"));
+      c.pool = meta.at("model.pool");
+      model = std::make_shared<models::VisionTransformer>(c, gen);
+    } else {
+      std::vector<int64_t> hidden;
+      const std::string w = meta.at("model.hidden");
+      for (size_t at = 0; at <= w.size();) {
+        const size_t comma = std::min(w.find(',', at), w.size());
+        hidden.push_back(std::stoll(w.substr(at, comma - at)));
+        at = comma + 1;
+      }
+      model = models::make_mlp(hidden, 0.0, gen);
+    }
+    sg::NamedTensors weights;
+    for (auto& [name, t] : sg::load_safetensors(path).tensors)
+      if (name.find('/') == std::string::npos) weights.emplace_back(name, t);
+    sg::nn::load_state_dict(*model, weights);
+    model->eval();
+    trainer::Flags flags;
+    flags.dataset = meta.count("dataset") ? meta.at("dataset") : "mnist";
+    trainer::Data data = trainer::load_data(flags, kind == "mlp");
+    std::vector<sg::Tensor> calibration;
+    for (const sg::data::Batch& b : data.train) {
+      if (calibration.size() == 8) break;
+      calibration.push_back(b.x);
+    }
+    const q::QuantizedModel qm = q::quantize(*model, calibration);
+    int64_t float_bytes = 0;
+    for (const auto& [name, t] : sg::nn::state_dict(*model)) float_bytes += t.nbytes();
+    sg::NoGradGuard no_grad;
+    for (const int64_t batch : {int64_t{1}, int64_t{256}}) {
+      auto run = [&](auto&& f) {
+        sg::data::DataLoader loader(data.test, {.batch_size = batch});
+        int64_t correct = 0;
+        const auto t0 = sgbench::Clock::now();
+        for (const sg::data::Batch& b : loader)
+          correct += sg::sum(sg::eq(sg::argmax(f(b.x), 1), b.y).to(sg::kInt64)).template item<int64_t>();
+        return std::pair{100.0 * correct / static_cast<double>(data.test.size()), sgbench::ms_since(t0) / 1e3};
+      };
+      const auto [fa, fs] = run([&](const sg::Tensor& x) { return model->forward(x); });
+      const auto [ia, is] = run([&](const sg::Tensor& x) { return qm.forward(x); });
+      models_table.add_row({fmt::format("{} ({})", kind, flags.dataset), std::to_string(batch),
+                            fmt::format("{:.2f}%", fa), fmt::format("{:.2f}%", ia), fmt::format("{:.3f}", fs),
+                            fmt::format("{:.3f}", is), fmt::format("{:.2f}x", fs / is),
+                            fmt::format("{:.1f}", float_bytes / 1024.0),
+                            fmt::format("{:.1f}", qm.parameter_bytes() / 1024.0)});
+    }
+  }
+  fmt::print("\nWhole models over the 10,000 test images (8 calibration batches of 128, min/max ranges):\n");
+  models_table.print();
+  return 0;
+}

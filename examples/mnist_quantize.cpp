@@ -1,0 +1,161 @@
+// Post-training int8 quantization of a trained MNIST model (quant/quantize.h): loads a
+// checkpoint written by mnist_mlp or mnist_transformer (--save), calibrates the integer
+// model on a few training batches, evaluates float32 and int8 side by side on the test set
+// (accuracy and throughput), optionally saves the int8 model, and ends with one line a
+// script can read:
+//
+//   build/examples/mnist_mlp --save mlp.safetensors
+//   build/examples/mnist_quantize --checkpoint mlp.safetensors --save mlp.int8.safetensors
+//   ...
+//   fp32 accuracy 98.55%  int8 accuracy 98.41%  speedup 5.2x
+//
+// The model and data set come from the checkpoint's metadata (the trainers write them);
+// --model and --dataset override. "speedup" is the int8 model's test-set throughput over the
+// float32 model's, both at --eval-batch images per call on the same threads.
+#include <chrono>
+#include <filesystem>
+
+#include "examples/models.h"
+#include "examples/trainer.h"
+#include "quant/quantize.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string meta_or(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& flag,
+                    const std::string& path) {
+  const auto it = meta.find(key);
+  SG_CHECK(it != meta.end(), "--checkpoint {}: its metadata has no '{}' (a checkpoint written by mnist_mlp or "
+           "mnist_transformer --save has it); pass {} instead",
+           path, key, flag);
+  return it->second;
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
+  const std::string v = meta_or(meta, key, "the model flags", path);
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  SG_CHECK(!v.empty() && end == v.c_str() + v.size() && n > 0,
+           "--checkpoint {}: metadata '{}' is '{}', not a positive integer", path, key, v);
+  return n;
+}
+
+struct Score {
+  double accuracy = 0, seconds = 0;
+};
+
+// Accuracy and wall time of `logits_of` over the test set, batch by batch.
+template <typename F> Score score(const sg::data::TensorDataset& test, int64_t batch, F&& logits_of) {
+  sg::data::DataLoader loader(test, {.batch_size = batch});
+  int64_t correct = 0;
+  const auto t0 = Clock::now();
+  for (const sg::data::Batch& b : loader) {
+    const sg::Tensor logits = logits_of(b.x);
+    correct += sg::sum(sg::eq(sg::argmax(logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  return {100.0 * static_cast<double>(correct) / static_cast<double>(test.size()), s};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string checkpoint, model_kind, save;
+  int64_t calibration_batches = 8, eval_batch = 256;
+  double percentile = 0, max_drop = 100;
+  trainer::Flags flags;
+  flags.dataset.clear();
+  CLI::App app{"Quantize a trained MNIST model to int8 and compare it with float32", "mnist_quantize"};
+  app.add_option("--checkpoint", checkpoint, "Checkpoint written by mnist_mlp or mnist_transformer (--save)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--model", model_kind, "mlp or vit (default: from the checkpoint)")
+      ->check(CLI::IsMember({"mlp", "vit"}));
+  app.add_option("--dataset", flags.dataset, "mnist or fashion (default: from the checkpoint)")
+      ->check(CLI::IsMember({"mnist", "fashion"}));
+  app.add_option("--data", flags.data, "Directory with the IDX files (default: as the trainers find them)");
+  app.add_option("--calibration-batches", calibration_batches, "Training batches of 128 to calibrate on")
+      ->check(trainer::integer_in<int64_t>(1))
+      ->capture_default_str();
+  app.add_option("--percentile", percentile,
+                 "Calibrate each activation's range at this percentile of |x| (default: the largest |x|)")
+      ->check(trainer::finite_in(50.0, 100.0));
+  app.add_option("--eval-batch", eval_batch, "Test images per forward call when timing")
+      ->check(trainer::integer_in<int64_t>(1))
+      ->capture_default_str();
+  app.add_option("--threads", flags.threads, "Threads (0: all cores)")->check(trainer::integer_in<int>(0));
+  app.add_option("--save", save, "Write the int8 model here (safetensors, atomic)");
+  app.add_option("--max-drop", max_drop, "Exit with status 1 when int8 accuracy is more than this many points lower")
+      ->check(trainer::finite_in(0.0, 100.0));
+
+  return trainer::run_main(app, argc, argv, [&] {
+    const std::map<std::string, std::string> meta = sg::load_safetensors(checkpoint).metadata;
+    if (model_kind.empty()) model_kind = meta_or(meta, "model", "--model", checkpoint);
+    if (flags.dataset.empty()) flags.dataset = meta.count("dataset") ? meta.at("dataset") : "mnist";
+    SG_CHECK(model_kind == "mlp" || model_kind == "vit", "--checkpoint {}: metadata 'model' is '{}', not mlp or vit",
+             checkpoint, model_kind);
+    const bool vit = model_kind == "vit";
+
+    // The float model, rebuilt from the checkpoint's configuration, with its weights.
+    sg::Generator gen(0);
+    std::shared_ptr<sg::nn::Module> model;
+    if (vit) {
+      models::VitConfig c;
+      c.patch = meta_int(meta, "model.patch", checkpoint);
+      c.dim = meta_int(meta, "model.dim", checkpoint);
+      c.depth = meta_int(meta, "model.depth", checkpoint);
+      c.heads = meta_int(meta, "model.heads", checkpoint);
+      c.mlp_ratio = meta_int(meta, "model.mlp_ratio", checkpoint);
+      c.pool = meta_or(meta, "model.pool", "the model flags", checkpoint);
+      model = std::make_shared<models::VisionTransformer>(c, gen);
+    } else {
+      std::vector<int64_t> hidden;
+      const std::string widths = meta_or(meta, "model.hidden", "the model flags", checkpoint);
+      for (size_t at = 0; at <= widths.size();) {
+        const size_t comma = std::min(widths.find(',', at), widths.size());
+        hidden.push_back(std::stoll(widths.substr(at, comma - at)));
+        at = comma + 1;
+      }
+      model = models::make_mlp(hidden, /*dropout=*/0.0, gen);
+    }
+    sg::NamedTensors weights;  // the checkpoint's model part: the names without a '/'
+    for (auto& [name, t] : sg::load_safetensors(checkpoint).tensors)
+      if (name.find('/') == std::string::npos) weights.emplace_back(name, t);
+    sg::nn::load_state_dict(*model, weights);
+    model->eval();
+
+    trainer::Data data = trainer::load_data(flags, /*flatten=*/!vit);
+    std::vector<sg::Tensor> calibration;
+    for (const sg::data::Batch& b : data.train) {
+      if (static_cast<int64_t>(calibration.size()) == calibration_batches) break;
+      calibration.push_back(b.x);
+    }
+    sg::quant::QuantizeOptions options;
+    if (percentile > 0) options = {.calibration = sg::quant::Calibration::kPercentile, .percentile = percentile};
+    const auto q0 = Clock::now();
+    const sg::quant::QuantizedModel qmodel = sg::quant::quantize(*model, calibration, options);
+    fmt::print("quantized {} ({}) on {} calibration batches in {:.2f} s:\n{}", model_kind, checkpoint,
+               calibration.size(), std::chrono::duration<double>(Clock::now() - q0).count(), qmodel.describe());
+
+    sg::NoGradGuard no_grad;
+    const Score fp32 = score(data.test, eval_batch, [&](const sg::Tensor& x) { return model->forward(x); });
+    const Score int8 = score(data.test, eval_batch, [&](const sg::Tensor& x) { return qmodel.forward(x); });
+    const double n = static_cast<double>(data.test.size());
+    int64_t float_bytes = 0;
+    for (const auto& [name, t] : sg::nn::state_dict(*model)) float_bytes += t.nbytes();
+    fmt::print("{:<6} {:>9} {:>14} {:>12}\n", "", "accuracy", "images/s", "parameters");
+    fmt::print("{:<6} {:>8.2f}% {:>14.0f} {:>10.1f} KB\n", "fp32", fp32.accuracy, n / fp32.seconds,
+               float_bytes / 1024.0);
+    fmt::print("{:<6} {:>8.2f}% {:>14.0f} {:>10.1f} KB\n", "int8", int8.accuracy, n / int8.seconds,
+               qmodel.parameter_bytes() / 1024.0);
+    if (!save.empty()) {
+      qmodel.save(save);
+      fmt::print("saved {} ({:.1f} KB; the float checkpoint's weights: {:.1f} KB)\n", save,
+                 std::filesystem::file_size(save) / 1024.0, float_bytes / 1024.0);
+    }
+    fmt::print("fp32 accuracy {:.2f}%  int8 accuracy {:.2f}%  speedup {:.1f}x\n", fp32.accuracy, int8.accuracy,
+               fp32.seconds / int8.seconds);
+    return fp32.accuracy - int8.accuracy <= max_drop ? 0 : 1;
+  });
+}
