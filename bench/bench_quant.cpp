@@ -169,33 +169,9 @@ int main(int argc, char** argv) {
                                {"speedup"}, {"fp32 KB"}, {"int8 KB"}});
   for (const auto& [kind, path] : {std::pair{std::string("mlp"), mlp_ckpt}, std::pair{std::string("vit"), vit_ckpt}}) {
     if (path.empty()) continue;
-    const auto meta = sg::load_safetensors(path).metadata;
-    sg::Generator gen(0);
-    std::shared_ptr<sg::nn::Module> model;
-    if (kind == "vit") {
-      models::VitConfig c;
-      c.patch = std::stoll(meta.at("model.patch"));
-      c.dim = std::stoll(meta.at("model.dim"));
-      c.depth = std::stoll(meta.at("model.depth"));
-      c.heads = std::stoll(meta.at("model.heads"));
-      c.mlp_ratio = std::stoll(meta.at("model.mlp_ratio"));
-      c.pool = meta.at("model.pool");
-      model = std::make_shared<models::VisionTransformer>(c, gen);
-    } else {
-      std::vector<int64_t> hidden;
-      const std::string w = meta.at("model.hidden");
-      for (size_t at = 0; at <= w.size();) {
-        const size_t comma = std::min(w.find(',', at), w.size());
-        hidden.push_back(std::stoll(w.substr(at, comma - at)));
-        at = comma + 1;
-      }
-      model = models::make_mlp(hidden, 0.0, gen);
-    }
-    sg::NamedTensors weights;
-    for (auto& [name, t] : sg::load_safetensors(path).tensors)
-      if (name.find('/') == std::string::npos) weights.emplace_back(name, t);
-    sg::nn::load_state_dict(*model, weights);
-    model->eval();
+    const models::CheckpointModel loaded = models::load_checkpoint_model(path, kind);
+    const std::shared_ptr<sg::nn::Module>& model = loaded.model;
+    const auto& meta = loaded.metadata;
     trainer::Flags flags;
     flags.dataset = meta.count("dataset") ? meta.at("dataset") : "mnist";
     trainer::Data data = trainer::load_data(flags, kind == "mlp");

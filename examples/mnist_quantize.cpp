@@ -23,24 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string meta_or(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& flag,
-                    const std::string& path) {
-  const auto it = meta.find(key);
-  SG_CHECK(it != meta.end(), "--checkpoint {}: its metadata has no '{}' (a checkpoint written by mnist_mlp or "
-           "mnist_transformer --save has it); pass {} instead",
-           path, key, flag);
-  return it->second;
-}
-
-int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
-  const std::string v = meta_or(meta, key, "the model flags", path);
-  char* end = nullptr;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  SG_CHECK(!v.empty() && end == v.c_str() + v.size() && n > 0,
-           "--checkpoint {}: metadata '{}' is '{}', not a positive integer", path, key, v);
-  return n;
-}
-
 struct Score {
   double accuracy = 0, seconds = 0;
 };
@@ -90,40 +72,11 @@ int main(int argc, char** argv) {
       ->check(trainer::finite_in(0.0, 100.0));
 
   return trainer::run_main(app, argc, argv, [&] {
-    const std::map<std::string, std::string> meta = sg::load_safetensors(checkpoint).metadata;
-    if (model_kind.empty()) model_kind = meta_or(meta, "model", "--model", checkpoint);
-    if (flags.dataset.empty()) flags.dataset = meta.count("dataset") ? meta.at("dataset") : "mnist";
-    SG_CHECK(model_kind == "mlp" || model_kind == "vit", "--checkpoint {}: metadata 'model' is '{}', not mlp or vit",
-             checkpoint, model_kind);
+    const models::CheckpointModel loaded = models::load_checkpoint_model(checkpoint, model_kind);
+    model_kind = loaded.kind;
+    const std::shared_ptr<sg::nn::Module>& model = loaded.model;
+    if (flags.dataset.empty()) flags.dataset = loaded.metadata.count("dataset") ? loaded.metadata.at("dataset") : "mnist";
     const bool vit = model_kind == "vit";
-
-    // The float model, rebuilt from the checkpoint's configuration, with its weights.
-    sg::Generator gen(0);
-    std::shared_ptr<sg::nn::Module> model;
-    if (vit) {
-      models::VitConfig c;
-      c.patch = meta_int(meta, "model.patch", checkpoint);
-      c.dim = meta_int(meta, "model.dim", checkpoint);
-      c.depth = meta_int(meta, "model.depth", checkpoint);
-      c.heads = meta_int(meta, "model.heads", checkpoint);
-      c.mlp_ratio = meta_int(meta, "model.mlp_ratio", checkpoint);
-      c.pool = meta_or(meta, "model.pool", "the model flags", checkpoint);
-      model = std::make_shared<models::VisionTransformer>(c, gen);
-    } else {
-      std::vector<int64_t> hidden;
-      const std::string widths = meta_or(meta, "model.hidden", "the model flags", checkpoint);
-      for (size_t at = 0; at <= widths.size();) {
-        const size_t comma = std::min(widths.find(',', at), widths.size());
-        hidden.push_back(std::stoll(widths.substr(at, comma - at)));
-        at = comma + 1;
-      }
-      model = models::make_mlp(hidden, /*dropout=*/0.0, gen);
-    }
-    sg::NamedTensors weights;  // the checkpoint's model part: the names without a '/'
-    for (auto& [name, t] : sg::load_safetensors(checkpoint).tensors)
-      if (name.find('/') == std::string::npos) weights.emplace_back(name, t);
-    sg::nn::load_state_dict(*model, weights);
-    model->eval();
 
     trainer::Data data = trainer::load_data(flags, /*flatten=*/!vit);
     std::vector<sg::Tensor> calibration;

@@ -6,6 +6,8 @@
 //   models::VisionTransformer vit({.patch = 4, .dim = 64, .depth = 2, .pool = "cls"}, gen);
 #include <softgrad.h>
 
+#include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,5 +37,69 @@ inline std::shared_ptr<sg::nn::Sequential> make_mlp(const std::vector<int64_t>& 
 // which costs about as much per epoch, by ~1 point after 10 epochs.)
 using VitConfig = sg::nn::VisionTransformerOptions;
 using VisionTransformer = sg::nn::VisionTransformer;
+
+// A checkpoint written by a trainer (--save), read back as its model: the configuration from
+// the metadata the trainers write ("model" = "mlp" | "vit", "model.<flag>"), the weights from
+// the tensors without a '/' in their name (the rest is optimizer and schedule state). The
+// model is in eval mode. kind, when not empty, overrides "model".
+struct CheckpointModel {
+  std::string kind;  // "mlp" or "vit"
+  std::shared_ptr<sg::nn::Module> model;
+  std::map<std::string, std::string> metadata;
+};
+inline CheckpointModel load_checkpoint_model(const std::string& path, std::string kind = "") {
+  sg::SafetensorsFile file = sg::load_safetensors(path);
+  const auto& meta = file.metadata;
+  auto field = [&](const std::string& key) {
+    const auto it = meta.find(key);
+    SG_CHECK(it != meta.end(),
+             "checkpoint {}: its metadata has no '{}' (checkpoints written by mnist_mlp or mnist_transformer --save "
+             "have it)",
+             path, key);
+    return it->second;
+  };
+  auto positive = [&](const std::string& key) {
+    const std::string v = field(key);
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    SG_CHECK(!v.empty() && end == v.c_str() + v.size() && n > 0, "checkpoint {}: metadata '{}' is '{}', not a positive "
+             "integer", path, key, v);
+    return static_cast<int64_t>(n);
+  };
+  if (kind.empty()) kind = field("model");
+  SG_CHECK(kind == "mlp" || kind == "vit", "checkpoint {}: model '{}' is neither mlp nor vit", path, kind);
+  sg::Generator gen(0);
+  std::shared_ptr<sg::nn::Module> model;
+  if (kind == "vit") {
+    VitConfig c;
+    c.patch = positive("model.patch");
+    c.dim = positive("model.dim");
+    c.depth = positive("model.depth");
+    c.heads = positive("model.heads");
+    c.mlp_ratio = positive("model.mlp_ratio");
+    c.pool = field("model.pool");
+    model = std::make_shared<VisionTransformer>(c, gen);
+  } else {
+    std::vector<int64_t> hidden;
+    const std::string widths = field("model.hidden");
+    for (size_t at = 0; at <= widths.size();) {
+      const size_t comma = std::min(widths.find(',', at), widths.size());
+      const std::string w = widths.substr(at, comma - at);
+      char* end = nullptr;
+      const long long h = std::strtoll(w.c_str(), &end, 10);
+      SG_CHECK(!w.empty() && end == w.c_str() + w.size() && h > 0, "checkpoint {}: model.hidden '{}' is not a list of "
+               "positive widths", path, widths);
+      hidden.push_back(h);
+      at = comma + 1;
+    }
+    model = make_mlp(hidden, /*dropout=*/0.0, gen);
+  }
+  sg::NamedTensors weights;
+  for (auto& [name, t] : file.tensors)
+    if (name.find('/') == std::string::npos) weights.emplace_back(name, t);
+  sg::nn::load_state_dict(*model, weights);  // names and shapes checked: another shape is a named error
+  model->eval();
+  return {kind, model, meta};
+}
 
 }  // namespace models
