@@ -101,7 +101,8 @@ void QuantizedModel::save(const std::string& path) const {
   for (size_t i = 0; i < stages_.size(); ++i) {
     w.prefix = fmt::format("stage.{}.", i);
     stages_[i]->save(w);
-    kinds += (i ? "," : "") + stages_[i]->kind();
+    if (i > 0) kinds += ',';
+    kinds += stages_[i]->kind();
   }
   w.prefix.clear();
   w.metadata["stages"] = kinds;
@@ -198,8 +199,8 @@ QuantizedModel quantize_mlp(nn::Sequential& seq, const std::vector<Tensor>& batc
   }
   QuantizedModel q;
   const Tensor& first = batches.front();
-  q.set_input(Shape(first.shape().begin() + 1, first.shape().end()), input.range(o) / 127.0);
   double in_scale = input.range(o) / 127.0;
+  q.set_input(Shape(first.shape().begin() + 1, first.shape().end()), in_scale);
   IntType in_type = IntType::kS8;
   for (size_t i = 0; i < layers.size(); ++i) {
     const nn::Linear& lin = *layers[i].linear;

@@ -202,19 +202,10 @@ IntTensor LinearStage::run(const IntTensor& x) const {
            f_.out, x.shape, static_cast<int>(x.type), f_.in, static_cast<int>(f_.in_type));
   const int64_t rows = x.numel() / f_.in;
   std::vector<int32_t> acc(static_cast<size_t>(rows * f_.out));
-  Int8Gemm g;
-  g.M = rows;
-  g.N = f_.out;
-  g.K = f_.in;
-  g.a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : static_cast<const void*>(x.s8.data());
-  g.a_signed = f_.in_type == IntType::kS8;
-  g.lda = f_.in;
-  g.b = f_.weight.data();
-  g.trans_b = true;  // W is (out, in): x W^T
-  g.ldb = f_.in;
-  g.c = acc.data();
-  g.ldc = f_.out;
-  gemm_int8(g);
+  const void* a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : x.s8.data();
+  gemm_int8({.M = rows, .N = f_.out, .K = f_.in, .a = a, .a_signed = f_.in_type == IntType::kS8, .lda = f_.in,
+             .b = f_.weight.data(), .trans_b = true, .ldb = f_.in,  // W is (out, in): x W^T
+             .c = acc.data(), .ldc = f_.out});
 #pragma omp parallel for schedule(static) if (rows * f_.out > (1 << 16))
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += f_.bias[c];

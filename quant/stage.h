@@ -18,7 +18,10 @@ namespace sg::quant {
 // "d0,d1,..." (the metadata's form of a shape; StageReader::shape reads it back).
 inline std::string join_shape(const Shape& s) {
   std::string out;
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(s[i]);
+  }
   return out;
 }
 

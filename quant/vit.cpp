@@ -222,51 +222,19 @@ IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& e
            qkv.shape);
   const int64_t B = qkv.shape[0], T = qkv.shape[1], D = qkv.shape[2] / 3, H = heads, hd = D / H;
   std::vector<int32_t> scores(static_cast<size_t>(B * H * T * T));
-  Int8Gemm s;  // S = Q K^T per (b, h): Q rows of head h are columns [h hd, (h + 1) hd) of q
-  s.batch0 = B;
-  s.batch1 = H;
-  s.M = T;
-  s.N = T;
-  s.K = hd;
-  s.a = qkv.s8.data();
-  s.a_signed = true;
-  s.lda = 3 * D;
-  s.a_stride0 = T * 3 * D;
-  s.a_stride1 = hd;
-  s.b = qkv.s8.data() + D;
-  s.trans_b = true;
-  s.ldb = 3 * D;
-  s.b_stride0 = T * 3 * D;
-  s.b_stride1 = hd;
-  s.c = scores.data();
-  s.ldc = T;
-  s.c_stride0 = H * T * T;
-  s.c_stride1 = T * T;
-  gemm_int8(s);
+  // S = Q K^T per (b, h): the rows of head h are columns [h hd, (h + 1) hd) of q and of k.
+  gemm_int8({.batch0 = B, .batch1 = H, .M = T, .N = T, .K = hd,
+             .a = qkv.s8.data(), .a_signed = true, .lda = 3 * D, .a_stride0 = T * 3 * D, .a_stride1 = hd,
+             .b = qkv.s8.data() + D, .trans_b = true, .ldb = 3 * D, .b_stride0 = T * 3 * D, .b_stride1 = hd,
+             .c = scores.data(), .ldc = T, .c_stride0 = H * T * T, .c_stride1 = T * T});
   std::vector<uint8_t> probs(scores.size());
   softmax_u8(scores.data(), B * H * T, T, T, exp, probs.data(), T);
   std::vector<int32_t> out(static_cast<size_t>(B * T * D));
-  Int8Gemm o;  // O = P V per (b, h), written as (B, T, H, hd): the heads already merged
-  o.batch0 = B;
-  o.batch1 = H;
-  o.M = T;
-  o.N = hd;
-  o.K = T;
-  o.a = probs.data();
-  o.a_signed = false;
-  o.lda = T;
-  o.a_stride0 = H * T * T;
-  o.a_stride1 = T * T;
-  o.b = qkv.s8.data() + 2 * D;
-  o.trans_b = false;
-  o.ldb = 3 * D;
-  o.b_stride0 = T * 3 * D;
-  o.b_stride1 = hd;
-  o.c = out.data();
-  o.ldc = D;
-  o.c_stride0 = T * D;
-  o.c_stride1 = hd;
-  gemm_int8(o);
+  // O = P V per (b, h), written as (B, T, H, hd): the heads already merged.
+  gemm_int8({.batch0 = B, .batch1 = H, .M = T, .N = hd, .K = T,
+             .a = probs.data(), .a_signed = false, .lda = T, .a_stride0 = H * T * T, .a_stride1 = T * T,
+             .b = qkv.s8.data() + 2 * D, .trans_b = false, .ldb = 3 * D, .b_stride0 = T * 3 * D, .b_stride1 = hd,
+             .c = out.data(), .ldc = D, .c_stride0 = T * D, .c_stride1 = hd});
   IntTensor y;
   y.type = IntType::kS8;
   y.shape = {B, T, D};
