@@ -46,6 +46,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
@@ -769,12 +770,14 @@ void softmax_u8_reference(const int32_t* scores, int64_t rows, int64_t n, int64_
 
 // ---- GELU ---------------------------------------------------------------------------------
 
-GeluParams make_gelu_params(double in_scale, double out_scale) {
+GeluParams make_gelu_params(double in_scale, double out_scale, int32_t out_max) {
+  SG_CHECK(out_max >= 1 && out_max <= (1 << 23), "make_gelu_params: out_max {} is outside [1, 2^23]", out_max);
   SG_CHECK(std::isfinite(in_scale) && in_scale > 0 && std::isfinite(out_scale) && out_scale > 0,
            "make_gelu_params: scales must be positive and finite, got in {} and out {}", in_scale, out_scale);
   GeluParams p;
   p.in_scale = in_scale;
   p.out_scale = out_scale;
+  p.out_max = out_max;
   const double sg = std::sqrt(std::ldexp(1.0, -kGeluBits) / kGeluA);  // S_g: A S_g^2 = 2^-29
   p.b_int = static_cast<int32_t>(std::lround(kGeluB / sg));           // -22027
   p.c_int = p.one_int = 1 << kGeluBits;                               // 1 / (A S_g^2)
@@ -787,12 +790,12 @@ GeluParams make_gelu_params(double in_scale, double out_scale) {
            in_scale / out_scale);
   p.to_output = to_fixed_point(r_out);
   // Past q_b the polynomial is flat (L = -1 below: output 0; L = 1 above: output x), and past
-  // q_sat (x >= 128.5 out_scale) the output saturates: clamping q to [-q_b, max(q_b, q_sat)]
+  // q_sat (x >= (out_max + 1.5) out_scale) the output saturates: clamping q to [-q_b, max(q_b, q_sat)]
   // changes no output, and keeps |v| = |x| 2^8 / out_scale below 2^32 (checked), so that
   // |v| h < 2^62.
   constexpr double kMax = 2147483647.0;
   const double q_b = std::min(std::ceil((-p.b_int + 1) / r_work), kMax);
-  const double q_sat = std::min(std::ceil(128.5 * out_scale / in_scale), kMax);
+  const double q_sat = std::min(std::ceil((out_max + 1.5) * out_scale / in_scale), kMax);
   p.clamp_lo = -static_cast<int32_t>(q_b);
   p.clamp_hi = static_cast<int32_t>(std::max(q_b, q_sat));
   const double v_max = std::max(-p.clamp_lo, p.clamp_hi) * r_out + 1;
@@ -806,21 +809,22 @@ namespace {
 // u = x / sqrt2 at S_g, t = min(|u|, -b) + b, 1 + L = h 2^-29 with h = one + sgn(u) (c - t^2),
 // out = round(x/2 (1 + L) / out_scale) = round(v h 2^-38), v = round(x 2^8 / out_scale).
 // The scalar kernel (the specification, and the tail of the vector one).
-inline int8_t gelu_one(int32_t x, const GeluParams& p) {
+template <typename T> inline T gelu_one(int32_t x, const GeluParams& p) {
   const int64_t q = std::clamp(x, p.clamp_lo, p.clamp_hi);
   const int64_t u = round_shift<int64_t>(q * p.to_working.multiplier, std::min<int32_t>(p.to_working.shift, 63));
   const int64_t t = std::min<int64_t>(u < 0 ? -u : u, -p.b_int) + p.b_int;
   const int64_t l = p.c_int - t * t;
   const int64_t h = p.one_int + (u > 0 ? l : u < 0 ? -l : 0);
   const int64_t v = round_shift<int64_t>(q * p.to_output.multiplier, std::min<int32_t>(p.to_output.shift, 63));
-  return static_cast<int8_t>(std::clamp<int64_t>(round_shift<int64_t>(v * h, kGeluOutShift), -128, 127));
+  return static_cast<T>(std::clamp<int64_t>(round_shift<int64_t>(v * h, kGeluOutShift), -int64_t{p.out_max} - 1, p.out_max));
 }
 
 // gelu_one over [0, n - n % lanes) in int64 lanes, on magnitudes: every rounding above is
 // half away from zero, so each is sign(q) ((|q| m + 2^(s-1)) >> s), and h >= 0. The products
 // are 32 x 32 -> 64-bit (|q| < 2^31, |u| < 2^15 once clamped to -b, |v| < 2^32, h <= 2^30).
-// Returns the count done.
-int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, int8_t* HWY_RESTRICT out) {
+// Returns the count done. T: int8_t or int32_t.
+template <typename T>
+int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, T* HWY_RESTRICT out) {
 #if HWY_TARGET == HWY_SCALAR
   (void)x, (void)n, (void)p, (void)out;
   return 0;
@@ -832,7 +836,7 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
   const DU64 du;
   const DU32 du32;
   const hn::Rebind<int32_t, D> d32;
-  const hn::Rebind<uint8_t, D> d8;
+  const hn::Rebind<hwy::MakeUnsigned<T>, D> dout;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int sw = std::min<int32_t>(p.to_working.shift, 63), so = std::min<int32_t>(p.to_output.shift, 63);
   const V<D> lo = hn::Set(d, p.clamp_lo), hi = hn::Set(d, p.clamp_hi), zero = hn::Zero(d);
@@ -840,8 +844,9 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
   const V<DU32> mo = hn::BitCast(du32, hn::Set(du, static_cast<uint64_t>(p.to_output.multiplier)));
   const V<DU64> hw = hn::Set(du, uint64_t{1} << (sw - 1)), ho = hn::Set(du, uint64_t{1} << (so - 1));
   const V<DU64> nb = hn::Set(du, static_cast<uint64_t>(-int64_t{p.b_int}));
-  const V<DU64> half_out = hn::Set(du, uint64_t{1} << (kGeluOutShift - 1)), cap = hn::Set(du, 128);
-  const V<D> c = hn::Set(d, p.c_int), one = hn::Set(d, p.one_int), top = hn::Set(d, 127);
+  const V<DU64> half_out = hn::Set(du, uint64_t{1} << (kGeluOutShift - 1)),
+                   cap = hn::Set(du, static_cast<uint64_t>(p.out_max) + 1);
+  const V<D> c = hn::Set(d, p.c_int), one = hn::Set(d, p.one_int), top = hn::Set(d, p.out_max);
   int64_t i = 0;
   for (; i + L <= n; i += L) {
     const V<D> q = hn::Min(hn::Max(hn::PromoteTo(d, hn::LoadU(d32, x + i)), lo), hi);
@@ -855,8 +860,8 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
     const V<DU64> av = hn::ShiftRightSame(hn::Add(hn::MulEven(aq, mo), ho), so);
     const V<DU64> w = hn::MulEven(hn::BitCast(du32, av), hn::BitCast(du32, h));
     const V<D> r = hn::BitCast(d, hn::Min(hn::ShiftRight<kGeluOutShift>(hn::Add(w, half_out)), cap));
-    const V<D> y = hn::Min(hn::IfThenElse(neg, hn::Neg(r), r), top);  // [-128, 127]
-    hn::StoreU(hn::TruncateTo(d8, hn::BitCast(du, y)), d8, reinterpret_cast<uint8_t*>(out) + i);
+    const V<D> y = hn::Min(hn::IfThenElse(neg, hn::Neg(r), r), top);  // [-out_max - 1, out_max]
+    hn::StoreU(hn::TruncateTo(dout, hn::BitCast(du, y)), dout, reinterpret_cast<hwy::MakeUnsigned<T>*>(out) + i);
   }
   return i;
 #endif
@@ -864,12 +869,21 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
 
 }  // namespace
 
-void gelu_s8(const int32_t* x, int64_t n, const GeluParams& p, int8_t* out) {
-  SG_CHECK(n >= 0, "gelu_s8: n must be >= 0, got {}", n);
+namespace {
+template <typename T> void gelu_checked(const char* op, const int32_t* x, int64_t n, const GeluParams& p, T* out) {
+  SG_CHECK(n >= 0, "{}: n must be >= 0, got {}", op, n);
+  SG_CHECK(p.out_max >= 1 && p.out_max <= std::numeric_limits<T>::max() && p.out_max <= (1 << 23),
+           "{}: out_max {} does not fit the output type", op, p.out_max);
   parallel_for(n, 8, [&](int64_t begin, int64_t end) {
     const int64_t done = begin + gelu_vec(x + begin, end - begin, p, out + begin);
-    for (int64_t i = done; i < end; ++i) out[i] = gelu_one(x[i], p);
+    for (int64_t i = done; i < end; ++i) out[i] = gelu_one<T>(x[i], p);
   });
+}
+}  // namespace
+
+void gelu_s8(const int32_t* x, int64_t n, const GeluParams& p, int8_t* out) { gelu_checked("gelu_s8", x, n, p, out); }
+void gelu_s32(const int32_t* x, int64_t n, const GeluParams& p, int32_t* out) {
+  gelu_checked("gelu_s32", x, n, p, out);
 }
 
 double gelu_reference(double x) { return 0.5 * x * (1.0 + std::erf(x / std::numbers::sqrt2)); }
@@ -905,8 +919,11 @@ namespace {
 __extension__ typedef unsigned __int128 uint128;
 
 // One row (x, out: (n)); false (nothing written) if n max|x|^2 exceeds 2^62.
+// T: int8_t (saturated to [-128, 127]) or int32_t (clamped to [-2^30, 2^30]).
+template <typename T>
 bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY_RESTRICT gamma,
-                    const int32_t* HWY_RESTRICT beta, FixedPoint to_output, int8_t* HWY_RESTRICT out) {
+                    const int32_t* HWY_RESTRICT beta, FixedPoint to_output, T* HWY_RESTRICT out) {
+  constexpr int64_t kLo = sizeof(T) == 1 ? -128 : -(int64_t{1} << 30), kHi = sizeof(T) == 1 ? 127 : int64_t{1} << 30;
   int64_t S = 0, Q = 0, maxabs = 0;
   for (int64_t i = 0; i < n; ++i) maxabs = std::max<int64_t>(maxabs, x[i] < 0 ? -int64_t{x[i]} : x[i]);
   // n x^2 <= 2^62 keeps Q and D_i = n x_i - S (|D_i| <= 2 n |x|) within int64.
@@ -917,7 +934,7 @@ bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY
   }
   const int128 M = static_cast<int128>(n) * Q - static_cast<int128>(S) * S;
   if (M == 0) {  // all equal: the normalized value is 0
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(std::clamp<int64_t>(beta[i], -128, 127));
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(std::clamp<int64_t>(beta[i], kLo, kHi));
     return true;
   }
   // M' = M 4^j in [2^62, 2^64)
@@ -938,7 +955,7 @@ bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY
                             ? (ag * m + (uint64_t{1} << (os - 1))) >> os
                             : static_cast<uint64_t>((static_cast<uint128>(ag) * m + (uint128{1} << (os - 1))) >> os);
     const int64_t v = (neg != (g < 0) ? -static_cast<int64_t>(ao) : static_cast<int64_t>(ao)) + beta[i];
-    out[i] = static_cast<int8_t>(std::clamp<int64_t>(v, -128, 127));
+    out[i] = static_cast<T>(std::clamp<int64_t>(v, kLo, kHi));
   };
   // |D_i| <= 2 n max|x| < 2^k. With k <= 33, inv >> k (>= 30 significant bits) keeps
   // |D_i| (inv >> k) in 64 bits and y_i within 2^21 2^-30 units of the 128-bit value.
@@ -961,16 +978,15 @@ bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY
   return true;
 }
 
-}  // namespace
-
-void layer_norm_s8(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int8_t* out,
-                   int64_t ld_out) {
+template <typename T>
+void layer_norm_checked(const char* op, const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p,
+                        T* out, int64_t ld_out) {
   const int64_t n = p.n;
-  check_rows("layer_norm_s8", rows, n, ld_in, ld_out);
+  check_rows(op, rows, n, ld_in, ld_out);
   if (rows == 0 || n == 0) return;
-  SG_CHECK(p.gamma && p.beta, "layer_norm_s8: gamma and beta must be set");
+  SG_CHECK(p.gamma && p.beta, "{}: gamma and beta must be set", op);
   SG_CHECK(p.to_output.multiplier > 0 && p.to_output.shift >= 1 && p.to_output.shift <= 120,
-           "layer_norm_s8: to_output ({}, {}) is not a fixed-point factor", p.to_output.multiplier, p.to_output.shift);
+           "{}: to_output ({}, {}) is not a fixed-point factor", op, p.to_output.multiplier, p.to_output.shift);
   // Rows that break the overflow guard are flagged in the parallel loop and reported after.
   int64_t bad_row = -1;
   parallel_for(rows, n * 4, [&](int64_t begin, int64_t end) {
@@ -985,10 +1001,61 @@ void layer_norm_s8(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNor
     const int32_t worst = *std::max_element(xr, xr + n, [](int32_t a, int32_t b) {
       return std::abs(int64_t{a}) < std::abs(int64_t{b});
     });
-    fail("layer_norm_s8: row {} holds {} with n = {}: n x^2 must not exceed 2^62 (|x| <= 2^24 is fine for n <= "
+    fail("{}: row {} holds {} with n = {}: n x^2 must not exceed 2^62 (|x| <= 2^24 is fine for n <= "
          "2^14)",
-         bad_row, worst, n);
+         op, bad_row, worst, n);
   }
+}
+}  // namespace
+
+void layer_norm_s8(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int8_t* out,
+                   int64_t ld_out) {
+  layer_norm_checked("layer_norm_s8", x, rows, ld_in, p, out, ld_out);
+}
+void layer_norm_s32(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int32_t* out,
+                    int64_t ld_out) {
+  layer_norm_checked("layer_norm_s32", x, rows, ld_in, p, out, ld_out);
+}
+
+// ---- per-token dynamic quantization --------------------------------------------------------
+
+// Per row: m = max(1, max |y|) (max(1, max y) for uint8), R = round(qmax 2^40 / m), and
+// q = sign(y) ((|y| R + 2^39) >> 40). |y| <= m keeps |y| R <= qmax 2^40 + m / 2 < 2^48, so the
+// product fits int64 and q <= qmax; R's rounding moves |y| qmax / m by at most m / 2^41
+// < 2^-10, so q is round(y qmax / m) except within 2^-10 of a tie.
+namespace {
+
+template <typename T>
+void quantize_rows_checked(const char* op, const int32_t* y, int64_t rows, int64_t cols, T* out, int32_t* row_max) {
+  check_rows(op, rows, cols, cols, cols);
+  constexpr bool kUnsigned = std::is_unsigned_v<T>;
+  constexpr int64_t kQmax = kUnsigned ? 255 : 127, kInt32Max = std::numeric_limits<int32_t>::max();
+  parallel_for(rows, cols * 2, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int32_t* HWY_RESTRICT yr = y + r * cols;
+      T* HWY_RESTRICT o = out + r * cols;
+      // INT32_MIN is read as -INT32_MAX, so that m fits int32.
+      auto value = [&](int64_t c) { return std::max<int64_t>(yr[c], kUnsigned ? 0 : -kInt32Max); };
+      int64_t m = 1;
+      for (int64_t c = 0; c < cols; ++c) m = std::max<int64_t>(m, std::abs(value(c)));
+      const int64_t R = ((kQmax << 41) / m + 1) >> 1;  // round(qmax 2^40 / m)
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t v = value(c);
+        const int64_t a = ((v < 0 ? -v : v) * R + (int64_t{1} << 39)) >> 40;
+        o[c] = static_cast<T>(v < 0 ? -a : a);
+      }
+      row_max[r] = static_cast<int32_t>(m);
+    }
+  });
+}
+
+}  // namespace
+
+void quantize_rows_s8(const int32_t* y, int64_t rows, int64_t cols, int8_t* out, int32_t* row_max) {
+  quantize_rows_checked("quantize_rows_s8", y, rows, cols, out, row_max);
+}
+void quantize_rows_u8(const int32_t* y, int64_t rows, int64_t cols, uint8_t* out, int32_t* row_max) {
+  quantize_rows_checked("quantize_rows_u8", y, rows, cols, out, row_max);
 }
 
 }  // namespace sg::quant

@@ -115,9 +115,14 @@ struct GeluParams {
   // q is clamped to [clamp_lo, clamp_hi] first; no output changes (the polynomial is flat
   // past -b and the output saturates), and the products stay within int64.
   int32_t clamp_lo = 0, clamp_hi = 0;
+  int32_t out_max = 127;
 };
-GeluParams make_gelu_params(double in_scale, double out_scale);
+// out_max: the output's largest magnitude (127 for int8; up to 2^23 for gelu_s32's wide output,
+// which saturates to [-out_max - 1, out_max]).
+GeluParams make_gelu_params(double in_scale, double out_scale, int32_t out_max = 127);
 void gelu_s8(const int32_t* x, int64_t n, const GeluParams& p, int8_t* out);
+// The same to int32 (for a per-token quantization after it: quantize_rows_s8), p.out_max <= 2^23.
+void gelu_s32(const int32_t* x, int64_t n, const GeluParams& p, int32_t* out);
 double gelu_reference(double x);  // exact GELU, x Phi(x), in float64
 
 // ---- LayerNorm ----------------------------------------------------------------------------
@@ -140,5 +145,20 @@ struct LayerNormParams {
 };
 void layer_norm_s8(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int8_t* out,
                    int64_t ld_out);
+// The same to int32, clamped to [-2^30, 2^30] (to_output and beta then describe a fine output
+// scale, for a per-token quantization after it).
+void layer_norm_s32(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int32_t* out,
+                    int64_t ld_out);
+
+// ---- per-token dynamic quantization -------------------------------------------------------
+
+// Rows of int32 values at one scale T (a fine scale: calibrated range / 2^16) -> int8 with one
+// integer factor per row, found at run time: row_max[r] = m = max(1, max_c |y[r, c]|) and
+// out = round(y 127 / m) (half away from zero; through a per-row reciprocal with 40 fractional
+// bits, which can differ from the exact rounding only within 2^-10 of a tie), so row r stands at
+// scale T m / 127 and its largest element is +-127. quantize_rows_u8 fuses a ReLU: negatives
+// give 0, m = max(1, max y), out = round(y 255 / m). out and y are (rows, cols), contiguous.
+void quantize_rows_s8(const int32_t* y, int64_t rows, int64_t cols, int8_t* out, int32_t* row_max);
+void quantize_rows_u8(const int32_t* y, int64_t rows, int64_t cols, uint8_t* out, int32_t* row_max);
 
 }  // namespace sg::quant

@@ -609,3 +609,111 @@ TEST_CASE("layer_norm_s8: within 1 LSB of a float64 LayerNorm on the same intege
   x[9] = (1 << 24) + 1;
   check_error([&] { q::layer_norm_s8(x.data(), 1, n, p, out.data(), n); }, {"layer_norm_s8", "16777217", "16384"});
 }
+
+// ---- the wide (int32) twins and per-token quantization ----------------------------------------
+
+TEST_CASE("gelu_s32 and layer_norm_s32: the int8 kernels' arithmetic with a wider clamp") {
+  sg::Generator gen(11);
+  // GELU: at out_max 127 the int32 twin gives the int8 kernel's values; at a scale 2^10 finer
+  // (out_max 2^23) it stays within 1 + the polynomial's error of round(GELU / out_scale).
+  const double in_scale = 1e-4, out_scale = 8.0 / 127;
+  std::vector<int32_t> x;
+  for (int i = 0; i < 100003; ++i) x.push_back(static_cast<int32_t>(rand_int(gen, -100000, 100000)));
+  for (int32_t v : {0, 1, -1, INT32_MIN, INT32_MAX}) x.push_back(v);
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<int8_t> narrow(x.size());
+  std::vector<int32_t> wide(x.size());
+  q::gelu_s8(x.data(), n, q::make_gelu_params(in_scale, out_scale), narrow.data());
+  q::gelu_s32(x.data(), n, q::make_gelu_params(in_scale, out_scale), wide.data());
+  CHECK(std::equal(narrow.begin(), narrow.end(), wide.begin()));
+  const double fine = out_scale / 1024;
+  q::gelu_s32(x.data(), n, q::make_gelu_params(in_scale, fine, 1 << 23), wide.data());
+  int64_t worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double want = std::clamp(std::round(q::gelu_reference(x[i] * in_scale) / fine), -8388609.0, 8388608.0);
+    worst = std::max<int64_t>(worst, std::llabs(wide[i] - static_cast<int64_t>(want)));
+  }
+  CHECK(worst <= 1 + 0.018152 / fine);
+  CHECK(wide[n - 1] == (1 << 23));  // INT32_MAX saturates at out_max
+  check_error([] { q::make_gelu_params(1e-4, 0.01, 1 << 24); }, {"make_gelu_params", "out_max"});
+  int32_t one = 5;
+  int8_t o8 = 0;
+  check_error([&] { q::gelu_s8(&one, 1, q::make_gelu_params(1e-4, 0.01, 1000), &o8); }, {"gelu_s8", "out_max 1000"});
+
+  // LayerNorm: the int32 twin clamped to int8 is the int8 kernel.
+  const int64_t rows = 37, d = 64;
+  std::vector<int32_t> xs(rows * d), gamma(d), beta(d);
+  for (auto& v : xs) v = static_cast<int32_t>(rand_int(gen, -(1 << 20), 1 << 20));
+  for (auto& v : gamma) v = static_cast<int32_t>(rand_int(gen, -4095, 4095));
+  for (auto& v : beta) v = static_cast<int32_t>(rand_int(gen, -60, 60));
+  q::LayerNormParams p{.n = d, .gamma = gamma.data(), .beta = beta.data(),
+                       .to_output = q::to_fixed_point(std::ldexp(1e-3 / 0.02, -q::kNormBits))};
+  std::vector<int8_t> ln8(rows * d);
+  std::vector<int32_t> ln32(rows * d);
+  q::layer_norm_s8(xs.data(), rows, d, p, ln8.data(), d);
+  q::layer_norm_s32(xs.data(), rows, d, p, ln32.data(), d);
+  int differ = 0;
+  for (int64_t i = 0; i < rows * d; ++i) differ += ln8[i] != std::clamp(ln32[i], -128, 127);
+  CHECK(differ == 0);
+  check_error([&] { q::layer_norm_s32(xs.data(), rows, d - 1, p, ln32.data(), d); }, {"layer_norm_s32", "63"});
+}
+
+TEST_CASE("quantize_rows: per-token int8 / uint8 with the row's own scale") {
+  sg::Generator gen(12);
+  const int64_t rows = 300, cols = 77;
+  std::vector<int32_t> y(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t range = r == 0 ? 0 : r == 1 ? 1 : int64_t{1} << rand_int(gen, 1, 30);  // rows 0, 1: tiny
+    for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = static_cast<int32_t>(rand_int(gen, -range, range));
+  }
+  y[5 * cols + 3] = INT32_MIN;  // read as -INT32_MAX
+  y[6 * cols + 4] = INT32_MAX;
+  for (int64_t c = 0; c < cols; ++c) y[7 * cols + c] = -static_cast<int32_t>(c) - 1;  // all negative: u8 gives 0
+  std::vector<int8_t> s8(rows * cols);
+  std::vector<uint8_t> u8(rows * cols);
+  std::vector<int32_t> m8(rows), mu(rows);
+  q::quantize_rows_s8(y.data(), rows, cols, s8.data(), m8.data());
+  q::quantize_rows_u8(y.data(), rows, cols, u8.data(), mu.data());
+  int64_t off8 = 0, offu = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t m = 1, mp = 1;
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t v = std::max<int64_t>(y[r * cols + c], -INT32_MAX);
+      m = std::max<int64_t>(m, std::llabs(v));
+      mp = std::max<int64_t>(mp, v);
+    }
+    REQUIRE(m8[r] == m);
+    REQUIRE(mu[r] == mp);
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t v = std::max<int64_t>(y[r * cols + c], -INT32_MAX);
+      // exact round-half-away of v 127 / m in rationals: (2 |v| 127 + m) / (2 m)
+      const int64_t e8 = (2 * std::llabs(v) * 127 + m) / (2 * m) * (v < 0 ? -1 : 1);
+      const int64_t eu = v <= 0 ? 0 : (2 * v * 255 + mp) / (2 * mp);
+      const int64_t d8 = std::llabs(s8[r * cols + c] - e8), du = std::llabs(u8[r * cols + c] - eu);
+      REQUIRE(d8 <= 1);
+      REQUIRE(du <= 1);
+      off8 += d8;
+      offu += du;
+    }
+    // the row's largest magnitude maps to +-127 (unless the row is all zero)
+    int largest = 0;
+    for (int64_t c = 0; c < cols; ++c) largest = std::max(largest, std::abs(int{s8[r * cols + c]}));
+    CHECK(largest == (r == 0 ? 0 : 127));
+  }
+  CHECK(off8 <= 2);  // only within 2^-10 of a tie
+  CHECK(offu <= 2);
+  CHECK(std::all_of(s8.begin(), s8.begin() + cols, [](int8_t v) { return v == 0; }));  // an all-zero row
+  CHECK(std::all_of(u8.begin() + 7 * cols, u8.begin() + 8 * cols, [](uint8_t v) { return v == 0; }));
+  CHECK(s8[5 * cols + 3] == -127);
+  CHECK(s8[6 * cols + 4] == 127);
+  CHECK(u8[6 * cols + 4] == 255);
+  // 1 vs 2 threads: the same bytes
+  std::vector<int8_t> again(rows * cols);
+  std::vector<int32_t> m_again(rows);
+  {
+    Threads one(1);
+    q::quantize_rows_s8(y.data(), rows, cols, again.data(), m_again.data());
+  }
+  CHECK(again == s8);
+  CHECK(m_again == m8);
+}
