@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   std::string checkpoint, model_kind, save;
   int64_t calibration_batches = 8, eval_batch = 256;
   double percentile = 0, max_drop = 100;
+  bool per_token = false;
   trainer::Flags flags;
   flags.dataset.clear();
   CLI::App app{"Quantize a trained MNIST model to int8 and compare it with float32", "mnist_quantize"};
@@ -57,6 +58,9 @@ int main(int argc, char** argv) {
   app.add_option("--dataset", flags.dataset, "mnist or fashion (default: from the checkpoint)")
       ->check(CLI::IsMember({"mnist", "fashion"}));
   app.add_option("--data", flags.data, "Directory with the IDX files (default: as the trainers find them)");
+  app.add_flag("--per-token", per_token,
+               "Per-token dynamic activation scales: each row of every Linear's input scaled by its own largest "
+               "|value| at run time");
   app.add_option("--calibration-batches", calibration_batches, "Training batches of 128 to calibrate on")
       ->check(trainer::integer_in<int64_t>(1))
       ->capture_default_str();
@@ -86,6 +90,7 @@ int main(int argc, char** argv) {
     }
     sg::quant::QuantizeOptions options;
     if (percentile > 0) options = {.calibration = sg::quant::Calibration::kPercentile, .percentile = percentile};
+    options.per_token = per_token;
     const auto q0 = Clock::now();
     const sg::quant::QuantizedModel qmodel = sg::quant::quantize(*model, calibration, options);
     fmt::print("quantized {} ({}) on {} calibration batches in {:.2f} s:\n{}", model_kind, checkpoint,

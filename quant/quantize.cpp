@@ -204,24 +204,28 @@ QuantizedModel quantize_mlp(nn::Sequential& seq, const std::vector<Tensor>& batc
   IntType in_type = IntType::kS8;
   for (size_t i = 0; i < layers.size(); ++i) {
     const nn::Linear& lin = *layers[i].linear;
-    LinearStage::Fields f = LinearStage::quantize_weights(lin.weight, lin.bias, in_scale);
+    // The first layer's input is the model's (static).
+    LinearStage::Fields f = LinearStage::quantize_weights(lin.weight, lin.bias, in_scale, o.per_token && i > 0);
     f.in_type = in_type;
     const bool last = i + 1 == layers.size();
+    const double range = out[i].range(o);
     if (last) {
       f.output = LinearOutput::kLogits;
-    } else if (layers[i].act == DenseLayer::Act::kRelu) {
-      f.output = LinearOutput::kU8Relu;
-      f.out_scale = out[i].range(o) / 255.0;
-    } else if (layers[i].act == DenseLayer::Act::kGelu) {
-      f.output = LinearOutput::kS8Gelu;
-      f.pre_scale = pre[i].range(o) / 16384.0;  // GELU's int32 input: |x| up to 2^14
-      f.out_scale = out[i].range(o) / 127.0;
+      f.fine_scale = range / kFineSteps;
     } else {
-      f.output = LinearOutput::kS8;
-      f.out_scale = out[i].range(o) / 127.0;
+      f.output = layers[i].act == DenseLayer::Act::kRelu   ? LinearOutput::kU8Relu
+                 : layers[i].act == DenseLayer::Act::kGelu ? LinearOutput::kS8Gelu
+                                                           : LinearOutput::kS8;
+      const IntType out_type = f.output == LinearOutput::kU8Relu ? IntType::kU8 : IntType::kS8;
+      if (f.output == LinearOutput::kS8Gelu) f.pre_scale = pre[i].range(o) / 16384.0;  // |x| up to 2^14
+      f.per_token_out = o.per_token;
+      f.fine_scale = range / kFineSteps;
+      // per-token: out_scale is the rows' base scale (row r: times its factor)
+      f.out_scale = (o.per_token ? f.fine_scale : range) / qmax(out_type);
+      in_type = out_type;
     }
+    if (f.per_token_in) LinearStage::bias_at_targets(f, lin.bias);
     in_scale = f.out_scale;
-    in_type = f.output == LinearOutput::kU8Relu ? IntType::kU8 : IntType::kS8;
     q.add_stage(std::make_unique<LinearStage>(std::move(f)));
   }
   return q;

@@ -18,7 +18,8 @@
 //   their accumulator (input scale x weight scale);
 // - activations int8 (uint8 after a ReLU) with one scale per tensor from calibration: the
 //   largest |x| seen (kMinMax) or a percentile of |x| (kPercentile) over the calibration
-//   batches, run through the float model;
+//   batches, run through the float model; or, with per_token, one scale per row found at run
+//   time (QuantizeOptions);
 // - products int8 x int8 -> int32 (core/onednn.h gemm_int8), requantized to the next
 //   int8 scale by fixed-point multipliers (quant/int_kernels.h);
 // - softmax, GELU and LayerNorm by the integer kernels of quant/int_kernels.h.
@@ -42,6 +43,13 @@ enum class Calibration {
 struct QuantizeOptions {
   Calibration calibration = Calibration::kMinMax;
   double percentile = 99.99;  // in (0, 100], for kPercentile
+  // Per-token dynamic scales: every Linear's input gets one scale per row (token, or sample
+  // for the MLP), its largest |value| found at run time, instead of one calibrated scale for
+  // the tensor. The value is formed in int32 at a fine calibrated scale (range / 2^16) and
+  // divided by its row's maximum in integers (quantize_rows_s8). Calibrated (static) still:
+  // the model's input, q, k and v (the softmax's integer exp needs one score scale per head,
+  // and P V mixes the rows of v), and the int32 residual stream.
+  bool per_token = false;
 };
 
 // An integer activation: row-major values of one type, and the scale they stand at.
@@ -50,6 +58,9 @@ struct IntTensor {
   IntType type = IntType::kS8;
   Shape shape;
   double scale = 1.0;       // real value = integer * scale (kS32 logits: see column_scales)
+  // Per-token (QuantizeOptions::per_token): row r (a row is the last dim) stands at
+  // scale * row_factor[r]. Empty: one scale for every row.
+  std::vector<int32_t> row_factor;
   std::vector<int8_t> s8;   // kS8
   std::vector<uint8_t> u8;  // kU8
   std::vector<int32_t> s32;  // kS32

@@ -99,6 +99,13 @@ const Tensor& StageReader::tensor(const std::string& name, const char* dtype, co
   return it->second;
 }
 
+bool StageReader::flag(const std::string& key) const {
+  const std::string s = text(key);
+  SG_CHECK(s == "0" || s == "1", "QuantizedModel::load: '{}': metadata '{}' is '{}', not 0 or 1", path_, prefix + key,
+           s);
+  return s == "1";
+}
+
 std::vector<int8_t> StageReader::s8(const std::string& name, const Shape& shape) const {
   const std::vector<int64_t> v = tensor(name, "I8", shape).to_vector<int64_t>();
   return std::vector<int8_t>(v.begin(), v.end());  // the file's I8: every value fits
@@ -150,8 +157,10 @@ double Observer::range(const QuantizeOptions& o) const {
 
 // ---- LinearStage --------------------------------------------------------------------------------
 
-LinearStage::Fields LinearStage::quantize_weights(const Tensor& weight, const Tensor& bias, double in_scale) {
+LinearStage::Fields LinearStage::quantize_weights(const Tensor& weight, const Tensor& bias, double in_scale,
+                                                  bool per_token_in) {
   Fields f;
+  f.per_token_in = per_token_in;
   f.out = weight.size(0);
   f.in = weight.size(1);
   f.in_scale = in_scale;
@@ -168,6 +177,7 @@ LinearStage::Fields LinearStage::quantize_weights(const Tensor& weight, const Te
     f.weight_scale[c] = s;
     for (int64_t k = 0; k < f.in; ++k)
       f.weight[c * f.in + k] = static_cast<int8_t>(std::clamp(std::round(w[c * f.in + k] / s), -127.0, 127.0));
+    if (per_token_in) continue;  // the bias goes to the output's scale: bias_at_targets()
     const double q = std::round(b[c] / (in_scale * s));
     SG_CHECK(std::fabs(q) < 2147483647.0,
              "quantize: Linear ({} -> {}): bias {} of channel {} is {} at the accumulator's scale {:g}, beyond int32",
@@ -177,23 +187,135 @@ LinearStage::Fields LinearStage::quantize_weights(const Tensor& weight, const Te
   return f;
 }
 
+double LinearStage::Fields::target_scale(int64_t c) const {
+  switch (output) {
+    case LinearOutput::kLogits: return per_token_in ? fine_scale : 0;
+    case LinearOutput::kS32: return out_scale;
+    case LinearOutput::kS8Gelu: return pre_scale;
+    case LinearOutput::kS8:
+    case LinearOutput::kU8Relu:
+      if (per_token_out) return fine_scale;
+      return column_out_scale.empty() ? out_scale : column_out_scale[c];
+  }
+  return 0;
+}
+
+void LinearStage::bias_at_targets(Fields& f, const Tensor& bias) {
+  const std::vector<double> b =
+      bias.defined() ? bias.detach().to(kFloat64).to_vector<double>() : std::vector<double>(f.out, 0.0);
+  for (int64_t c = 0; c < f.out; ++c) {
+    const double q = std::round(b[c] / f.target_scale(c));
+    SG_CHECK(std::fabs(q) < 1073741824.0,
+             "quantize: Linear ({} -> {}): bias {} of channel {} is {} at its output's scale {:g}, beyond 2^30", f.in,
+             f.out, b[c], c, q, f.target_scale(c));
+    f.bias[c] = static_cast<int32_t>(q);
+  }
+}
+
 LinearStage::LinearStage(Fields f) : f_(std::move(f)) {
   SG_CHECK(f_.in > 0 && f_.out > 0 && static_cast<int64_t>(f_.weight.size()) == f_.in * f_.out &&
                static_cast<int64_t>(f_.bias.size()) == f_.out && static_cast<int64_t>(f_.weight_scale.size()) == f_.out,
            "LinearStage: inconsistent fields ({} -> {})", f_.in, f_.out);
   SG_CHECK(f_.in_type != IntType::kS32, "LinearStage: the input must be int8 or uint8");
-  SG_CHECK(f_.column_out_scale.empty() ||
-               (f_.output == LinearOutput::kS8 && static_cast<int64_t>(f_.column_out_scale.size()) == f_.out),
-           "LinearStage: per-column output scales need an int8 output and one scale per column");
-  const double target = f_.output == LinearOutput::kS8Gelu ? f_.pre_scale : f_.out_scale;
-  if (f_.output != LinearOutput::kLogits)
-    for (int64_t c = 0; c < f_.out; ++c) {
-      const double to = f_.column_out_scale.empty() ? target : f_.column_out_scale[c];
-      requant_.push_back(to_fixed_point(f_.in_scale * f_.weight_scale[c] / to));
-    }
-  if (f_.output == LinearOutput::kS8Gelu) gelu_ = make_gelu_params(f_.pre_scale, f_.out_scale);
+  SG_CHECK(f_.column_out_scale.empty() || (f_.output == LinearOutput::kS8 && !f_.per_token_out &&
+                                           static_cast<int64_t>(f_.column_out_scale.size()) == f_.out),
+           "LinearStage: per-column output scales need a static int8 output and one scale per column");
+  SG_CHECK(!f_.per_token_out || f_.output == LinearOutput::kS8 || f_.output == LinearOutput::kU8Relu ||
+               f_.output == LinearOutput::kS8Gelu,
+           "LinearStage: a per-token output must be int8, uint8 after ReLU, or int8 after GELU");
+  for (int64_t c = 0; c < f_.out; ++c)
+    if (const double to = f_.target_scale(c); to > 0) requant_.push_back(to_fixed_point(f_.in_scale * f_.weight_scale[c] / to));
+  if (f_.output == LinearOutput::kS8Gelu)
+    gelu_ = f_.per_token_out ? make_gelu_params(f_.pre_scale, f_.fine_scale, kWideGeluMax)
+                             : make_gelu_params(f_.pre_scale, f_.out_scale);
   if (f_.output == LinearOutput::kLogits)
-    for (int64_t c = 0; c < f_.out; ++c) logit_scales_.push_back(f_.in_scale * f_.weight_scale[c]);
+    for (int64_t c = 0; c < f_.out; ++c)
+      logit_scales_.push_back(f_.per_token_in ? f_.fine_scale : f_.in_scale * f_.weight_scale[c]);
+}
+
+namespace {
+
+__extension__ typedef __int128 int128;
+
+// Per-token input: acc (rows, cols) stands at in_scale * m_r * weight_scale[c]; out =
+// round(acc m_r r_c) + bias_c (r_c = f[c]: in_scale weight_scale[c] / target, half away from
+// zero), clamped to [-2^30, 2^30]. |acc m_r| < 2^62 and the multiplier < 2^31: 128-bit products.
+void rescale_rows(const int32_t* acc, int64_t rows, int64_t cols, const int32_t* row_factor, const FixedPoint* f,
+                  const int32_t* bias, int32_t* out) {
+  constexpr int64_t kLimit = int64_t{1} << 30;
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int128 p = static_cast<int128>(int64_t{acc[r * cols + c]} * row_factor[r]) * f[c].multiplier;
+      const int s = f[c].shift;
+      const int128 v = ((p + (int128{1} << (s - 1)) - (p < 0)) >> s) + bias[c];
+      out[r * cols + c] = static_cast<int32_t>(std::clamp<int128>(v, -kLimit, kLimit));
+    }
+}
+
+template <typename T> std::vector<T> narrow_to(const std::vector<int32_t>& wide, int32_t lo, int32_t hi) {
+  std::vector<T> out(wide.size());
+  for (size_t i = 0; i < wide.size(); ++i) out[i] = static_cast<T>(std::clamp(wide[i], lo, hi));
+  return out;
+}
+
+}  // namespace
+
+IntTensor LinearStage::finish(std::vector<int32_t> wide, const Shape& shape) const {
+  IntTensor y;
+  y.shape = shape;
+  y.scale = f_.out_scale;
+  const int64_t rows = static_cast<int64_t>(wide.size()) / f_.out;
+  auto per_token = [&](IntType type, std::vector<int32_t> values) {
+    y.type = type;
+    y.row_factor.resize(static_cast<size_t>(rows));  // y.scale: out_scale = fine_scale / qmax, set by quantize()
+    if (type == IntType::kU8) {
+      y.u8.resize(values.size());
+      quantize_rows_u8(values.data(), rows, f_.out, y.u8.data(), y.row_factor.data());
+    } else {
+      y.s8.resize(values.size());
+      quantize_rows_s8(values.data(), rows, f_.out, y.s8.data(), y.row_factor.data());
+    }
+  };
+  switch (f_.output) {
+    case LinearOutput::kLogits:
+      y.type = IntType::kS32;
+      y.column_scales = logit_scales_;
+      y.s32 = std::move(wide);
+      break;
+    case LinearOutput::kS32:
+      y.type = IntType::kS32;
+      y.s32 = std::move(wide);
+      break;
+    case LinearOutput::kS8:
+      if (f_.per_token_out) {
+        per_token(IntType::kS8, std::move(wide));
+      } else {
+        y.type = IntType::kS8;
+        y.s8 = narrow_to<int8_t>(wide, -127, 127);
+      }
+      break;
+    case LinearOutput::kU8Relu:
+      if (f_.per_token_out) {
+        per_token(IntType::kU8, std::move(wide));
+      } else {
+        y.type = IntType::kU8;
+        y.u8 = narrow_to<uint8_t>(wide, 0, 255);
+      }
+      break;
+    case LinearOutput::kS8Gelu:
+      if (f_.per_token_out) {
+        std::vector<int32_t> g(wide.size());
+        gelu_s32(wide.data(), static_cast<int64_t>(wide.size()), gelu_, g.data());
+        per_token(IntType::kS8, std::move(g));
+      } else {
+        y.type = IntType::kS8;
+        y.s8.resize(wide.size());
+        gelu_s8(wide.data(), static_cast<int64_t>(wide.size()), gelu_, y.s8.data());
+      }
+      break;
+  }
+  return y;
 }
 
 IntTensor LinearStage::run(const IntTensor& x) const {
@@ -201,50 +323,46 @@ IntTensor LinearStage::run(const IntTensor& x) const {
            "quantized Linear ({} -> {}): input of shape {} and type {}, expected last dim {} and type {}", f_.in,
            f_.out, x.shape, static_cast<int>(x.type), f_.in, static_cast<int>(f_.in_type));
   const int64_t rows = x.numel() / f_.in;
+  SG_CHECK(f_.per_token_in ? static_cast<int64_t>(x.row_factor.size()) == rows : x.row_factor.empty(),
+           "quantized Linear ({} -> {}): expected {} input, got {} row factors for {} rows", f_.in, f_.out,
+           f_.per_token_in ? "a per-token" : "a per-tensor", x.row_factor.size(), rows);
   std::vector<int32_t> acc(static_cast<size_t>(rows * f_.out));
   const void* a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : x.s8.data();
   gemm_int8({.M = rows, .N = f_.out, .K = f_.in, .a = a, .a_signed = f_.in_type == IntType::kS8, .lda = f_.in,
              .b = f_.weight.data(), .trans_b = true, .ldb = f_.in,  // W is (out, in): x W^T
              .c = acc.data(), .ldc = f_.out});
+  Shape shape = x.shape;
+  shape.back() = f_.out;
+  if (f_.per_token_in) {  // the bias is at the target scale: added after the rescale
+    std::vector<int32_t> wide(acc.size());
+    rescale_rows(acc.data(), rows, f_.out, x.row_factor.data(), requant_.data(), f_.bias.data(), wide.data());
+    return finish(std::move(wide), shape);
+  }
 #pragma omp parallel for schedule(static) if (rows * f_.out > (1 << 16))
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += f_.bias[c];
-
-  IntTensor y;
-  y.shape = x.shape;
-  y.shape.back() = f_.out;
-  y.scale = f_.out_scale;
-  switch (f_.output) {
-    case LinearOutput::kLogits:
-      y.type = IntType::kS32;
-      y.column_scales = logit_scales_;
-      y.s32 = std::move(acc);
-      break;
-    case LinearOutput::kS32:
-      y.type = IntType::kS32;
-      y.s32.resize(acc.size());
-      requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, y.s32.data(), f_.out);
-      break;
-    case LinearOutput::kS8:
-      y.type = IntType::kS8;
-      y.s8.resize(acc.size());
-      requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out);
-      break;
-    case LinearOutput::kU8Relu:
-      y.type = IntType::kU8;
-      y.u8.resize(acc.size());
-      requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out);
-      break;
-    case LinearOutput::kS8Gelu: {
-      std::vector<int32_t> pre(acc.size());
-      requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, pre.data(), f_.out);
-      y.type = IntType::kS8;
-      y.s8.resize(acc.size());
-      gelu_s8(pre.data(), static_cast<int64_t>(pre.size()), gelu_, y.s8.data());
-      break;
-    }
+  if (f_.output == LinearOutput::kLogits) return finish(std::move(acc), shape);
+  if (!f_.per_token_out && f_.output == LinearOutput::kS8) {  // straight to int8
+    IntTensor y;
+    y.type = IntType::kS8;
+    y.shape = shape;
+    y.scale = f_.out_scale;
+    y.s8.resize(acc.size());
+    requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out);
+    return y;
   }
-  return y;
+  if (!f_.per_token_out && f_.output == LinearOutput::kU8Relu) {
+    IntTensor y;
+    y.type = IntType::kU8;
+    y.shape = shape;
+    y.scale = f_.out_scale;
+    y.u8.resize(acc.size());
+    requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out);
+    return y;
+  }
+  std::vector<int32_t> wide(acc.size());
+  requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out);
+  return finish(std::move(wide), shape);
 }
 
 namespace {
@@ -272,6 +390,9 @@ void LinearStage::save(StageWriter& w) const {
   w.reals("weight_scale", f_.weight_scale);
   w.text("per_column_out", f_.column_out_scale.empty() ? "0" : "1");
   if (!f_.column_out_scale.empty()) w.reals("column_out_scale", f_.column_out_scale);
+  w.text("per_token_in", f_.per_token_in ? "1" : "0");
+  w.text("per_token_out", f_.per_token_out ? "1" : "0");
+  w.real("fine_scale", f_.fine_scale);
 }
 
 std::unique_ptr<Stage> LinearStage::load(const StageReader& r) {
@@ -297,10 +418,10 @@ std::unique_ptr<Stage> LinearStage::load(const StageReader& r) {
   f.weight = r.s8("weight", {f.out, f.in});
   f.bias = r.s32("bias", {f.out});
   f.weight_scale = r.reals("weight_scale", f.out);
-  const std::string per_column = r.text("per_column_out");
-  SG_CHECK(per_column == "0" || per_column == "1", "QuantizedModel::load: {}per_column_out is '{}', not 0 or 1",
-           r.prefix, per_column);
-  if (per_column == "1") f.column_out_scale = r.reals("column_out_scale", f.out);
+  if (r.flag("per_column_out")) f.column_out_scale = r.reals("column_out_scale", f.out);
+  f.per_token_in = r.flag("per_token_in");
+  f.per_token_out = r.flag("per_token_out");
+  f.fine_scale = r.real("fine_scale");
   return std::make_unique<LinearStage>(std::move(f));
 }
 
@@ -309,8 +430,10 @@ int64_t LinearStage::parameter_bytes() const {
 }
 
 std::string LinearStage::describe() const {
-  return fmt::format("linear {} -> {} ({} in, {} out, in scale {:.4g}, out scale {:.4g})", f_.in, f_.out,
-                     f_.in_type == IntType::kU8 ? "u8" : "s8", output_name(f_.output), f_.in_scale, f_.out_scale);
+  return fmt::format("linear {} -> {} ({}{} in, {}{} out, in scale {:.4g}, out scale {:.4g})", f_.in, f_.out,
+                     f_.per_token_in ? "per-token " : "", f_.in_type == IntType::kU8 ? "u8" : "s8",
+                     f_.per_token_out ? "per-token " : "", output_name(f_.output), f_.in_scale,
+                     f_.per_token_out ? f_.fine_scale : f_.out_scale);
 }
 
 }  // namespace sg::quant

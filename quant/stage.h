@@ -55,6 +55,7 @@ class StageReader {
 
   std::string text(const std::string& key) const;
   double real(const std::string& key) const;  // finite and > 0
+  bool flag(const std::string& key) const;    // "0" or "1"
   std::vector<int8_t> s8(const std::string& name, const Shape& shape) const;
   std::vector<int32_t> s32(const std::string& name, const Shape& shape) const;
   std::vector<double> reals(const std::string& name, int64_t n) const;  // each finite and > 0
@@ -111,10 +112,26 @@ class LinearStage : public Stage {
     // kS8 only, optional: one output scale per column instead of out_scale (an attention's
     // fused q/k/v projection gives q, k and v each their own scale).
     std::vector<double> column_out_scale;
+    // Per-token activations (QuantizeOptions::per_token):
+    // - per_token_in: input row r stands at in_scale * row_factor[r], so the accumulator's scale
+    //   differs per row; each row is rescaled in integers (acc m_r r_c, 128-bit) to the column's
+    //   target scale (target_scale()), and the bias is stored at that target scale instead.
+    // - per_token_out (kS8, kU8Relu, kS8Gelu): the output is formed in int32 at fine_scale
+    //   (GELU: gelu_s32), then each row quantized with its own factor (quantize_rows_s8/u8).
+    // - fine_scale: that int32 scale; also the logits' scale (kLogits) after a per-token input.
+    bool per_token_in = false, per_token_out = false;
+    double fine_scale = 1;
+    // The scale the accumulators of column c are rescaled to: GELU's input scale, the int32 or
+    // int8 output's, or fine_scale; 0 for kLogits with a static input (left as accumulators).
+    double target_scale(int64_t c) const;
   };
   explicit LinearStage(Fields f);
-  // From a float Linear's weight (out, in) and bias (or undefined): per-channel int8 weights.
-  static Fields quantize_weights(const Tensor& weight, const Tensor& bias, double in_scale);
+  // From a float Linear's weight (out, in) and bias (or undefined): per-channel int8 weights,
+  // the bias at the accumulator's scale in_scale * weight_scale[c]; per_token_in: the bias is
+  // left for bias_at_targets(), to call once the output fields are set.
+  static Fields quantize_weights(const Tensor& weight, const Tensor& bias, double in_scale,
+                                 bool per_token_in = false);
+  static void bias_at_targets(Fields& f, const Tensor& bias);  // bias[c] at f.target_scale(c)
 
   std::string kind() const override { return "linear"; }
   IntTensor run(const IntTensor& x) const override;
@@ -125,8 +142,11 @@ class LinearStage : public Stage {
   const Fields& fields() const { return f_; }
 
  private:
+  // int32 at the target scale -> this stage's output (narrowed, GELU, or per-token rows).
+  IntTensor finish(std::vector<int32_t> wide, const Shape& shape) const;
+
   Fields f_;
-  std::vector<FixedPoint> requant_;  // per column: accumulator scale -> output scale
+  std::vector<FixedPoint> requant_;  // per column: accumulator scale -> target scale
   GeluParams gelu_;
   std::vector<double> logit_scales_;  // kLogits: each column's accumulator scale, for dequantize()
 };
@@ -135,9 +155,11 @@ class LinearStage : public Stage {
 // side by side, each with its own scale folded into `exp`: scores Q K^T are int32 at
 // q_scale * k_scale, exp.scale = that / sqrt(head dim)), integer softmax to uint8 (1/256),
 // P V as uint8 x int8 -> int32 at v_scale / 256, requantized by `requant` to int8 at
-// out_scale; output (B, T, dim) with the heads merged.
+// out_scale; output (B, T, dim) with the heads merged. per_token_scale > 0 (= v_scale / 256 /
+// 127, the accumulators' scale over 127): each token's row is quantized by its own largest
+// |value| instead (quantize_rows_s8; requant and out_scale unused).
 IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& exp, FixedPoint requant,
-                         double out_scale);
+                         double out_scale, double per_token_scale = 0);
 
 // quantize() for an nn::VisionTransformer (quant/vit.cpp).
 }  // namespace sg::quant
@@ -158,6 +180,12 @@ class Observer {
   double absmax_ = 0;
   std::vector<float> sample_;  // |x|, every stride-th element
 };
+
+// Per-token activations are formed in int32 at a fine scale: the calibrated range / 2^16 (room
+// for 2^14 times the range before the int32 clamp at 2^30); GELU's wide output saturates at
+// kWideGeluMax (2^7 times the range).
+inline constexpr double kFineSteps = 65536.0;
+inline constexpr int32_t kWideGeluMax = 1 << 23;
 
 // The integer type a stage emits, and its largest magnitude.
 inline int32_t qmax(IntType t) { return t == IntType::kU8 ? 255 : 127; }

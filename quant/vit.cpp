@@ -38,17 +38,21 @@ constexpr double kResidualRange = 4194304.0;  // 2^22: the residual stream's lar
 
 struct QLayerNorm {
   int64_t n = 0;
-  double gamma_scale = 1, out_scale = 1;
+  double gamma_scale = 1, out_scale = 1;  // wide: out_scale is the int32 output's fine scale
+  bool wide = false;  // per-token: int32 output (layer_norm_s32), then each row its own int8 scale
   std::vector<int32_t> gamma, beta;  // gamma at gamma_scale, beta at out_scale
   FixedPoint to_output;              // 2^-kNormBits gamma_scale / out_scale, set by finish()
+  double row_scale = 1;              // the int8 output's scale (wide: times each row's factor)
 
   QLayerNorm& finish() {
     to_output = to_fixed_point(std::ldexp(gamma_scale, -kNormBits) / out_scale);
+    row_scale = wide ? out_scale / 127 : out_scale;
     return *this;
   }
 
-  static QLayerNorm make(const nn::LayerNorm& ln, double out_scale) {
+  static QLayerNorm make(const nn::LayerNorm& ln, double out_scale, bool wide) {
     QLayerNorm q;
+    q.wide = wide;
     const std::vector<double> g = ln.weight.defined() ? ln.weight.detach().to(kFloat64).to_vector<double>()
                                                       : std::vector<double>();
     q.n = ln.weight.defined() ? static_cast<int64_t>(g.size()) : 0;
@@ -78,19 +82,32 @@ struct QLayerNorm {
     p.to_output = to_output;
     return p;
   }
-  // x (rows, n) int32 -> int8 at out_scale
+  // x (rows, n) int32 -> int8 at out_scale, or (wide) per token: row r at out_scale / 127 * factor
   IntTensor run(const IntTensor& x) const {
     IntTensor y;
     y.type = IntType::kS8;
     y.shape = x.shape;
-    y.scale = out_scale;
     y.s8.resize(x.s32.size());
-    layer_norm_s8(x.s32.data(), x.numel() / n, n, params(), y.s8.data(), n);
+    const int64_t rows = x.numel() / n;
+    y.scale = row_scale;
+    if (wide) {
+      y.row_factor.resize(static_cast<size_t>(rows));
+      quantize_rows_s8(run_wide(x).data(), rows, n, y.s8.data(), y.row_factor.data());
+    } else {
+      layer_norm_s8(x.s32.data(), rows, n, params(), y.s8.data(), n);
+    }
+    return y;
+  }
+  // wide: x (rows, n) int32 -> int32 at out_scale
+  std::vector<int32_t> run_wide(const IntTensor& x) const {
+    std::vector<int32_t> y(x.s32.size());
+    layer_norm_s32(x.s32.data(), x.numel() / n, n, params(), y.data(), n);
     return y;
   }
   void save(StageWriter& w) const {
     w.real("gamma_scale", gamma_scale);
     w.real("out_scale", out_scale);
+    w.text("wide", wide ? "1" : "0");
     w.text("n", std::to_string(n));
     w.ints("gamma", gamma, {n});
     w.ints("beta", beta, {n});
@@ -99,6 +116,7 @@ struct QLayerNorm {
     QLayerNorm q;
     q.gamma_scale = r.real("gamma_scale");
     q.out_scale = r.real("out_scale");
+    q.wide = r.flag("wide");
     q.n = r.shape("n").at(0);
     q.gamma = r.s32("gamma", {q.n});
     q.beta = r.s32("beta", {q.n});
@@ -216,7 +234,7 @@ class VitEmbedStage : public Stage {
 }  // namespace
 
 IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& exp, FixedPoint requant,
-                         double out_scale) {
+                         double out_scale, double per_token_scale) {
   SG_CHECK(qkv.type == IntType::kS8 && qkv.shape.size() == 3 && qkv.shape[2] % (3 * heads) == 0,
            "int8_attention: expected int8 qkv (B, T, 3 dim) with dim a multiple of {} heads, got {}", heads,
            qkv.shape);
@@ -238,9 +256,15 @@ IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& e
   IntTensor y;
   y.type = IntType::kS8;
   y.shape = {B, T, D};
-  y.scale = out_scale;
   y.s8.resize(out.size());
-  requantize_s8(out.data(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
+  if (per_token_scale > 0) {  // each token's row by its own largest |value|
+    y.scale = per_token_scale;
+    y.row_factor.resize(static_cast<size_t>(B * T));
+    quantize_rows_s8(out.data(), B * T, D, y.s8.data(), y.row_factor.data());
+  } else {
+    y.scale = out_scale;
+    requantize_s8(out.data(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
+  }
   return y;
 }
 
@@ -253,6 +277,7 @@ class VitLayerStage : public Stage {
   struct Parts {
     int64_t heads = 1;
     double res_scale = 1, q_scale = 1, k_scale = 1, v_scale = 1, attn_scale = 1;
+    bool per_token = false;  // the attention's output quantized per token (the rest is in the parts)
     QLayerNorm ln1, ln2;
     std::unique_ptr<LinearStage> in_proj, out_proj, linear1, linear2;
   };
@@ -262,6 +287,7 @@ class VitLayerStage : public Stage {
     head_dim_ = dim_ / p_.heads;
     exp_ = make_exp_params(p_.q_scale * p_.k_scale / std::sqrt(static_cast<double>(head_dim_)));
     attn_requant_ = to_fixed_point(p_.v_scale / 256.0 / p_.attn_scale);
+    per_token_scale_ = p_.per_token ? p_.v_scale / 256.0 / 127 : 0;
   }
 
   std::string kind() const override { return "vit_layer"; }
@@ -277,6 +303,7 @@ class VitLayerStage : public Stage {
 
   void save(StageWriter& w) const override {
     w.text("heads", std::to_string(p_.heads));
+    w.text("per_token", p_.per_token ? "1" : "0");
     for (const auto& [key, value] : {std::pair{"res_scale", p_.res_scale}, std::pair{"q_scale", p_.q_scale},
                                      std::pair{"k_scale", p_.k_scale}, std::pair{"v_scale", p_.v_scale},
                                      std::pair{"attn_scale", p_.attn_scale}})
@@ -297,6 +324,7 @@ class VitLayerStage : public Stage {
   static std::unique_ptr<Stage> load(const StageReader& r) {
     Parts p;
     p.heads = r.shape("heads").at(0);
+    p.per_token = r.flag("per_token");
     p.res_scale = r.real("res_scale");
     p.q_scale = r.real("q_scale");
     p.k_scale = r.real("k_scale");
@@ -319,6 +347,10 @@ class VitLayerStage : public Stage {
                  p.out_proj->fields().in == d && p.out_proj->fields().out == d && p.linear1->fields().in == d &&
                  p.linear2->fields().out == d && p.linear2->fields().in == p.linear1->fields().out,
              "QuantizedModel::load: {}the layer's parts do not fit together (dim {})", r.prefix, d);
+    SG_CHECK(p.ln1.wide == p.per_token && p.ln2.wide == p.per_token && p.in_proj->fields().per_token_in == p.per_token &&
+                 p.out_proj->fields().per_token_in == p.per_token && p.linear1->fields().per_token_in == p.per_token &&
+                 p.linear1->fields().per_token_out == p.per_token && p.linear2->fields().per_token_in == p.per_token,
+             "QuantizedModel::load: {}the layer's parts disagree on per-token activations", r.prefix);
     return std::make_unique<VitLayerStage>(std::move(p));
   }
   int64_t parameter_bytes() const override {
@@ -332,12 +364,15 @@ class VitLayerStage : public Stage {
   }
 
  private:
-  IntTensor attention(const IntTensor& qkv) const { return int8_attention(qkv, p_.heads, exp_, attn_requant_, p_.attn_scale); }
+  IntTensor attention(const IntTensor& qkv) const {
+    return int8_attention(qkv, p_.heads, exp_, attn_requant_, p_.attn_scale, per_token_scale_);
+  }
 
   Parts p_;
   int64_t dim_ = 0, head_dim_ = 0;
   ExpParams exp_;
   FixedPoint attn_requant_;
+  double per_token_scale_ = 0;  // per-token: the attention output's base scale
 };
 
 // ---- vit_head ----
@@ -353,17 +388,33 @@ class VitHeadStage : public Stage {
   IntTensor run(const IntTensor& x) const override {
     SG_CHECK(x.type == IntType::kS32 && x.shape.size() == 3 && x.shape[2] == norm_.n,
              "quantized ViT head: expected the int32 residual stream (B, T, {}), got {}", norm_.n, x.shape);
-    const IntTensor n = norm_.run(x);  // (B, T, D) int8
     SG_CHECK(x.shape[1] == tokens_, "quantized ViT head: expected {} tokens, got {}", tokens_, x.shape[1]);
     const int64_t B = x.shape[0], T = x.shape[1], D = norm_.n;
     IntTensor pooled;
     pooled.type = IntType::kS8;
     pooled.shape = {B, D};
     pooled.s8.resize(static_cast<size_t>(B * D));
-    if (cls_) {
-      pooled.scale = norm_.out_scale;
-      for (int64_t b = 0; b < B; ++b) std::copy_n(n.s8.begin() + b * T * D, D, pooled.s8.begin() + b * D);
+    if (cls_) {  // token 0 of each image (with its own factor, per token)
+      const IntTensor n = norm_.run(x);  // (B, T, D) int8
+      pooled.scale = n.scale;
+      for (int64_t b = 0; b < B; ++b) {
+        std::copy_n(n.s8.begin() + b * T * D, D, pooled.s8.begin() + b * D);
+        if (norm_.wide) pooled.row_factor.push_back(n.row_factor[b * T]);
+      }
+    } else if (norm_.wide) {  // mean over tokens: the int32 sum, then each image's row its own scale
+      const std::vector<int32_t> n = norm_.run_wide(x);
+      std::vector<int32_t> sum(static_cast<size_t>(B * D));
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < D; ++c) {
+          int64_t s = 0;
+          for (int64_t t = 0; t < T; ++t) s += n[(b * T + t) * D + c];
+          sum[b * D + c] = static_cast<int32_t>(std::clamp<int64_t>(s, -(int64_t{1} << 30), int64_t{1} << 30));
+        }
+      pooled.scale = pool_scale_;  // the norm's fine scale / T / 127
+      pooled.row_factor.resize(static_cast<size_t>(B));
+      quantize_rows_s8(sum.data(), B, D, pooled.s8.data(), pooled.row_factor.data());
     } else {  // mean over tokens: an int32 sum, requantized with the 1 / T folded in
+      const IntTensor n = norm_.run(x);  // (B, T, D) int8
       pooled.scale = pool_scale_;
       std::vector<int32_t> sum(static_cast<size_t>(B * D), 0);
       for (int64_t b = 0; b < B; ++b)
@@ -395,7 +446,8 @@ class VitHeadStage : public Stage {
       norm = QLayerNorm::load(r);
     }
     auto head = load_linear(r, "head.");
-    SG_CHECK(head->fields().in == norm.n && head->fields().output == LinearOutput::kLogits,
+    SG_CHECK(head->fields().in == norm.n && head->fields().output == LinearOutput::kLogits &&
+                 head->fields().per_token_in == norm.wide,
              "QuantizedModel::load: {}the head does not fit the norm (dim {})", r.prefix, norm.n);
     return std::make_unique<VitHeadStage>(std::move(norm), cls == "1", tokens, pool_scale, std::move(head));
   }
@@ -419,7 +471,7 @@ struct LayerRanges {
   Observer ln1, q, k, v, attn, ln2, pre, gelu;
 };
 struct VitRanges {
-  Observer input, residual, norm, pooled;
+  Observer input, residual, norm, pooled, logits;
   std::vector<LayerRanges> layers;
 };
 
@@ -466,7 +518,9 @@ Tensor observed_forward(nn::VisionTransformer& vit, const Tensor& images, VitRan
   r.norm.add(n);
   const Tensor pooled = vit.cls_token.defined() ? select(n, 1, 0) : mean(n, {1});
   r.pooled.add(pooled);
-  return vit.head->forward(pooled);
+  const Tensor logits = vit.head->forward(pooled);
+  r.logits.add(logits);
+  return logits;
 }
 
 }  // namespace
@@ -489,6 +543,8 @@ QuantizedModel quantize_vit(nn::VisionTransformer& vit, const std::vector<Tensor
   }
   VitRanges r;
   r.layers.resize(vit.layers->size());
+  // An int8 activation's scale: range / 127; per-token, the int32 value's fine scale.
+  auto activation_scale = [&](const Observer& ob) { return ob.range(o) / (o.per_token ? kFineSteps : 127.0); };
   {
     NoGradGuard no_grad;
     for (size_t i = 0; i < batches.size(); ++i) {
@@ -539,42 +595,57 @@ QuantizedModel quantize_vit(nn::VisionTransformer& vit, const std::vector<Tensor
     p.k_scale = lr.k.range(o) / 127.0;
     p.v_scale = lr.v.range(o) / 127.0;
     p.attn_scale = lr.attn.range(o) / 127.0;
-    p.ln1 = QLayerNorm::make(*layer->norm1, lr.ln1.range(o) / 127.0);
-    p.ln2 = QLayerNorm::make(*layer->norm2, lr.ln2.range(o) / 127.0);
-
-    LinearStage::Fields in = LinearStage::quantize_weights(mha.in_proj_weight, mha.in_proj_bias, p.ln1.out_scale);
-    in.output = LinearOutput::kS8;
-    for (int64_t c = 0; c < 3 * opt.dim; ++c)
-      in.column_out_scale.push_back(c < opt.dim ? p.q_scale : c < 2 * opt.dim ? p.k_scale : p.v_scale);
-    in.out_scale = p.q_scale;  // bookkeeping only: the columns carry their own
-    p.in_proj = std::make_unique<LinearStage>(std::move(in));
-
-    LinearStage::Fields out = LinearStage::quantize_weights(mha.out_proj->weight, mha.out_proj->bias, p.attn_scale);
-    out.output = LinearOutput::kS32;
-    out.out_scale = res_scale;
-    p.out_proj = std::make_unique<LinearStage>(std::move(out));
-
-    LinearStage::Fields l1 =
-        LinearStage::quantize_weights(layer->linear1->weight, layer->linear1->bias, p.ln2.out_scale);
-    l1.output = LinearOutput::kS8Gelu;
-    l1.pre_scale = lr.pre.range(o) / 16384.0;
-    l1.out_scale = lr.gelu.range(o) / 127.0;
-    p.linear1 = std::make_unique<LinearStage>(std::move(l1));
-
-    LinearStage::Fields l2 = LinearStage::quantize_weights(layer->linear2->weight, layer->linear2->bias,
-                                                           lr.gelu.range(o) / 127.0);
-    l2.output = LinearOutput::kS32;
-    l2.out_scale = res_scale;
-    p.linear2 = std::make_unique<LinearStage>(std::move(l2));
+    p.per_token = o.per_token;
+    // per-token: the LayerNorms' int32 outputs at range / 2^16, each row then its own int8 scale
+    p.ln1 = QLayerNorm::make(*layer->norm1, activation_scale(lr.ln1), o.per_token);
+    p.ln2 = QLayerNorm::make(*layer->norm2, activation_scale(lr.ln2), o.per_token);
+    // A Linear reading an input of base scale in_scale (per-token: times each row's factor).
+    auto linear = [&](const Tensor& weight, const Tensor& bias, double in_scale, auto&& set_output) {
+      LinearStage::Fields f = LinearStage::quantize_weights(weight, bias, in_scale, o.per_token);
+      set_output(f);
+      if (f.per_token_in) LinearStage::bias_at_targets(f, bias);
+      return std::make_unique<LinearStage>(std::move(f));
+    };
+    const double ln1_in = o.per_token ? p.ln1.out_scale / 127 : p.ln1.out_scale;
+    const double ln2_in = o.per_token ? p.ln2.out_scale / 127 : p.ln2.out_scale;
+    const double attn_in = o.per_token ? p.v_scale / 256.0 / 127 : p.attn_scale;
+    p.in_proj = linear(mha.in_proj_weight, mha.in_proj_bias, ln1_in, [&](LinearStage::Fields& f) {
+      f.output = LinearOutput::kS8;  // q, k, v static
+      for (int64_t c = 0; c < 3 * opt.dim; ++c)
+        f.column_out_scale.push_back(c < opt.dim ? p.q_scale : c < 2 * opt.dim ? p.k_scale : p.v_scale);
+      f.out_scale = p.q_scale;  // bookkeeping only: the columns carry their own
+    });
+    p.out_proj = linear(mha.out_proj->weight, mha.out_proj->bias, attn_in, [&](LinearStage::Fields& f) {
+      f.output = LinearOutput::kS32;
+      f.out_scale = res_scale;
+    });
+    p.linear1 = linear(layer->linear1->weight, layer->linear1->bias, ln2_in, [&](LinearStage::Fields& f) {
+      f.output = LinearOutput::kS8Gelu;
+      f.pre_scale = lr.pre.range(o) / 16384.0;
+      f.per_token_out = o.per_token;
+      f.fine_scale = lr.gelu.range(o) / kFineSteps;
+      f.out_scale = o.per_token ? f.fine_scale / 127 : lr.gelu.range(o) / 127.0;
+    });
+    const double gelu_in = p.linear1->fields().out_scale;
+    p.linear2 = linear(layer->linear2->weight, layer->linear2->bias, gelu_in, [&](LinearStage::Fields& f) {
+      f.output = LinearOutput::kS32;
+      f.out_scale = res_scale;
+    });
     q.add_stage(std::make_unique<VitLayerStage>(std::move(p)));
   }
   // vit_head
   {
-    QLayerNorm norm = QLayerNorm::make(*vit.norm, r.norm.range(o) / 127.0);
+    QLayerNorm norm = QLayerNorm::make(*vit.norm, activation_scale(r.norm), o.per_token);
     const bool cls = vit.cls_token.defined();
-    const double pooled_scale = cls ? norm.out_scale : r.pooled.range(o) / 127.0;
-    LinearStage::Fields hf = LinearStage::quantize_weights(vit.head->weight, vit.head->bias, pooled_scale);
+    const double tokens = static_cast<double>(vit.pos_embed.size(1));
+    const double pooled_scale = o.per_token ? norm.out_scale / 127 / (cls ? 1.0 : tokens)
+                                : cls       ? norm.out_scale
+                                            : r.pooled.range(o) / 127.0;
+    LinearStage::Fields hf =
+        LinearStage::quantize_weights(vit.head->weight, vit.head->bias, pooled_scale, o.per_token);
     hf.output = LinearOutput::kLogits;
+    hf.fine_scale = r.logits.range(o) / kFineSteps;
+    if (hf.per_token_in) LinearStage::bias_at_targets(hf, vit.head->bias);
     q.add_stage(std::make_unique<VitHeadStage>(std::move(norm), cls, vit.pos_embed.size(1), pooled_scale,
                                                std::make_unique<LinearStage>(std::move(hf))));
   }

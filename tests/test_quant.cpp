@@ -71,6 +71,72 @@ TEST_CASE("a quantized Linear is within the bound its scales give, for every out
   CHECK(worst > 0.01);  // the bound is not vacuous
 }
 
+// A per-token Linear (QuantizeOptions::per_token): x is formed in int32 at a fine scale f_in
+// (error <= f_in / 2), each row r then quantized at s_r = f_in m_r / 127 (m_r its largest
+// |value|, error <= s_r / 2); weights per channel at s_c; the output rescaled to f_out in
+// integers, bias there too (<= f_out / 2 each). So each output is within
+//   sum_k (|x_k| s_c / 2 + |W_ck| e_k + e_k s_c / 2) + f_out,  e_k = (f_in + s_r) / 2,
+// of the float product: the bound scales with the row's own magnitude, where one scale for
+// the tensor (s = max|x| / 127) would round the small rows to nothing.
+TEST_CASE("a per-token Linear: each row at its own scale, within the bound its scales give") {
+  sg::Generator gen(7);
+  const int64_t R = 40, in = 37, out = 11;
+  sg::nn::Linear lin(in, out, gen);
+  std::vector<double> xv;
+  for (int64_t r = 0; r < R; ++r) {  // row magnitudes from 3 down to 0.01
+    const double mag = 3.0 * std::pow(0.01 / 3.0, r / double(R - 1));
+    for (int64_t k = 0; k < in; ++k) xv.push_back(mag * (2 * gen.uniform() - 1));
+  }
+  double xmax = 0;
+  for (double v : xv) xmax = std::max(xmax, std::fabs(v));
+  const double f_in = xmax / q::kFineSteps, f_out = 1e-5;
+  std::vector<int32_t> wide;
+  for (double v : xv) wide.push_back(static_cast<int32_t>(std::lround(v / f_in)));
+  q::IntTensor x;
+  x.type = q::IntType::kS8;
+  x.shape = {R, in};
+  x.scale = f_in / 127;
+  x.s8.resize(wide.size());
+  x.row_factor.resize(R);
+  q::quantize_rows_s8(wide.data(), R, in, x.s8.data(), x.row_factor.data());
+  q::LinearStage::Fields f = q::LinearStage::quantize_weights(lin.weight, lin.bias, x.scale, true);
+  f.output = q::LinearOutput::kLogits;
+  f.fine_scale = f_out;
+  q::LinearStage::bias_at_targets(f, lin.bias);
+  const q::LinearStage stage(f);
+  const q::IntTensor y = stage.run(x);
+  REQUIRE(y.type == q::IntType::kS32);
+  const std::vector<double> w = lin.weight.to(sg::kFloat64).to_vector<double>(),
+                            b = lin.bias.to(sg::kFloat64).to_vector<double>();
+  double worst = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const double s_r = f_in * x.row_factor[r] / 127, e = (f_in + s_r) / 2;
+    double row_err = 0, row_max = 0;
+    for (int64_t c = 0; c < out; ++c) {
+      const double s_c = f.weight_scale[c];
+      double want = b[c], bound = f_out;
+      for (int64_t k = 0; k < in; ++k) {
+        want += xv[r * in + k] * w[c * in + k];
+        bound += std::fabs(xv[r * in + k]) * s_c / 2 + std::fabs(w[c * in + k]) * e + e * s_c / 2;
+      }
+      const double got = y.s32[r * out + c] * y.column_scales[c], err = std::fabs(got - want);
+      worst = std::max(worst, err / bound);
+      REQUIRE(err <= bound * (1 + 1e-6));
+      row_err = std::max(row_err, err);
+      row_max = std::max(row_max, std::fabs(want - b[c]));  // the product's magnitude, bias aside
+    }
+    // The smallest rows keep their relative precision (one scale for the tensor would round
+    // the 0.01 rows to a few levels of 3 / 127).
+    CHECK(row_err <= 0.03 * row_max + 2 * f_out);
+  }
+  MESSAGE("per-token Linear: worst error / bound = " << worst);
+  CHECK(worst > 0.01);
+  // A per-tensor input to a per-token stage (and the reverse) is refused.
+  x.row_factor.clear();
+  CHECK_THROWS_WITH_AS(stage.run(x), doctest::Contains("expected a per-token input, got 0 row factors for 40 rows"),
+                       sg::Error);
+}
+
 // Integer attention against float attention on the same (dequantized) int8 q, k, v: the
 // scores are exact integers, each probability is within 1 LSB (1/256) of round(256 p), i.e.
 // within 1.5/256 of p, so each output is within 1.5/256 sum_j |v_j| of the float one before
@@ -112,13 +178,15 @@ TEST_CASE("integer attention is within the bound of its softmax's 1 LSB and the 
 }
 
 TEST_CASE("a quantized MLP tracks the float one; save and load are bit-exact; 1 and 2 threads agree") {
+ for (const bool per_token : {false, true}) {
+  CAPTURE(per_token);
   sg::Generator gen(3);
   auto net = std::make_shared<sg::nn::Sequential>(std::initializer_list<std::shared_ptr<sg::nn::Module>>{
       std::make_shared<sg::nn::Linear>(20, 32, gen), std::make_shared<sg::nn::ReLU>(),
       std::make_shared<sg::nn::Dropout>(0.5, gen), std::make_shared<sg::nn::Linear>(32, 16, gen),
       std::make_shared<sg::nn::GELU>(), std::make_shared<sg::nn::Linear>(16, 5, gen)});
   const Tensor x = sg::randn({200, 20}, gen);
-  const q::QuantizedModel qm = q::quantize(*net, batches_of(x, 64));
+  const q::QuantizedModel qm = q::quantize(*net, batches_of(x, 64), {.per_token = per_token});
   CHECK(net->is_training());  // quantize() restores the mode it found
   net->eval();
   Tensor want;
@@ -149,16 +217,19 @@ TEST_CASE("a quantized MLP tracks the float one; save and load are bit-exact; 1 
   sg::set_num_threads(saved);
   CHECK(one == two);
   CHECK(one == y.to_vector<float>());
+ }
 }
 
 TEST_CASE("a quantized ViT tracks the float one, both poolings; save and load are bit-exact") {
-  for (const std::string pool : {"mean", "cls"}) {
+  for (const std::string pool : {"mean", "cls"})
+   for (const bool per_token : {false, true}) {
     CAPTURE(pool);
+    CAPTURE(per_token);
     sg::Generator gen(4);
     sg::nn::VisionTransformer vit({.patch = 7, .dim = 32, .depth = 2, .heads = 4, .pool = pool}, gen);
     vit.eval();
     const Tensor images = sg::rand({96, 28, 28}, gen);
-    const q::QuantizedModel qm = q::quantize(vit, batches_of(images, 32));
+    const q::QuantizedModel qm = q::quantize(vit, batches_of(images, 32), {.per_token = per_token});
     Tensor want;
     {
       sg::NoGradGuard no_grad;
@@ -168,7 +239,7 @@ TEST_CASE("a quantized ViT tracks the float one, both poolings; save and load ar
     MESSAGE("ViT (" << pool << "): max |int8 - float| = " << max_abs(y - want) << " of max |logit| "
                     << max_abs(want));
     CHECK(max_abs(y - want) <= 0.1 * max_abs(want));
-    const std::string path = scratch("vit_" + pool + ".int8.safetensors");
+    const std::string path = scratch("vit_" + pool + (per_token ? "_token" : "") + ".int8.safetensors");
     qm.save(path);
     CHECK(q::QuantizedModel::load(path).forward(images).to_vector<float>() == y.to_vector<float>());
   }
@@ -186,12 +257,15 @@ TEST_CASE("forward_integer runs with floating-point traps on: no float arithmeti
       std::make_shared<sg::nn::Linear>(784, 64, gen), std::make_shared<sg::nn::ReLU>(),
       std::make_shared<sg::nn::Linear>(64, 10, gen)});
   const Tensor images = sg::rand({16, 28, 28}, gen);
-  const q::QuantizedModel qv = q::quantize(vit, {images});
-  const q::QuantizedModel qm = q::quantize(*mlp, {images.reshape({16, 784})});
+  const Tensor flat = images.reshape({16, 784});
+  const q::QuantizedModel qv = q::quantize(vit, {images}), qm = q::quantize(*mlp, {flat}),
+                          qv_token = q::quantize(vit, {images}, {.per_token = true}),
+                          qm_token = q::quantize(*mlp, {flat}, {.per_token = true});
   const int saved = sg::get_num_threads();
   sg::set_num_threads(1);
-  for (const auto* model : {&qv, &qm}) {
-    const q::IntTensor in = model == &qv ? qv.quantize_input(images) : qm.quantize_input(images.reshape({16, 784}));
+  for (const auto* model : {&qv, &qm, &qv_token, &qm_token}) {
+    const bool is_vit = model == &qv || model == &qv_token;
+    const q::IntTensor in = model->quantize_input(is_vit ? images : flat);
     // The first call creates oneDNN's primitives for these shapes (its set-up computes in
     // float, once per shape); the trapped call runs the cached kernels.
     const q::IntTensor untrapped = model->forward_integer(in);
