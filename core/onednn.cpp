@@ -198,6 +198,8 @@ void check_int8_gemm(const Int8Gemm& g, const char* op) {
   SG_CHECK(g.a && g.b && g.c, "{}: null pointer: a={} b={} c={} ({})", op, g.a, fmt::ptr(g.b), fmt::ptr(g.c),
            int8_shapes(g));
   SG_CHECK(g.lda >= g.K, "{}: lda={} is shorter than a row of a (K={}) ({})", op, g.lda, g.K, int8_shapes(g));
+  SG_CHECK(!g.b_column_sums || ((g.batch0 == 1 || g.b_stride0 == 0) && (g.batch1 == 1 || g.b_stride1 == 0)),
+           "{}: b_column_sums describe one b matrix, but b has distinct matrices per batch ({})", op, int8_shapes(g));
   const int64_t b_row = g.trans_b ? g.K : g.N;
   SG_CHECK(g.ldb >= b_row, "{}: ldb={} is shorter than a row of b ({}={}) ({})", op, g.ldb, g.trans_b ? "K" : "N",
            b_row, int8_shapes(g));
@@ -334,6 +336,17 @@ void column_sums(int64_t K, int64_t n0, int64_t n1, const int8_t* b, int64_t ldb
   }
 }
 
+}  // namespace
+
+void int8_column_sums(int64_t K, int64_t N, const int8_t* b, int64_t ldb, bool trans_b, int32_t* sums) {
+  SG_CHECK(K >= 0 && N >= 0 && ldb >= (trans_b ? K : N) && K <= kInt8GemmMaxK && b && sums,
+           "int8_column_sums: K = {}, N = {}, ldb = {} (trans_b {})", K, N, ldb, trans_b);
+  std::fill(sums, sums + N, 0);
+  column_sums(K, 0, N, b, ldb, trans_b, sums);
+}
+
+namespace {
+
 // NOTE: VNNI multiplies u8 by s8 only, and oneDNN 2.6 computes s8 a @ b as
 // (a + 128) @ b - 128 * colsum(b) with that compensation applied in float32: sums beyond 2^24
 // come back rounded (all-127 a and b with K = 4095: 66048256, not 66048255). u8 a is exact.
@@ -358,18 +371,22 @@ bool gemm_int8_onednn_signed(const Int8Gemm& g) {
     for (int64_t row = begin; row < end; ++row)
       shift_to_unsigned(K, a + as.offset(row / M) + row % M * g.lda, shifted.get() + row * K);
   });
-  std::vector<int32_t> colsum(static_cast<size_t>(bs.count() * N), 0);
-  for (int64_t p = 0; p < bs.count(); ++p)
-    parallel_for(N, K, [&](int64_t begin, int64_t end) {
-      column_sums(K, begin, end, g.b + bs.offset(p), g.ldb, g.trans_b, colsum.data() + p * N);
-    });
+  std::vector<int32_t> colsum;
+  if (!g.b_column_sums) {
+    colsum.assign(static_cast<size_t>(bs.count() * N), 0);
+    for (int64_t p = 0; p < bs.count(); ++p)
+      parallel_for(N, K, [&](int64_t begin, int64_t end) {
+        column_sums(K, begin, end, g.b + bs.offset(p), g.ldb, g.trans_b, colsum.data() + p * N);
+      });
+  }
+  const int32_t* sums = g.b_column_sums ? g.b_column_sums : colsum.data();
   u.a = shifted.get();
   run_matmul(*gemm, u.a, u.b, u.c);
   parallel_for(g.batch0 * g.batch1 * M, N, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t batch = row / M, i = batch / g.batch1, j = batch % g.batch1;
       int32_t* c = g.c + i * g.c_stride0 + j * g.c_stride1 + row % M * g.ldc;
-      const int32_t* sum = colsum.data() + bs.index(i, j) * N;
+      const int32_t* sum = sums + bs.index(i, j) * N;
       for (int64_t n = 0; n < N; ++n) c[n] -= 128 * sum[n];
     }
   });

@@ -89,7 +89,15 @@ struct Int8Gemm {
   int64_t ldb = 0, b_stride0 = 0, b_stride1 = 0;
   int32_t* c = nullptr;
   int64_t ldc = 0, c_stride0 = 0, c_stride1 = 0;
+  // Optional, for a b that is used again and again (a layer's weights) with signed a: b's
+  // column sums (int8_column_sums), which the signed path needs and otherwise computes on
+  // every call (K x N work: more than the product itself at M = 1). One matrix of b only
+  // (batch0 = batch1 = 1, or b strides 0).
+  const int32_t* b_column_sums = nullptr;
 };
+
+// sum over k of b[k][n] (b (K, N), or (N, K) with trans_b, leading dimension ldb) -> sums (N).
+void int8_column_sums(int64_t K, int64_t N, const int8_t* b, int64_t ldb, bool trans_b, int32_t* sums);
 
 // The largest K gemm_int8 accepts: every sum must fit int32. A u8 * s8 product lies in
 // [255 * -128, 255 * 127] = [-32640, 32385], so K terms stay >= -2^31 while

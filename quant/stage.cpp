@@ -223,6 +223,8 @@ LinearStage::LinearStage(Fields f) : f_(std::move(f)) {
   SG_CHECK(!f_.per_token_out || f_.output == LinearOutput::kS8 || f_.output == LinearOutput::kU8Relu ||
                f_.output == LinearOutput::kS8Gelu,
            "LinearStage: a per-token output must be int8, uint8 after ReLU, or int8 after GELU");
+  weight_column_sums_.resize(static_cast<size_t>(f_.out));
+  int8_column_sums(f_.in, f_.out, f_.weight.data(), f_.in, true, weight_column_sums_.data());
   for (int64_t c = 0; c < f_.out; ++c)
     if (const double to = f_.target_scale(c); to > 0) requant_.push_back(to_fixed_point(f_.in_scale * f_.weight_scale[c] / to));
   if (f_.output == LinearOutput::kS8Gelu)
@@ -330,7 +332,7 @@ IntTensor LinearStage::run(const IntTensor& x) const {
   const void* a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : x.s8.data();
   gemm_int8({.M = rows, .N = f_.out, .K = f_.in, .a = a, .a_signed = f_.in_type == IntType::kS8, .lda = f_.in,
              .b = f_.weight.data(), .trans_b = true, .ldb = f_.in,  // W is (out, in): x W^T
-             .c = acc.data(), .ldc = f_.out});
+             .c = acc.data(), .ldc = f_.out, .b_column_sums = weight_column_sums_.data()});
   Shape shape = x.shape;
   shape.back() = f_.out;
   if (f_.per_token_in) {  // the bias is at the target scale: added after the rescale

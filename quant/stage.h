@@ -146,6 +146,7 @@ class LinearStage : public Stage {
   IntTensor finish(std::vector<int32_t> wide, const Shape& shape) const;
 
   Fields f_;
+  std::vector<int32_t> weight_column_sums_;  // for gemm_int8 with a signed input (Int8Gemm::b_column_sums)
   std::vector<FixedPoint> requant_;  // per column: accumulator scale -> target scale
   GeluParams gelu_;
   std::vector<double> logit_scales_;  // kLogits: each column's accumulator scale, for dequantize()

@@ -67,9 +67,15 @@ void check_matrix(int64_t M, int64_t N, int64_t K, bool a_signed, bool trans_b, 
   CAPTURE(trans_b);
   const std::vector<int8_t> a = bytes(static_cast<size_t>(M * K), fill_a, !a_signed, gen);
   const std::vector<int8_t> b = bytes(static_cast<size_t>(K * N), fill_b, false, gen);
-  check_exact({.M = M, .N = N, .K = K, .a = a.data(), .a_signed = a_signed, .lda = K, .b = b.data(),
-               .trans_b = trans_b, .ldb = trans_b ? K : N, .ldc = N},
-              static_cast<size_t>(M * N));
+  const Int8Gemm g{.M = M, .N = N, .K = K, .a = a.data(), .a_signed = a_signed, .lda = K, .b = b.data(),
+                   .trans_b = trans_b, .ldb = trans_b ? K : N, .ldc = N};
+  check_exact(g, static_cast<size_t>(M * N));
+  // b's column sums given (a layer's weights): the same bits.
+  std::vector<int32_t> sums(static_cast<size_t>(N));
+  sg::int8_column_sums(K, N, b.data(), g.ldb, trans_b, sums.data());
+  Int8Gemm with_sums = g;
+  with_sums.b_column_sums = sums.data();
+  check_exact(with_sums, static_cast<size_t>(M * N));
 }
 
 std::string forced_isa() {
@@ -224,5 +230,7 @@ TEST_CASE("gemm_int8: bad arguments throw sg::Error naming the op and the value"
   bad([](Int8Gemm& g) { g.b_stride0 = -12; }, {"gemm_int8: b_stride0=-12 is negative"});
   bad([](Int8Gemm& g) { g.c_stride0 = 0; }, {"gemm_int8: c_stride0=0 c_stride1=0 ldc=3 make elements of c overlap"});
   bad([](Int8Gemm& g) { g.c_stride0 = 5; }, {"gemm_int8: c_stride0=5", "overlap"});
+  const std::vector<int32_t> sums(3);
+  bad([&](Int8Gemm& g) { g.b_column_sums = sums.data(); }, {"gemm_int8: b_column_sums describe one b matrix"});
   check_error([&] { sg::gemm_int8_reference(Int8Gemm{}); }, {"gemm_int8_reference: sizes must be positive", "M=0"});
 }
