@@ -16,10 +16,22 @@
 //   attention     (256, 4, 17, 16): int8_attention (Q K^T, softmax, P V, requantize) vs the
 //                 fused float32 scaled_dot_product_attention
 // Models (when a checkpoint is given: mnist_mlp / mnist_transformer --save): accuracy and
-// time over the test set at batch 1 and 256, float32 vs int8, and their parameter bytes.
+// time of one pass over the test set (trainer::score) at batch 1 and 256, float32 vs int8
+// (statically quantized, integer from input to logits; and per-token at 256), and their
+// parameter bytes. Beside
+// them PyTorch on the same checkpoint in the same run (bench/torch_peer.py, spec `infer`,
+// asked right after softgrad's two passes of the row): the same weights in float32, and
+// torch.quantization.quantize_dynamic(model, {nn.Linear}, qint8), PyTorch 1.13's int8
+// inference, where only the Linear GEMMs run int8 (activations quantized on the fly) and
+// attention, softmax, LayerNorm and GELU stay float32. "vs torch int8" = torch int8 s /
+// softgrad int8 s (above 1: softgrad's int8 model is faster). With the same weights and
+// the same normalized images torch's float32 accuracy must equal softgrad's: a line under
+// the table says whether it does (within 0.02 points) on every row.
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -148,6 +160,7 @@ int main(int argc, char** argv) {
     else threads = std::atoi(argv[i]);
   }
   sg::set_num_threads(threads);
+  sgbench::TorchPeer peer(threads);  // started now: torch's import stays out of the timings
   sgbench::GemmProbe sgemm;
   double sgemm_rate = 0;
   for (int r = 0; r < 3; ++r) sgemm_rate = std::max(sgemm_rate, sgemm.run());
@@ -155,8 +168,9 @@ int main(int argc, char** argv) {
   const sg::OnednnInfo& info = sg::onednn_info();
   fmt::print("int8 inference vs float32, {} threads. oneDNN {} on {}: int8 matmul {} (native: {}).\n", threads,
              info.version, info.isa, info.int8_impl, info.int8_native ? "yes" : "no");
-  fmt::print("limits: int8 GEMM 2048^3 {:.0f} GOP/s (gemm_int8), sgemm 2048^3 {:.0f} GFLOP/s (OpenBLAS)\n\n", s8_rate,
+  fmt::print("limits: int8 GEMM 2048^3 {:.0f} GOP/s (gemm_int8), sgemm 2048^3 {:.0f} GFLOP/s (OpenBLAS)\n", s8_rate,
              sgemm_rate);
+  peer.print_about();
 
   sgbench::Table ops({{"op", true}, {"shape", true}, {"int8 ms"}, {"f32 ms"}, {"f32 / int8"}, {"note", true}});
   for (const OpRow& r : op_rows())
@@ -164,9 +178,16 @@ int main(int argc, char** argv) {
                  fmt::format("{:.2f}x", r.f32_ms / r.int8_ms), r.note});
   ops.print();
 
-  // Whole models over the test set.
-  sgbench::Table models_table({{"model", true}, {"batch"}, {"fp32 acc"}, {"int8 acc"}, {"fp32 s"}, {"int8 s"},
-                               {"speedup"}, {"fp32 KB"}, {"int8 KB"}});
+  // Whole models over the test set, each row followed by PyTorch's on the same checkpoint.
+  const bool with_torch = peer.available();  // the torch columns, even if the peer fails on a row
+  std::vector<sgbench::Column> columns = {{"model", true}, {"batch"},  {"fp32 acc"}, {"int8 acc"}, {"fp32 s"},
+                                          {"int8 s"},      {"speedup"}, {"fp32 KB"}, {"int8 KB"}};
+  if (with_torch)
+    for (const char* header : {"torch fp32 s", "torch int8 acc", "torch int8 s", "vs torch int8"})
+      columns.push_back({header});
+  sgbench::Table models_table(columns);
+  std::vector<std::string> accuracy_mismatches;  // rows where torch's float32 accuracy differs
+  int torch_rows = 0;
   for (const auto& [kind, path] : {std::pair{std::string("mlp"), mlp_ckpt}, std::pair{std::string("vit"), vit_ckpt}}) {
     if (path.empty()) continue;
     const models::CheckpointModel loaded = models::load_checkpoint_model(path, kind);
@@ -183,26 +204,73 @@ int main(int argc, char** argv) {
     const q::QuantizedModel qm = q::quantize(*model, calibration);
     int64_t float_bytes = 0;
     for (const auto& [name, t] : sg::nn::state_dict(*model)) float_bytes += t.nbytes();
-    sg::NoGradGuard no_grad;
+    // The peer reads the same checkpoint and the same IDX files (load_data found them here).
+    const std::string ckpt_path = std::filesystem::absolute(path).string();
+    const std::string data_dir =
+        std::filesystem::absolute(sg::data::resolve_dataset_dir(data.kind, std::nullopt, /*allow_download=*/false))
+            .string();
+    SG_CHECK((ckpt_path + data_dir).find_first_of(" \t\n") == std::string::npos,
+             "bench_quant: '{}' or '{}' holds whitespace, which torch_peer.py's specs cannot carry", ckpt_path,
+             data_dir);
+    auto float_logits = [&](const sg::Tensor& x) { return model->forward(x); };
+    // model, batch, accuracies, seconds, speedup, parameter KB
+    auto softgrad_cells = [&](const std::string& name, int64_t batch, const trainer::Score& fp32,
+                              const trainer::Score& int8, const q::QuantizedModel& quantized) {
+      return std::vector<std::string>{name,
+                                      std::to_string(batch),
+                                      fmt::format("{:.2f}%", fp32.accuracy),
+                                      fmt::format("{:.2f}%", int8.accuracy),
+                                      fmt::format("{:.3f}", fp32.seconds),
+                                      fmt::format("{:.3f}", int8.seconds),
+                                      fmt::format("{:.2f}x", fp32.seconds / int8.seconds),
+                                      fmt::format("{:.1f}", float_bytes / 1024.0),
+                                      fmt::format("{:.1f}", quantized.parameter_bytes() / 1024.0)};
+    };
+    auto int8_logits = [&](const sg::Tensor& x) { return qm.forward(x); };
     for (const int64_t batch : {int64_t{1}, int64_t{256}}) {
-      auto run = [&](auto&& f) {
-        sg::data::DataLoader loader(data.test, {.batch_size = batch});
-        int64_t correct = 0;
-        const auto t0 = sgbench::Clock::now();
-        for (const sg::data::Batch& b : loader)
-          correct += sg::sum(sg::eq(sg::argmax(f(b.x), 1), b.y).to(sg::kInt64)).template item<int64_t>();
-        return std::pair{100.0 * correct / static_cast<double>(data.test.size()), sgbench::ms_since(t0) / 1e3};
-      };
-      const auto [fa, fs] = run([&](const sg::Tensor& x) { return model->forward(x); });
-      const auto [ia, is] = run([&](const sg::Tensor& x) { return qm.forward(x); });
-      models_table.add_row({fmt::format("{} ({})", kind, flags.dataset), std::to_string(batch),
-                            fmt::format("{:.2f}%", fa), fmt::format("{:.2f}%", ia), fmt::format("{:.3f}", fs),
-                            fmt::format("{:.3f}", is), fmt::format("{:.2f}x", fs / is),
-                            fmt::format("{:.1f}", float_bytes / 1024.0),
-                            fmt::format("{:.1f}", qm.parameter_bytes() / 1024.0)});
+      const trainer::Score fp32 = trainer::score(data.test, batch, float_logits);
+      const trainer::Score int8 = trainer::score(data.test, batch, int8_logits);
+      const std::string name = fmt::format("{} ({})", kind, flags.dataset);
+      std::vector<std::string> cells = softgrad_cells(name, batch, fp32, int8, qm);
+      // {fp32 accuracy, fp32 s, int8 accuracy, int8 s}
+      const std::optional<std::vector<double>> torch =
+          peer.answer(fmt::format("infer {} {} data={} batch={}", kind, ckpt_path, data_dir, batch));
+      if (torch && torch->size() == 4) {
+        const double torch_fp32_acc = (*torch)[0], torch_fp32_s = (*torch)[1];
+        const double torch_int8_acc = (*torch)[2], torch_int8_s = (*torch)[3];
+        cells.insert(cells.end(), {fmt::format("{:.3f}", torch_fp32_s), fmt::format("{:.2f}%", torch_int8_acc),
+                                   fmt::format("{:.3f}", torch_int8_s),
+                                   fmt::format("{:.2f}x", torch_int8_s / int8.seconds)});
+        ++torch_rows;
+        if (std::abs(torch_fp32_acc - fp32.accuracy) > 0.02)
+          accuracy_mismatches.push_back(fmt::format("{} batch {}: torch {:.2f}%, softgrad {:.2f}%", name, batch,
+                                                    torch_fp32_acc, fp32.accuracy));
+      } else if (with_torch) {
+        cells.insert(cells.end(), {"-", "-", "-", "-"});
+      }
+      models_table.add_row(cells);
     }
+    // The per-token variant (QuantizeOptions::per_token) at batch 256, without the peer.
+    const q::QuantizedModel per_token = q::quantize(*model, calibration, {.per_token = true});
+    const trainer::Score fp32 = trainer::score(data.test, 256, float_logits);
+    const trainer::Score int8 = trainer::score(data.test, 256, [&](const sg::Tensor& x) { return per_token.forward(x); });
+    std::vector<std::string> cells =
+        softgrad_cells(fmt::format("{} ({}), per-token", kind, flags.dataset), 256, fp32, int8, per_token);
+    if (with_torch) cells.insert(cells.end(), {"-", "-", "-", "-"});
+    models_table.add_row(cells);
   }
   fmt::print("\nWhole models over the 10,000 test images (8 calibration batches of 128, min/max ranges):\n");
   models_table.print();
+  if (with_torch && torch_rows > 0) {
+    fmt::print("\nvs torch int8 = torch int8 s / softgrad int8 s (above 1: softgrad is faster); torch int8 is\n"
+               "quantize_dynamic: int8 Linear GEMMs only, everything else float32.\n");
+    if (accuracy_mismatches.empty())
+      fmt::print("torch float32 accuracy equals softgrad's within 0.02 points on all {} rows (same weights).\n",
+                 torch_rows);
+    else
+      fmt::print("WARNING: torch float32 accuracy differs from softgrad's on the same weights (a weight mapping or "
+                 "input normalization bug): {}\n",
+                 fmt::join(accuracy_mismatches, "; "));
+  }
   return 0;
 }

@@ -7,6 +7,7 @@
 //   sgbench::TorchPeer peer(2);                                    // threads
 //   const double sg_ms = sgbench::median_ms([&] { sg::exp(x); }, 9);
 //   const std::optional<double> torch_ms = peer.time("exp 1024");  // right after
+//   // (peer.answer(spec): every number of the reply, for specs answered with several)
 //   peer.print_about();
 //   sgbench::Table table = peer.table({{"op", true}, {"sg ms"}});  // + torch ms, speedup
 //   peer.add_row(table, {"exp", sgbench::fmt_ms(sg_ms)}, torch_ms, sg_ms);
@@ -373,18 +374,36 @@ class TorchPeer {
   // peer is unavailable. A peer that fails on a spec (its message goes to stderr) answers
   // nothing more.
   std::optional<double> time(const std::string& spec) {
+    const std::optional<std::vector<double>> values = answer(spec);
+    return values ? std::optional<double>(values->front()) : std::nullopt;
+  }
+
+  // All the numbers the peer answers one spec with: its median ms for most specs, several
+  // for some (infer: accuracies and seconds). nullopt as for time().
+  std::optional<std::vector<double>> answer(const std::string& spec) {
     if (!available_ || spec.empty()) return std::nullopt;
     fmt::print(to_, "{}\n", spec);
     std::fflush(to_);
-    const std::optional<std::string> line = read_line();
+    const std::optional<std::string> line = read_line();  // "NUMBER [NUMBER ...]\tSPEC"
     const size_t tab = line ? line->find('\t') : std::string::npos;
-    if (tab == std::string::npos || line->substr(tab + 1) != spec) {
+    std::vector<double> values;
+    if (tab != std::string::npos && line->substr(tab + 1) == spec) {
+      const std::string numbers = line->substr(0, tab);
+      const char* at = numbers.c_str();
+      for (char* end = nullptr;; at = end) {
+        const double v = std::strtod(at, &end);
+        if (end == at) break;
+        values.push_back(v);
+      }
+      if (*at != '\0') values.clear();  // something other than numbers
+    }
+    if (values.empty()) {
       fmt::print("note: {} stopped answering at spec '{}'\n", "torch_peer.py", spec);
       available_ = false;
       failed_ = true;
       return std::nullopt;
     }
-    return std::strtod(line->c_str(), nullptr);
+    return values;
   }
 
   // The bench's table: its own columns, then "torch ms" and "speedup" when the peer ran.

@@ -65,15 +65,56 @@ Training epochs on real MNIST (bench_train.cpp), a spec of their own:
     epoch by samples (S x batch of N). Answer: the median epoch time in ms. The mean
     training loss of the timed steps goes to stderr, to show the model trains.
 
+Inference over a test set, float32 and int8 (bench_quant.cpp), a spec of its own:
+
+    infer mlp|vit CKPT data=DIR [batch=256]
+
+    CKPT      a checkpoint of mnist_mlp or mnist_transformer --save, softgrad's safetensors
+              read directly (8-byte little-endian header length, JSON header, raw
+              little-endian data; no safetensors package). The model is built from its
+              metadata as examples/models.h load_checkpoint_model builds it: "model.hidden"
+              for make_mlp; "model.patch", "model.dim", "model.depth", "model.heads",
+              "model.mlp_ratio", "model.pool" (cls | mean) for VisionTransformer. Its weights
+              are the tensors without a '/' in their name (the rest is training state).
+              softgrad names parameters as PyTorch does, so each one loads into the torch
+              parameter of the same name; a name missing on either side, another shape or a
+              dtype other than F32 is an error.
+    DIR       the data set's IDX files (as for mlp_epoch); the test split (t10k-*) is read,
+              pixel / 255 normalized as the trainers do (float32) with the mean and std of the
+              checkpoint's "dataset": mnist 0.1307, 0.3081; fashion 0.2860, 0.3530.
+    batch     images per forward call: the test set in order, in contiguous slices, the last
+              one partial (softgrad's DataLoader, no shuffle).
+    One pass of model(x) (eval mode, no grad) over the test set, timed whole, then one of
+    torch.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8), PyTorch's
+    int8 inference for Linear layers: weights quantized ahead of time (per tensor), each
+    input quantized on the fly from its own range, the product in int8 on the quantized
+    engine (fbgemm in PyTorch's x86 wheels; Debian's 1.13 is built without fbgemm and runs
+    onednn; the first line says which). Only the Linear GEMMs run int8: attention (its
+    in-projection is a bare parameter, out_proj a NonDynamicallyQuantizableLinear, both left
+    float by quantize_dynamic), softmax, LayerNorm, GELU and the position embedding stay
+    float32.
+    NOTE: the float ViT runs nn.TransformerEncoderLayer's inference fast path
+    (torch._transformer_encoder_layer_fwd), the int8 one its module-by-module path: the fast
+    path's checks read linear1.weight as a tensor and fail on a quantized Linear
+    (pytorch/pytorch#109987), so it is switched off in the quantized copy. NOTE: on onednn
+    every call of a quantized Linear creates new oneDNN reorder primitives (the input's
+    scale is baked into them: ONEDNN_VERBOSE=2 shows cache misses on every call), a fixed
+    cost per call that dominates at batch 1. Building,
+    loading, quantizing and reading the data happen once per checkpoint, untimed. Answer:
+    `FP32_ACC FP32_S INT8_ACC INT8_S<TAB>SPEC`, accuracies in percent of the test set, times
+    in seconds for all of it. Which Linear layers run int8 goes to stderr.
+
 Methodology (the same as bench_util.h on the C++ side): float32 inputs from torch.rand,
 `warmup` untimed calls, then the median wall time of `reps` calls. Every call except add_
 and fill_ allocates a fresh output, as softgrad ops do, and frees it inside the timed call
 (cross_entropy keeps its gradient in logits.grad until the untimed reset after the call).
 
-Output: '# ...' comment lines, then one line per spec in input order: `MEDIAN_MS<TAB>SPEC`.
+Output: '# ...' comment lines, then one line per spec in input order: `MEDIAN_MS<TAB>SPEC`
+(infer: `FP32_ACC FP32_S INT8_ACC INT8_S<TAB>SPEC`).
 """
 import argparse
 import gzip
+import json
 import math
 import os
 import statistics
@@ -225,10 +266,12 @@ def median_ms(fn, reps, warmup, after=None):
     return statistics.median(times)
 
 
-# ---- training epochs on MNIST (mlp_epoch, vit_epoch) -----------------------------------
+# ---- the data sets' IDX files; training epochs on MNIST (mlp_epoch, vit_epoch) ---------
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-_mnist_cache = {}
+# (mean, std) of each data set's training pixels in [0, 1]: data/dataset.h's kMnistNormalize
+# and kFashionMnistNormalize, what the trainers normalize with.
+NORMALIZE = {"mnist": (0.1307, 0.3081), "fashion": (0.2860, 0.3530)}
+_split_cache = {}
 
 
 def read_idx(directory, name, magic, ndim):
@@ -248,21 +291,30 @@ def read_idx(directory, name, magic, ndim):
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load_mnist_train(directory):
-    """(images (N, 28, 28) float32 normalized, labels (N) int64), read once per directory."""
-    if directory not in _mnist_cache:
-        images = read_idx(directory, "train-images-idx3-ubyte", 0x803, 3)
-        labels = read_idx(directory, "train-labels-idx1-ubyte", 0x801, 1)
+def load_split(directory, split="train", dataset="mnist"):
+    """(images (N, 28, 28) float32 normalized, labels (N) int64) of a split ("train" or
+    "t10k"), read once. Normalized as softgrad does it, in float32: pixel / 255, then
+    (x - mean) / std with the data set's NORMALIZE."""
+    key = (directory, split, dataset)
+    if key not in _split_cache:
+        images = read_idx(directory, f"{split}-images-idx3-ubyte", 0x803, 3)
+        labels = read_idx(directory, f"{split}-labels-idx1-ubyte", 0x801, 1)
         if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
             raise ValueError(f"{directory}: images {images.shape} and labels {labels.shape} do not match")
-        x = (torch.from_numpy(images.astype(np.float32) / np.float32(255.0)) - MNIST_MEAN) / MNIST_STD
-        _mnist_cache[directory] = (x.contiguous(), torch.from_numpy(labels.astype(np.int64)))
-    return _mnist_cache[directory]
+        mean, std = (np.float32(v) for v in NORMALIZE[dataset])
+        x = (images.astype(np.float32) / np.float32(255.0) - mean) / std
+        _split_cache[key] = (torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64)))
+    return _split_cache[key]
 
 
-def make_mlp():
+def make_mlp(hidden=(512, 256)):
+    """examples/models.h make_mlp: Linear + ReLU per hidden width, then a Linear to 10 classes."""
     nn = torch.nn
-    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+    layers, width = [], 28 * 28
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, 10))
 
 
 class VisionTransformer(torch.nn.Module):
@@ -326,7 +378,7 @@ def run_epoch_spec(op, tokens):
     if data is None:
         raise ValueError(f"{op} needs data=DIR (the directory of MNIST's IDX files)")
     make_model, weight_decay, sample_shape = EPOCH_MODELS[op]
-    x, y = load_mnist_train(data)
+    x, y = load_split(data)
     x = x.reshape((x.shape[0],) + sample_shape)
     n, batch = x.shape[0], opts["batch"]
     steps_per_epoch = -(-n // batch)
@@ -371,12 +423,143 @@ def run_epoch_spec(op, tokens):
     return statistics.median(epoch_ms)
 
 
+# ---- inference over the test set, float32 and int8 (infer) -----------------------------
+
+def read_checkpoint(path):
+    """A softgrad checkpoint: (metadata, {name: float32 tensor}) of its model weights.
+
+    safetensors: an 8-byte little-endian header length, a JSON header mapping each name to
+    {dtype, shape, data_offsets: [begin, end) in the data}, plus "__metadata__" (str: str),
+    then the raw little-endian data. Names with a '/' (optimizer/..., scheduler/...) are
+    training state and skipped, as load_checkpoint_model skips them."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    header_len = int.from_bytes(raw[:8], "little")
+    if len(raw) < 8 or 8 + header_len > len(raw):
+        raise ValueError(f"{path}: not a safetensors file (header length {header_len}, file {len(raw)} bytes)")
+    header = json.loads(raw[8:8 + header_len])
+    metadata = header.pop("__metadata__", {})
+    data = memoryview(raw)[8 + header_len:]
+    weights = {}
+    for name, entry in header.items():
+        if "/" in name:
+            continue
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{path}: weight {name} is {entry['dtype']}, not F32")
+        begin, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if not 0 <= begin <= end <= len(data) or end - begin != 4 * math.prod(shape):
+            raise ValueError(f"{path}: weight {name} of shape {shape} has data_offsets [{begin}, {end})")
+        weights[name] = torch.from_numpy(np.frombuffer(data[begin:end], dtype="<f4").reshape(shape).copy())
+    return metadata, weights
+
+
+def make_checkpoint_model(kind, meta, path):
+    """The torch twin of load_checkpoint_model's model, from the checkpoint's metadata."""
+    def field(key):
+        if key not in meta:
+            raise ValueError(f"{path}: its metadata has no {key!r} (mnist_mlp and mnist_transformer --save write it)")
+        return meta[key]
+
+    if field("model") != kind:
+        raise ValueError(f"{path}: the checkpoint holds a {meta['model']} model, not {kind}")
+    if kind == "mlp":
+        return make_mlp(tuple(int(w) for w in field("model.hidden").split(",")))
+    pool = field("model.pool")
+    if pool not in ("cls", "mean"):
+        raise ValueError(f"{path}: model.pool is {pool!r}, neither cls nor mean")
+    return VisionTransformer(patch=int(field("model.patch")), dim=int(field("model.dim")),
+                             depth=int(field("model.depth")), heads=int(field("model.heads")),
+                             mlp_ratio=int(field("model.mlp_ratio")), mean_pool=pool == "mean")
+
+
+def load_weights(model, weights, path):
+    """Copies the checkpoint's weights into the model, checking every name and shape."""
+    # softgrad registers parameters under PyTorch's names (nn.Sequential's "0.weight", ...;
+    # TransformerEncoderLayer's self_attn.in_proj_weight, ...), so the mapping is the identity.
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the torch model: missing {missing}, unexpected {unexpected}")
+    for name, t in expected.items():
+        if weights[name].shape != t.shape:
+            raise ValueError(f"{path}: {name} is {tuple(weights[name].shape)} in the checkpoint, "
+                             f"{tuple(t.shape)} in the torch model")
+    model.load_state_dict(weights, strict=True)
+
+
+def quantize_int8(model):
+    """quantize_dynamic on a copy: (int8 model, names of its int8 Linears, of the Linears left float)."""
+    nn = torch.nn
+    qmodel = torch.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    for module in qmodel.modules():
+        if isinstance(module, nn.TransformerEncoderLayer):
+            # NOTE: its fast-path check reads linear1.weight as a tensor, which a quantized
+            # Linear's is not (pytorch/pytorch#109987); 0 takes the module-by-module path
+            # (the activation itself is module.activation, unchanged).
+            module.activation_relu_or_gelu = 0
+    int8 = [n for n, m in qmodel.named_modules() if isinstance(m, torch.nn.quantized.dynamic.Linear)]
+    left_float = [n for n, m in qmodel.named_modules() if isinstance(m, nn.Linear)]
+    return qmodel, int8, left_float
+
+
+def test_set_score(model, x, y, batch):
+    """(accuracy in percent, seconds) of one pass over the test set, `batch` images per call."""
+    correct = 0
+    t0 = time.perf_counter()
+    for i in range(0, x.shape[0], batch):
+        logits = model(x[i:i + batch])
+        correct += int((logits.argmax(1) == y[i:i + batch]).sum())
+    seconds = time.perf_counter() - t0
+    return 100.0 * correct / x.shape[0], seconds
+
+
+_infer_cache = {}
+
+
+def run_infer_spec(tokens):
+    if len(tokens) < 2 or tokens[0] not in ("mlp", "vit"):
+        raise ValueError("infer takes mlp|vit CKPT data=DIR [batch=B]")
+    kind, path, opts = tokens[0], tokens[1], {"batch": 256, "data": None}
+    for tok in tokens[2:]:
+        key, sep, value = tok.partition("=")
+        if not sep or key not in opts:
+            raise ValueError(f"infer takes options data=DIR and batch=B, not {tok!r}")
+        opts[key] = value
+    if opts["data"] is None:
+        raise ValueError("infer needs data=DIR (the directory of the data set's IDX files)")
+    batch = int(opts["batch"])
+    if batch < 1:
+        raise ValueError(f"infer: batch={batch} is not a positive integer")
+    key = (kind, path, opts["data"])
+    if key not in _infer_cache:
+        meta, weights = read_checkpoint(path)
+        dataset = meta.get("dataset", "mnist")
+        if dataset not in NORMALIZE:
+            raise ValueError(f"{path}: dataset {dataset!r} is neither mnist nor fashion")
+        model = make_checkpoint_model(kind, meta, path)
+        load_weights(model, weights, path)
+        model.eval()
+        qmodel, int8, left_float = quantize_int8(model)
+        x, y = load_split(opts["data"], "t10k", dataset)
+        if kind == "mlp":
+            x = x.reshape(x.shape[0], 28 * 28)
+        print(f"torch_peer.py: infer {kind} {path}: {len(weights)} weights loaded; quantize_dynamic on "
+              f"{torch.backends.quantized.engine}: int8 Linear {', '.join(int8)}; left float32: "
+              f"{', '.join(left_float) or 'none'}", file=sys.stderr, flush=True)
+        _infer_cache[key] = (model, qmodel, x, y)
+    model, qmodel, x, y = _infer_cache[key]
+    return test_set_score(model, x, y, batch) + test_set_score(qmodel, x, y, batch)
+
+
 def run_spec(spec, reps, warmup):
     tokens = spec.split()
     if not tokens:
         raise ValueError("empty spec")
     if tokens[0] in EPOCH_MODELS:
         return run_epoch_spec(tokens[0], tokens[1:])
+    if tokens[0] == "infer":
+        return run_infer_spec(tokens[1:])
     op, shapes, opts = tokens[0], [], {}
     for tok in tokens[1:]:
         if "=" in tok:
@@ -434,15 +617,17 @@ def main():
                  else "the math composition softmax(q k^T / sqrt(D)) v")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.reps} after {args.warmup} warm-up unless the spec says otherwise; "
-          f"sdpa: {sdpa_path}", flush=True)
+          f"sdpa: {sdpa_path}; quantized engine {torch.backends.quantized.engine}", flush=True)
     for spec in specs:
         if not spec:
             continue
         try:
-            ms = run_spec(spec, args.reps, args.warmup)
-        except (ValueError, RuntimeError) as e:
+            answer = run_spec(spec, args.reps, args.warmup)
+        except (ValueError, RuntimeError, OSError) as e:
             sys.exit(f"torch_peer.py: spec {spec!r}: {e}")
-        print(f"{ms:.4f}\t{spec}", flush=True)
+        # A median in ms, or infer's accuracies and seconds
+        text = " ".join(f"{v:.6f}" for v in answer) if isinstance(answer, tuple) else f"{answer:.4f}"
+        print(f"{text}\t{spec}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,23 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Score {
-  double accuracy = 0, seconds = 0;
-};
-
-// Accuracy and wall time of `logits_of` over the test set, batch by batch.
-template <typename F> Score score(const sg::data::TensorDataset& test, int64_t batch, F&& logits_of) {
-  sg::data::DataLoader loader(test, {.batch_size = batch});
-  int64_t correct = 0;
-  const auto t0 = Clock::now();
-  for (const sg::data::Batch& b : loader) {
-    const sg::Tensor logits = logits_of(b.x);
-    correct += sg::sum(sg::eq(sg::argmax(logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
-  }
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  return {100.0 * static_cast<double>(correct) / static_cast<double>(test.size()), s};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,9 +79,8 @@ int main(int argc, char** argv) {
     fmt::print("quantized {} ({}) on {} calibration batches in {:.2f} s:\n{}", model_kind, checkpoint,
                calibration.size(), std::chrono::duration<double>(Clock::now() - q0).count(), qmodel.describe());
 
-    sg::NoGradGuard no_grad;
-    const Score fp32 = score(data.test, eval_batch, [&](const sg::Tensor& x) { return model->forward(x); });
-    const Score int8 = score(data.test, eval_batch, [&](const sg::Tensor& x) { return qmodel.forward(x); });
+    const trainer::Score fp32 = trainer::score(data.test, eval_batch, [&](const sg::Tensor& x) { return model->forward(x); });
+    const trainer::Score int8 = trainer::score(data.test, eval_batch, [&](const sg::Tensor& x) { return qmodel.forward(x); });
     const double n = static_cast<double>(data.test.size());
     int64_t float_bytes = 0;
     for (const auto& [name, t] : sg::nn::state_dict(*model)) float_bytes += t.nbytes();

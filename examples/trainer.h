@@ -1,7 +1,8 @@
 #pragma once
 // What the two MNIST trainers share: their command-line flags, loading the data set, and
 // the training loop (AdamW, linear warmup then cosine decay, a live progress line, test
-// accuracy after every epoch, a metrics CSV, checkpoints and resume).
+// accuracy after every epoch, a metrics CSV, checkpoints and resume); and score, the
+// accuracy and wall time of one inference pass over a test set (bench_quant times with it).
 //
 //   trainer::Flags flags{.epochs = 10, .lr = 1e-3, .weight_decay = 1e-2};  // the model's defaults
 //   CLI::App app{"..."};
@@ -20,9 +21,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -257,6 +260,27 @@ inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset&
   model.train(was_training);
   const double n = static_cast<double>(ds.size());
   return {loss_sum / n, 100.0 * static_cast<double>(correct) / n};
+}
+
+struct Score {
+  double accuracy = 0.0, seconds = 0.0;  // percent correct; wall time of the whole pass
+};
+
+// Accuracy and wall time of one pass of logits_of over a data set, `batch` samples per
+// call, in order, without a graph; the batches are gathered inside the timed loop. For
+// timing inference (float or quantized): logits_of maps a batch x to (B, classes) logits;
+// a model should be in eval mode.
+//   trainer::Score s = trainer::score(data.test, 256, [&](const sg::Tensor& x) { return model.forward(x); });
+inline Score score(const sg::data::TensorDataset& ds, int64_t batch,
+                   const std::function<sg::Tensor(const sg::Tensor&)>& logits_of) {
+  sg::NoGradGuard no_grad;
+  sg::data::DataLoader loader(ds, {.batch_size = batch});
+  int64_t correct = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const sg::data::Batch& b : loader)
+    correct += sg::sum(sg::eq(sg::argmax(logits_of(b.x), 1), b.y).to(sg::kInt64)).item<int64_t>();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {100.0 * static_cast<double>(correct) / static_cast<double>(ds.size()), seconds};
 }
 
 // One optimization step on a batch: forward, cross-entropy, backward, the optimizer's and
