@@ -2,9 +2,11 @@
 // per-element loop here is integer-only; double appears in the make_* functions (once per
 // model) and in the float64 references.
 //
-// Layout of this file: fixed-point primitives and requantization; i-exp (the scalar naive
-// kernel first, then the Highway one, bit-identical); the softmax (one normalization shared
-// by the polynomial and the table variants); i-GELU; isqrt and the LayerNorm.
+// Layout of this file: vector helpers; fixed-point primitives and requantization; i-exp (the
+// scalar naive kernel first, then the Highway one, bit-identical); the softmax (one
+// normalization shared by the polynomial and the table variants); i-GELU; isqrt and the
+// LayerNorm (scalar specification, then the Highway kernel, bit-identical); per-token
+// quantization.
 //
 // ---- Why softmax_u8 stays within 1 LSB of round(256 softmax) --------------------------------
 // Let x_k = 2^16 exp(d_k scale) (real, d_k = s_k - max <= 0) and e_k = i_exp(d_k). Write
@@ -34,8 +36,12 @@
 // The cumulative path (below) gives each out_j within 1 + 2^-5 of v_j = 256 e_j / E (its
 // floor or ceil up to that sliver); with |v_j - 256 p_j| <= 1/2 - 2^-5 that is again within 1
 // of round(256 p_j) (out_j < v_j + 1 + 2^-5 <= 256 p_j + 3/2 <= round(256 p_j) + 2, and
-// symmetrically). It runs on rows of many small elements (flat rows: dev = 0, equal scores
-// give equal e_k; long random rows: dev ~ p_j (1 - p_j) 64 Delta, a few hundredths of an LSB).
+// symmetrically). It runs on flat rows (E >= 64 2^16) and on rows whose regular outputs miss
+// 256 by more than 1 (many small elements: dev = 0 for equal scores, ~p_j (1 - p_j) 64 Delta,
+// a few hundredths of an LSB, on long random rows). On a flat row no q_j or p_j exceeds 1/63
+// (y_j <= 65551, Y >= E >= 2^22), so (1) gives at most 4.1 Delta' / 0.9967 < 0.024 LSB and (2)
+// at most 256 max(1, q_j Phi) / 2^22 <= 2^-14 max(1, Phi / 63) LSB: within 1/2 - 2^-5 while the
+// floors lose Phi < 460,000 units (any row of fewer elements).
 // softmax_u8_lut is the same with eps_k = 0 and phi_k in [-1/2, 1/2] (the table rounds).
 #include "quant/int_kernels.h"
 
@@ -118,6 +124,45 @@ template <typename T> inline T round_shift(T p, int s) {
   return (p + (T{1} << (s - 1)) - static_cast<T>(p < 0)) >> s;
 }
 
+// ---- vector helpers ------------------------------------------------------------------------
+
+template <class D> using V = hn::Vec<D>;
+using DI = hn::ScalableTag<int32_t>;
+using DU = hn::ScalableTag<uint32_t>;
+using DI64 = hn::ScalableTag<int64_t>;
+using DU64 = hn::ScalableTag<uint64_t>;
+constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(int32_t);
+
+#if HWY_TARGET != HWY_SCALAR
+// a b mod 2^64 in uint64 lanes: one vpmullq on AVX-512; elsewhere (Highway 1.0.3 has a
+// 64-bit Mul only there) from three 32 x 32 -> 64-bit products.
+HWY_INLINE V<DU64> mul_u64(V<DU64> a, V<DU64> b) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  return hn::Mul(a, b);
+#else
+  const hn::Repartition<uint32_t, DU64> du32;
+  const V<DU64> lo = hn::MulEven(hn::BitCast(du32, a), hn::BitCast(du32, b));
+  const V<DU64> cross = hn::Add(hn::MulEven(hn::BitCast(du32, a), hn::BitCast(du32, hn::ShiftRight<32>(b))),
+                                hn::MulEven(hn::BitCast(du32, hn::ShiftRight<32>(a)), hn::BitCast(du32, b)));
+  return hn::Add(lo, hn::ShiftLeft<32>(cross));
+#endif
+}
+
+// Stores int64 lanes already within T's range as T (int8_t, uint8_t or int32_t): one vpmovqb /
+// vpmovqd on AVX-512 (Highway 1.0.3's TruncateTo from 64-bit lanes to bytes takes four shuffles).
+template <typename T> HWY_INLINE void store_narrow(V<DI64> v, T* HWY_RESTRICT p) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if constexpr (sizeof(T) == 1)
+    _mm512_mask_cvtepi64_storeu_epi8(p, 0xFF, v.raw);
+  else
+    _mm512_mask_cvtepi64_storeu_epi32(p, 0xFF, v.raw);
+#else
+  const hn::Rebind<hwy::MakeUnsigned<T>, DI64> d;
+  hn::StoreU(hn::TruncateTo(d, hn::BitCast(DU64(), v)), d, reinterpret_cast<hwy::MakeUnsigned<T>*>(p));
+#endif
+}
+#endif
+
 }  // namespace
 
 // ---- fixed-point multipliers ----------------------------------------------------------
@@ -148,45 +193,83 @@ int64_t fixed_multiply(int64_t x, FixedPoint f) {
 
 namespace {
 
-// acc: (rows, cols) with row stride ld_acc; out: (rows, cols) with row stride ld_out.
-// One row: out[c] = clamp(round(acc[c] * f_c), lo, hi), as fixed_multiply, with the factors
-// unpacked into (multiplier, min(shift, 63)) arrays (mult, shift: (cols), or one entry when
-// shared). Every input is a value or a restrict pointer, so GCC vectorizes both loops.
-template <typename T>
-void requantize_row(const int32_t* HWY_RESTRICT a, const int64_t* HWY_RESTRICT mult, const int64_t* HWY_RESTRICT shift,
-                    bool per_column, int64_t cols, int64_t lo, int64_t hi, T* HWY_RESTRICT o) {
-  if (per_column) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t p = a[c] * mult[c], sc = shift[c];
-      o[c] = static_cast<T>(std::clamp((p + (int64_t{1} << (sc - 1)) - (p < 0)) >> sc, lo, hi));
-    }
-  } else {
-    const int64_t m = mult[0];
-    const int s = static_cast<int>(shift[0]);
-    for (int64_t c = 0; c < cols; ++c) o[c] = static_cast<T>(std::clamp(round_shift<int64_t>(a[c] * m, s), lo, hi));
+// acc: (rows, cols) with row stride ld_acc; out: (rows, cols) with row stride ld_out; bias:
+// (cols) or null. out[c] = clamp(round(x f_c), lo, hi) with x = acc[c] + bias[c], f_c = m 2^-s,
+// s = min(shift, 63), rounded half away from zero. With p = x m = acc m + bias m (two products
+// of int32 factors, |p| < 2^63):
+//   round(p 2^-s) = (p + 2^(s-1) - (p < 0)) >> s = ((((p - (p < 0)) >> (s-1)) + 1) >> 1
+// (arithmetic shifts; the first is fixed_multiply's form, the second the same integer, floor
+// of a floor, and free of its overflow: p + 2^(s-1) can pass 2^63 once |x| > 2^31).
+// The factors come unpacked as int32 arrays, m and s - 1 (per column, or one entry when shared).
+struct RequantFactors {
+  std::vector<int32_t> mult, shift;  // m, s - 1
+};
+
+// One element: the scalar form (the specification, and the tail of the vector rows).
+template <typename T> inline T requantize_one(int32_t acc, int32_t bias, int64_t m, int s1, int64_t lo, int64_t hi) {
+  const int64_t p = acc * m + bias * m;
+  return static_cast<T>(std::clamp((((p - (p < 0)) >> s1) + 1) >> 1, lo, hi));
+}
+
+// One row in int64 lanes (a, bias, o: (cols)). kPerColumn: lane c takes column c's factors
+// (a per-lane shift), else factor 0 for all.
+// NOTE: the products are 32 x 32 -> 64-bit (one vpmuldq each; the 64 x 64 vpmullq costs 2.6x
+// as much on Zen 4), and the factors take 8 bytes a column: with 24 (m, 2^(s-1), s as uint64)
+// the per-column rows ran 2x slower when streamed from memory (4096 x 768).
+template <bool kPerColumn, typename T>
+void requantize_row(const int32_t* HWY_RESTRICT a, const int32_t* HWY_RESTRICT bias, const RequantFactors& f,
+                    int64_t cols, int64_t lo, int64_t hi, T* HWY_RESTRICT o) {
+  const int32_t* HWY_RESTRICT mult = f.mult.data();
+  const int32_t* HWY_RESTRICT shift = f.shift.data();
+  int64_t c = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const DI di;
+  const DI64 d64;
+  const hn::Rebind<int32_t, DI64> d32;  // half a vector of int32, widened to int64 lanes
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d64));
+  const V<DI64> vlo = hn::Set(d64, lo), vhi = hn::Set(d64, hi), one = hn::Set(d64, 1);
+  const V<DI64> mult0 = hn::Set(d64, mult[0]);
+  const int shift0 = shift[0];
+  // int32 values widened to int64 lanes, as the int32 view vpmuldq reads (the low halves)
+  auto load = [&](const int32_t* p) HWY_ATTR { return hn::BitCast(di, hn::PromoteTo(d64, hn::LoadU(d32, p))); };
+  for (; c + L <= cols; c += L) {
+    const V<DI> m = kPerColumn ? load(mult + c) : hn::BitCast(di, mult0);
+    V<DI64> p = hn::MulEven(load(a + c), m);
+    if (bias) p = hn::Add(p, hn::MulEven(load(bias + c), m));
+    p = hn::Add(p, hn::ShiftRight<63>(p));  // p - (p < 0)
+    p = kPerColumn ? hn::Shr(p, hn::PromoteTo(d64, hn::LoadU(d32, shift + c))) : hn::ShiftRightSame(p, shift0);
+    store_narrow(hn::Min(hn::Max(hn::ShiftRight<1>(hn::Add(p, one)), vlo), vhi), o + c);
+  }
+#endif
+  for (; c < cols; ++c) {
+    const int64_t k = kPerColumn ? c : 0;
+    o[c] = requantize_one<T>(a[c], bias ? bias[c] : 0, mult[k], shift[k], lo, hi);
   }
 }
 
 template <typename T>
 void requantize_rows(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                     bool per_column, int64_t lo, int64_t hi, T* out, int64_t ld_out) {
-  const int64_t k = per_column ? cols : 1;
-  std::vector<int64_t> mult(static_cast<size_t>(k)), shift(static_cast<size_t>(k));
-  for (int64_t c = 0; c < k; ++c) {
-    mult[c] = f[c].multiplier;
-    shift[c] = std::min<int32_t>(f[c].shift, 63);
+                     bool per_column, int64_t lo, int64_t hi, T* out, int64_t ld_out, const int32_t* bias) {
+  const size_t k = static_cast<size_t>(per_column ? cols : 1);
+  RequantFactors factors{std::vector<int32_t>(k), std::vector<int32_t>(k)};
+  for (size_t c = 0; c < k; ++c) {
+    factors.mult[c] = f[c].multiplier;
+    factors.shift[c] = std::min<int32_t>(f[c].shift, 63) - 1;
   }
-  const int64_t* m = mult.data();
-  const int64_t* s = shift.data();
-  parallel_for(rows, cols, [=](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      requantize_row(acc + r * ld_acc, m, s, per_column, cols, lo, hi, out + r * ld_out);
+  parallel_for(rows, cols, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (per_column)
+        requantize_row<true>(acc + r * ld_acc, bias, factors, cols, lo, hi, out + r * ld_out);
+      else
+        requantize_row<false>(acc + r * ld_acc, bias, factors, cols, lo, hi, out + r * ld_out);
+    }
   });
 }
 
 template <typename T>
 void requantize_checked(const char* op, const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
-                        const FixedPoint* f, bool per_column, int64_t lo, int64_t hi, T* out, int64_t ld_out) {
+                        const FixedPoint* f, bool per_column, int64_t lo, int64_t hi, T* out, int64_t ld_out,
+                        const int32_t* bias) {
   check_rows(op, rows, cols, ld_acc, ld_out);
   constexpr int64_t kMin = std::numeric_limits<T>::min(), kMax = std::numeric_limits<T>::max();
   SG_CHECK(kMin <= lo && lo <= hi && hi <= kMax, "{}: clamp [{}, {}] must be a range within [{}, {}]", op, lo, hi,
@@ -195,23 +278,23 @@ void requantize_checked(const char* op, const int32_t* acc, int64_t rows, int64_
   for (int64_t c = 0; c < (per_column ? cols : 1); ++c)
     SG_CHECK(f[c].multiplier >= 0 && f[c].shift >= 1, "{}: multiplier {} of column {} has shift {} (need >= 1)", op,
              f[c].multiplier, c, f[c].shift);
-  requantize_rows(acc, rows, cols, ld_acc, f, per_column, lo, hi, out, ld_out);
+  requantize_rows(acc, rows, cols, ld_acc, f, per_column, lo, hi, out, ld_out, bias);
 }
 
 }  // namespace
 
 void requantize_s8(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                   bool per_column, int32_t lo, int32_t hi, int8_t* out, int64_t ld_out) {
-  requantize_checked("requantize_s8", acc, rows, cols, ld_acc, f, per_column, lo, hi, out, ld_out);
+                   bool per_column, int32_t lo, int32_t hi, int8_t* out, int64_t ld_out, const int32_t* bias) {
+  requantize_checked("requantize_s8", acc, rows, cols, ld_acc, f, per_column, lo, hi, out, ld_out, bias);
 }
 void requantize_u8(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                   bool per_column, int32_t lo, int32_t hi, uint8_t* out, int64_t ld_out) {
-  requantize_checked("requantize_u8", acc, rows, cols, ld_acc, f, per_column, lo, hi, out, ld_out);
+                   bool per_column, int32_t lo, int32_t hi, uint8_t* out, int64_t ld_out, const int32_t* bias) {
+  requantize_checked("requantize_u8", acc, rows, cols, ld_acc, f, per_column, lo, hi, out, ld_out, bias);
 }
 void requantize_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                    bool per_column, int32_t* out, int64_t ld_out) {
+                    bool per_column, int32_t* out, int64_t ld_out, const int32_t* bias) {
   requantize_checked("requantize_s32", acc, rows, cols, ld_acc, f, per_column, -(int64_t{1} << 30),
-                     int64_t{1} << 30, out, ld_out);
+                     int64_t{1} << 30, out, ld_out, bias);
 }
 
 // ---- exp ------------------------------------------------------------------------------
@@ -257,12 +340,6 @@ inline uint32_t i_exp_neg(int32_t nd, const ExpParams& p) {
 }
 inline uint32_t i_exp_one(int32_t d, const ExpParams& p) { return i_exp_neg(-std::clamp(d, p.clamp, 0), p); }
 
-template <class D> using V = hn::Vec<D>;
-using DI = hn::ScalableTag<int32_t>;
-using DU = hn::ScalableTag<uint32_t>;
-using DI64 = hn::ScalableTag<int64_t>;
-constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(int32_t);
-
 // a * b (+ c) for a, b in [0, 2^15) in every int32 lane: on x86 a product of int16 pairs
 // whose upper halves are 0 (one vpmaddwd, or one vpdpwssd with AVX512-VNNI), cheaper than a
 // 32-bit multiply; elsewhere the 32-bit multiply (the same value: a b < 2^30).
@@ -282,14 +359,41 @@ HWY_INLINE V<DI> mul15_add(V<DI> a, V<DI> b, V<DI> c) {
   return hn::Add(mul15(a, b), c);
 #endif
 }
+// (a >> 16) * b for a in [0, 2^31), b in [0, 2^15), with factor = high16_factor(b): on x86
+// mul15's int16 pair product (vpmaddwd) of a's halves with (0, b), the upper half times b plus
+// the lower times 0, so that no shift is needed.
+#if HWY_ARCH_X86 && (HWY_TARGET <= HWY_AVX3 || HWY_TARGET == HWY_AVX2)
+inline int32_t high16_factor(int32_t b) { return b << 16; }
+HWY_INLINE V<DI> mul_high16(V<DI> a, V<DI> factor) { return mul15(a, factor); }
+#else
+inline int32_t high16_factor(int32_t b) { return b; }
+HWY_INLINE V<DI> mul_high16(V<DI> a, V<DI> factor) { return hn::Mul(hn::ShiftRight<16>(a), factor); }
+#endif
 
-// The vector form of i_exp_neg. kBigShift: the conversion's shift is >= 32 (the odd lanes'
-// products are shifted right by shift - 32 instead of left by 32 - shift).
+// The upper 32 bits of the even lanes' 64-bit products (pe) and of the odd lanes' (po) as one
+// vector in lane order: one two-source permute on AVX-512, else a shift and a blend.
+HWY_INLINE V<DI> upper_halves(V<DI64> pe, V<DI64> po) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  const __m512i idx = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  return V<DI>{_mm512_permutex2var_epi32(pe.raw, idx, po.raw)};
+#else
+  const DI di;
+  return hn::OddEven(hn::BitCast(di, po), hn::BitCast(di, hn::ShiftRight<32>(pe)));
+#endif
+}
+
+// The vector form of i_exp_neg, bit-identical. The conversion floor((nd m + off) / 2^s) (s =
+// to_working_shift, off = work_offset) takes 32 x 32 -> 64-bit products of the even lanes and
+// of the odd lanes moved down, and keeps only their upper halves (upper_halves):
+//  - s > 32 (kBigShift): off is a multiple of 2^32, so the value is
+//    (hi32(nd m) + off / 2^32) >> (s - 32) (floor of a floor);
+//  - s <= 32: the value is hi32((nd << (32 - s)) m + off 2^(32 - s)), with nd << (32 - s) <
+//    2^21 (nd r <= kClampUnits, r >= m 2^-s / (1 + 2^-31)) and off 2^(32 - s) = 2^31 + kMulShift 2^46.
 struct ExpVec {
   DI di;
   DI64 di64;
-  V<DI> lim, mult, b, c, low_mask, mul;
-  V<DI64> offset;
+  V<DI> lim, mult, b, c, low_mask, mul, offset32;
+  V<DI64> offset64;
   int shift;
   ExpParams params;
   explicit ExpVec(const ExpParams& p)
@@ -298,29 +402,27 @@ struct ExpVec {
         b(hn::Set(di, p.b_int)),
         c(hn::Set(di, p.c_int)),
         low_mask(hn::Set(di, (1 << kWorkBits) - 1)),
-        mul(hn::Set(di, kExpMul)),
-        offset(hn::Set(di64, work_offset(p))),
+        mul(hn::Set(di, high16_factor(kExpMul))),
+        offset32(hn::Set(di, static_cast<int32_t>(work_offset(p) >> 32))),
+        offset64(hn::Set(di64, (int64_t{1} << 31) + (int64_t{kMulShift} << (kWorkBits + 32)))),
         shift(p.to_working_shift),
         params(p) {}
-  bool big_shift() const { return shift >= 32; }
+  bool big_shift() const { return shift > 32; }
 
   // nd in [0, -clamp] -> e (uint32 in int32 lanes)
   template <bool kBigShift> HWY_INLINE V<DI> operator()(V<DI> nd) const {
 #if HWY_TARGET == HWY_SCALAR  // one lane: the scalar kernel itself
     return hn::Set(di, static_cast<int32_t>(i_exp_neg(hn::GetLane(nd), params)));
 #else
-    // 32 x 32 -> 64-bit products of the even lanes, then of the odd lanes moved down; the
-    // odd results land directly in the upper halves.
-    const V<DI64> pe = hn::Add(hn::MulEven(nd, mult), offset);
-    const V<DI64> po = hn::Add(hn::MulEven(hn::BitCast(di, hn::ShiftRight<32>(hn::BitCast(di64, nd))), mult), offset);
-    const V<DI64> xe = hn::ShiftRightSame(pe, shift);
-    const V<DI64> xo = kBigShift ? hn::ShiftRightSame(po, shift - 32) : hn::ShiftLeftSame(po, 32 - shift);
-    const V<DI> nx = hn::OddEven(hn::BitCast(di, xo), hn::BitCast(di, xe));
+    const V<DI> x = kBigShift ? nd : hn::ShiftLeftSame(nd, 32 - shift);
+    const V<DI64> pe = hn::MulEven(x, mult);
+    const V<DI64> po = hn::MulEven(hn::BitCast(di, hn::ShiftRight<32>(hn::BitCast(di64, x))), mult);
+    const V<DI> nx = kBigShift ? hn::ShiftRightSame(hn::Add(upper_halves(pe, po), offset32), shift - 32)
+                               : upper_halves(hn::Add(pe, offset64), hn::Add(po, offset64));
     const V<DI> zs = hn::ShiftRight<kWorkBits>(nx);
     const V<DI> t = hn::Sub(b, hn::And(nx, low_mask));
     const V<DI> poly = mul15_add(t, t, c);
-    const V<DI> y = mul15(hn::ShiftRight<16>(poly), mul);
-    return hn::Shr(y, zs);
+    return hn::Shr(mul_high16(poly, mul), zs);
 #endif
   }
 };
@@ -381,12 +483,16 @@ struct RowSum {
   HWY_ALIGN uint32_t lanes[kMaxLanes];
 };
 
-// e = i_exp(s - max) over a row of n scores, and their sums. Lanes past n are zeroed before
-// they are summed and never stored.
-// next: the next row's scores (or null), fetched into the cache meanwhile.
+// e = i_exp(s - max) over a row of n scores, and their sums; returns the min and max of the
+// next row's scores (next: (n); the caller passes s itself after its last row). Lanes past n
+// are zeroed before they are summed and never stored.
+// NOTE: the next row's extremes are taken here, from lines requested a row earlier (ahead:
+// the row after next, prefetched into L2 a line per vector), so that the transfer from memory
+// overlaps the exps. As a pass of its own the max waits on that transfer (~15% slower at
+// 4096 x 4096); prefetched into L1 instead, the lines evict this row's (slower still).
 template <bool kBigShift>
-void exp_row(const int32_t* HWY_RESTRICT s, int64_t n, int32_t max, const ExpVec& exp_vec, uint32_t* HWY_RESTRICT e,
-             RowSum& sum, const int32_t* next) {
+MinMax exp_row(const int32_t* HWY_RESTRICT s, int64_t n, int32_t max, const ExpVec& exp_vec, uint32_t* HWY_RESTRICT e,
+               RowSum& sum, const int32_t* HWY_RESTRICT next, const int32_t* ahead) {
   // NOTE: a local copy: through the reference, the compiler reloads every constant after
   // each store to e (the vector types may alias anything).
   const ExpVec ex = exp_vec;
@@ -394,6 +500,8 @@ void exp_row(const int32_t* HWY_RESTRICT s, int64_t n, int32_t max, const ExpVec
   const DU du;
   const int64_t L = static_cast<int64_t>(hn::Lanes(di));
   const V<DI> vmax = hn::Set(di, max);
+  V<DI> next_min = hn::Set(di, std::numeric_limits<int32_t>::max());
+  V<DI> next_max = hn::Set(di, std::numeric_limits<int32_t>::min());
   // Each lane adds at most 2^14 values < 2^17 before it moves into the uint64 total.
   constexpr int64_t kFlush = int64_t{1} << 14;
   uint64_t total = 0;
@@ -401,14 +509,13 @@ void exp_row(const int32_t* HWY_RESTRICT s, int64_t n, int32_t max, const ExpVec
   V<DU> acc = hn::Zero(du);
   int64_t i = 0, pending = 0;
   for (; i + L <= n; i += L) {
-    // NOTE: the next row's transfer from memory, spread over this row's exps (a line per
-    // vector), is hidden; the hardware prefetcher alone fetches it in a burst during that
-    // row's first pass (15% slower at 4096 x 4096). Loading it here (to take its max) is
-    // slower still: the loop then waits on the misses.
-    if (next) __builtin_prefetch(next + i, /*rw=*/0, /*locality=*/3);
+    __builtin_prefetch(ahead + i, /*rw=*/0, /*locality=*/2);
     const V<DU> v = hn::BitCast(du, ex.operator()<kBigShift>(hn::Min(hn::Sub(vmax, hn::LoadU(di, s + i)), ex.lim)));
     hn::StoreU(v, du, e + i);
     acc = hn::Add(acc, v);
+    const V<DI> nv = hn::LoadU(di, next + i);
+    next_min = hn::Min(next_min, nv);
+    next_max = hn::Max(next_max, nv);
     if (HWY_UNLIKELY(++pending == kFlush)) {
       total += sum_lanes(acc);
       acc = hn::Zero(du);
@@ -416,16 +523,19 @@ void exp_row(const int32_t* HWY_RESTRICT s, int64_t n, int32_t max, const ExpVec
       flushed = true;
     }
   }
+  MinMax next_mm{hn::GetLane(hn::MinOfLanes(di, next_min)), hn::GetLane(hn::MaxOfLanes(di, next_max))};
   if (i < n) {
     const size_t rest = static_cast<size_t>(n - i);
     const V<DI> nd = hn::Min(hn::Sub(vmax, simd::LoadFirstN(di, s + i, rest)), ex.lim);
     const V<DU> v = hn::IfThenElseZero(hn::FirstN(du, rest), hn::BitCast(du, ex.operator()<kBigShift>(nd)));
     simd::StoreFirstN(v, du, e + i, rest);
     acc = hn::Add(acc, v);
+    for (; i < n; ++i) next_mm = {std::min(next_mm.min, next[i]), std::max(next_mm.max, next[i])};
   }
   sum.E = total + sum_lanes(acc);
   sum.has_lanes = !flushed && L == kGroup;
   hn::Store(acc, du, sum.lanes);
+  return next_mm;
 }
 
 template <bool kBigShift>
@@ -524,10 +634,8 @@ bool cumulative_vectorized(uint64_t E) {
   return E < (uint64_t{1} << 32) && L <= kGroup && kGroup % L == 0 && static_cast<int64_t>(hn::Lanes(du)) == L;
 }
 
-// The cumulative outputs of a row (requires cumulative_vectorized(E)). With kRegularSum it
-// also returns the sum of the regular outputs (not stored), else 0.
-template <bool kRegularSum>
-int64_t cumulative_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& sum, uint8_t* HWY_RESTRICT out) {
+// The cumulative outputs of a row (requires cumulative_vectorized(E)).
+void cumulative_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& sum, uint8_t* HWY_RESTRICT out) {
   const DU du;
   constexpr int64_t L = static_cast<int64_t>(hn::MaxLanes(DU()));
   constexpr int64_t kVecs = kGroup / L;  // vectors per group of 16
@@ -552,10 +660,10 @@ int64_t cumulative_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& 
     start += tl;
   }
   const Cumulative cu(E);
-  const V<DU> vg = hn::Set(du, cu.G), vhalf = hn::Set(du, 1u << 22), vf = hn::Set(du, reciprocal(E));
+  const V<DU> vg = hn::Set(du, cu.G), vhalf = hn::Set(du, 1u << 22);
   const int sh = cu.sh;
   auto R = [&](V<DU> C) HWY_ATTR { return hn::ShiftRight<23>(hn::Add(hn::Mul(hn::ShiftRightSame(C, sh), vg), vhalf)); };
-  V<DU> C[kVecs], prev[kVecs], reg = hn::Zero(du);
+  V<DU> C[kVecs], prev[kVecs];
   for (int64_t k = 0; k < kVecs; ++k) {
     C[k] = hn::Load(du, t + k * L);
     prev[k] = R(C[k]);
@@ -563,7 +671,6 @@ int64_t cumulative_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& 
   for (int64_t i = 0; i < full; i += kGroup)
     for (int64_t k = 0; k < kVecs; ++k) {
       const V<DU> ev = hn::LoadU(du, e + i + k * L);
-      if constexpr (kRegularSum) reg = hn::Add(reg, regular_out(ev, vf));
       C[k] = hn::Add(C[k], ev);
       const V<DU> Rk = R(C[k]);
       hn::StoreU(narrow_u8(hn::Sub(Rk, prev[k])), D8(), out + i + k * L);  // a lone 256 -> 255
@@ -574,11 +681,9 @@ int64_t cumulative_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& 
     if (i >= n) break;
     const size_t rest = static_cast<size_t>(std::min<int64_t>(n - i, L));
     const V<DU> ev = simd::LoadFirstN(du, e + i, rest);
-    if constexpr (kRegularSum) reg = hn::Add(reg, regular_out(ev, vf));
     const V<DU> Rk = R(hn::Add(C[k], ev));
     simd::StoreFirstN(narrow_u8(hn::Sub(Rk, prev[k])), D8(), out + i, rest);
   }
-  return kRegularSum ? static_cast<int64_t>(sum_lanes(reg)) : 0;
 }
 
 // The regular outputs of a row; returns their sum (taken before the clamp to 255: the two
@@ -604,37 +709,36 @@ int64_t regular_row(const uint32_t* HWY_RESTRICT e, int64_t n, uint64_t E, uint8
   return static_cast<int64_t>(sum_lanes(sum));
 }
 
-// Rows with at least this much mass (64 elements' worth of exp(0)) almost always miss 256 with
-// the regular rounding: many of their outputs round from below 1/2.
+// Flat rows: at least this much mass (64 elements' worth of exp(0)), so that no element holds
+// more than 1/63 of it. The regular rounding almost always misses 256 on them (many outputs
+// round from below 1/2), so they take the cumulative outputs directly (see the top of the
+// file for their error).
 constexpr uint64_t kFlatRowMass = uint64_t{64} << kExpBits;
 
-// out_j = min(round(256 e_j / E), 255) via one reciprocal per row; rows whose outputs miss
-// 256 by more than 1 take the cumulative outputs instead. e: (n), E = sum(e) > 0.
-// A likely flat row writes the cumulative outputs first and takes the regular sum on the
-// side (one pass instead of two); the regular pass then runs only if that sum passes. Both
-// orders give the same bits.
+// Flat rows: the cumulative outputs. Others: out_j = min(round(256 e_j / E), 255) via one
+// reciprocal per row, and the cumulative outputs instead if these miss 256 by more than 1.
+// e: (n), E = sum(e) > 0.
 void normalize_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& rs, uint8_t* HWY_RESTRICT out) {
-  if (!cumulative_vectorized(rs.E)) {
-    if (std::abs(256 - regular_row(e, n, rs.E, out)) > 1) cumulative_row_naive(e, n, rs.E, out);
-    return;
-  }
-  if (rs.E >= kFlatRowMass) {
-    if (std::abs(256 - cumulative_row<true>(e, n, rs, out)) <= 1) regular_row(e, n, rs.E, out);
-    return;
-  }
-  if (std::abs(256 - regular_row(e, n, rs.E, out)) > 1) cumulative_row<false>(e, n, rs, out);
+  if (rs.E < kFlatRowMass && std::abs(256 - regular_row(e, n, rs.E, out)) <= 1) return;
+  if (cumulative_vectorized(rs.E))
+    cumulative_row(e, n, rs, out);
+  else
+    cumulative_row_naive(e, n, rs.E, out);
 }
 
 // Scalar twin of normalize_row (the specification).
 void normalize_row_naive(const uint32_t* e, int64_t n, uint64_t E, uint8_t* out) {
-  const uint64_t F = (uint64_t{256} << kRecipShift) / E;
-  int64_t total = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const uint64_t o = (e[j] * F + (1u << (kRecipShift - 1))) >> kRecipShift;
-    out[j] = static_cast<uint8_t>(std::min<uint64_t>(o, 255));
-    total += static_cast<int64_t>(o);
+  if (E < kFlatRowMass) {
+    const uint64_t F = (uint64_t{256} << kRecipShift) / E;
+    int64_t total = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint64_t o = (e[j] * F + (1u << (kRecipShift - 1))) >> kRecipShift;
+      out[j] = static_cast<uint8_t>(std::min<uint64_t>(o, 255));
+      total += static_cast<int64_t>(o);
+    }
+    if (std::abs(256 - total) <= 1) return;
   }
-  if (std::abs(256 - total) > 1) cumulative_row_naive(e, n, E, out);
+  cumulative_row_naive(e, n, E, out);
 }
 
 // The first score with |s| >= 2^30, for the error message (rows were flagged in parallel).
@@ -672,18 +776,30 @@ void softmax_u8(const int32_t* scores, int64_t rows, int64_t n, int64_t ld_in, c
   check_rows("softmax_u8", rows, n, ld_in, ld_out);
   if (rows == 0 || n == 0) return;
   const ExpVec ex(p);
-  const bool ok = for_rows(rows, n, [&](int64_t r, uint32_t* e) {
-    const int32_t* s = scores + r * ld_in;
-    const MinMax mm = row_min_max(s, n);
-    if (mm.max >= kScoreLimit || mm.min <= -kScoreLimit) return false;
-    RowSum rs;
-    const int32_t* next = r + 1 < rows ? s + ld_in : nullptr;
-    if (ex.big_shift())
-      exp_row<true>(s, n, mm.max, ex, e, rs, next);
-    else
-      exp_row<false>(s, n, mm.max, ex, e, rs, next);
-    normalize_row(e, n, rs, out + r * ld_out);
-    return true;
+  bool ok = true;
+  // Each thread walks its rows in order, carrying the next row's extremes (see exp_row).
+  parallel_for(rows, n * 4, [&](int64_t begin, int64_t end) {
+    uint32_t* e = thread_scratch<uint32_t>(n, 0);
+    bool mine = true;
+    MinMax mm = row_min_max(scores + begin * ld_in, n);
+    for (int64_t r = begin; r < end; ++r) {
+      const int32_t* s = scores + r * ld_in;
+      const int32_t* next = r + 1 < end ? s + ld_in : s;
+      if (mm.max >= kScoreLimit || mm.min <= -kScoreLimit) {
+        mine = false;
+        mm = row_min_max(next, n);
+        continue;
+      }
+      const int32_t* ahead = r + 2 < end ? s + 2 * ld_in : s;
+      RowSum rs;
+      mm = ex.big_shift() ? exp_row<true>(s, n, mm.max, ex, e, rs, next, ahead)
+                          : exp_row<false>(s, n, mm.max, ex, e, rs, next, ahead);
+      normalize_row(e, n, rs, out + r * ld_out);
+    }
+    if (!mine) {
+#pragma omp atomic write
+      ok = false;
+    }
   });
   if (!ok) fail_score_range(scores, rows, n, ld_in);
 }
@@ -836,7 +952,6 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
   const DU64 du;
   const DU32 du32;
   const hn::Rebind<int32_t, D> d32;
-  const hn::Rebind<hwy::MakeUnsigned<T>, D> dout;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int sw = std::min<int32_t>(p.to_working.shift, 63), so = std::min<int32_t>(p.to_output.shift, 63);
   const V<D> lo = hn::Set(d, p.clamp_lo), hi = hn::Set(d, p.clamp_hi), zero = hn::Zero(d);
@@ -861,7 +976,7 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
     const V<DU64> w = hn::MulEven(hn::BitCast(du32, av), hn::BitCast(du32, h));
     const V<D> r = hn::BitCast(d, hn::Min(hn::ShiftRight<kGeluOutShift>(hn::Add(w, half_out)), cap));
     const V<D> y = hn::Min(hn::IfThenElse(neg, hn::Neg(r), r), top);  // [-out_max - 1, out_max]
-    hn::StoreU(hn::TruncateTo(dout, hn::BitCast(du, y)), dout, reinterpret_cast<hwy::MakeUnsigned<T>*>(out) + i);
+    store_narrow(y, out + i);
   }
   return i;
 #endif
@@ -910,7 +1025,7 @@ uint64_t isqrt(uint64_t v) {
 // (2^62, 2^63]. Then y_i 2^14 = round(D_i inv 2^(14 + j - 94)) (|D_i| inv < 2^125), and
 // out_i = sat8(round(y_i 2^14 * gamma_i * to_output) + beta_i). Both roundings are half away
 // from zero, so they run on magnitudes, in 64 bits when the operands allow (most rows, see
-// layer_norm_row), else 128 (|y_i| 2^14 <= 2^14 sqrt(n) and |gamma_i| < 2^31 keep their
+// layer_norm_row_naive), else 128 (|y_i| 2^14 <= 2^14 sqrt(n) and |gamma_i| < 2^31 keep their
 // product in uint64 for n < 2^38).
 // The only rounding that matters is y's to 2^-14: it moves the output by at most
 // 2^-15 |gamma_i| gamma_scale / out_scale LSB before the final rounding.
@@ -918,12 +1033,49 @@ namespace {
 
 __extension__ typedef unsigned __int128 uint128;
 
-// One row (x, out: (n)); false (nothing written) if n max|x|^2 exceeds 2^62.
-// T: int8_t (saturated to [-128, 127]) or int32_t (clamped to [-2^30, 2^30]).
+// The output's clamp: int8 saturates to [-128, 127], int32 to [-2^30, 2^30].
+template <typename T> constexpr int64_t kNormLo = sizeof(T) == 1 ? -128 : -(int64_t{1} << 30);
+template <typename T> constexpr int64_t kNormHi = sizeof(T) == 1 ? 127 : int64_t{1} << 30;
+
+// 2^94 / sqrt(M) as inv 2^-j: y_i 2^14 = D_i inv 2^-ys (M > 0).
+struct NormScale {
+  uint64_t inv;
+  int ys;  // 94 - 14 - j, in [49, 95]
+};
+NormScale norm_scale(int128 M) {
+  // M' = M 4^j in [2^62, 2^64)
+  const uint64_t hi = static_cast<uint64_t>(M >> 64), lo = static_cast<uint64_t>(M);
+  const int bits = hi ? 128 - std::countl_zero(hi) : 64 - std::countl_zero(lo);
+  const int j = bits <= 64 ? (64 - bits) / 2 : -((bits - 63) / 2);  // bits + 2j in {63, 64}
+  const uint64_t Mp = j >= 0 ? static_cast<uint64_t>(M << (2 * j)) : static_cast<uint64_t>(M >> (-2 * j));
+  return {static_cast<uint64_t>((uint128{1} << 94) / isqrt(Mp)), 80 - j};
+}
+
+// The 64-bit form of |y_i| 2^14 (see layer_norm_row_naive): (|D| (inv >> k) + 2^(e-1)) >> e
+// with e = ys - k, for |D| < 2^k.
+inline uint64_t norm_y_64(int64_t D, uint64_t inv_k, int e) {
+  return (static_cast<uint64_t>(D < 0 ? -D : D) * inv_k + (uint64_t{1} << (e - 1))) >> e;
+}
+
+// out_i: gamma_i (y_i 2^14) to_output, rounded half away, plus beta_i, saturated; ay = |y_i| 2^14.
+// NOTE: one 64-bit multiply in the usual case (|y gamma| < 2^32, shift < 64), else 128.
+template <typename T> inline T norm_out(bool neg, uint64_t ay, int32_t gamma, int32_t beta, FixedPoint to_output) {
+  const int64_t g = gamma;
+  const uint64_t m = static_cast<uint64_t>(to_output.multiplier);
+  const int os = to_output.shift;
+  const uint64_t ag = ay * static_cast<uint64_t>(g < 0 ? -g : g);
+  const uint64_t ao = (ag >> 32) == 0 && os < 64
+                          ? (ag * m + (uint64_t{1} << (os - 1))) >> os
+                          : static_cast<uint64_t>((static_cast<uint128>(ag) * m + (uint128{1} << (os - 1))) >> os);
+  const int64_t v = (neg != (g < 0) ? -static_cast<int64_t>(ao) : static_cast<int64_t>(ao)) + beta;
+  return static_cast<T>(std::clamp<int64_t>(v, kNormLo<T>, kNormHi<T>));
+}
+
+// One row (x, out: (n)); false (nothing written) if n max|x|^2 exceeds 2^62. The scalar
+// specification. T: int8_t or int32_t (see kNormLo).
 template <typename T>
-bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY_RESTRICT gamma,
-                    const int32_t* HWY_RESTRICT beta, FixedPoint to_output, T* HWY_RESTRICT out) {
-  constexpr int64_t kLo = sizeof(T) == 1 ? -128 : -(int64_t{1} << 30), kHi = sizeof(T) == 1 ? 127 : int64_t{1} << 30;
+bool layer_norm_row_naive(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY_RESTRICT gamma,
+                          const int32_t* HWY_RESTRICT beta, FixedPoint to_output, T* HWY_RESTRICT out) {
   int64_t S = 0, Q = 0, maxabs = 0;
   for (int64_t i = 0; i < n; ++i) maxabs = std::max<int64_t>(maxabs, x[i] < 0 ? -int64_t{x[i]} : x[i]);
   // n x^2 <= 2^62 keeps Q and D_i = n x_i - S (|D_i| <= 2 n |x|) within int64.
@@ -934,51 +1086,113 @@ bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY
   }
   const int128 M = static_cast<int128>(n) * Q - static_cast<int128>(S) * S;
   if (M == 0) {  // all equal: the normalized value is 0
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(std::clamp<int64_t>(beta[i], kLo, kHi));
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(std::clamp<int64_t>(beta[i], kNormLo<T>, kNormHi<T>));
     return true;
   }
-  // M' = M 4^j in [2^62, 2^64)
-  const uint64_t hi = static_cast<uint64_t>(M >> 64), lo = static_cast<uint64_t>(M);
-  const int bits = hi ? 128 - std::countl_zero(hi) : 64 - std::countl_zero(lo);
-  const int j = bits <= 64 ? (64 - bits) / 2 : -((bits - 63) / 2);  // bits + 2j in {63, 64}
-  const uint64_t Mp = j >= 0 ? static_cast<uint64_t>(M << (2 * j)) : static_cast<uint64_t>(M >> (-2 * j));
-  const uint64_t inv = static_cast<uint64_t>((uint128{1} << 94) / isqrt(Mp));
-  const int ys = 80 - j;  // 94 - 14 - j, in [49, 95]
-  const uint64_t m = static_cast<uint64_t>(to_output.multiplier);
-  const int os = to_output.shift;
-  // gamma_i (y_i 2^14) to_output, rounded half away, plus beta_i, saturated; ay = |y_i| 2^14.
-  // NOTE: one 64-bit multiply in the usual case (|y gamma| < 2^32, shift < 64), else 128.
-  auto emit = [&](int64_t i, bool neg, uint64_t ay) {
-    const int64_t g = gamma[i];
-    const uint64_t ag = ay * static_cast<uint64_t>(g < 0 ? -g : g);
-    const uint64_t ao = (ag >> 32) == 0 && os < 64
-                            ? (ag * m + (uint64_t{1} << (os - 1))) >> os
-                            : static_cast<uint64_t>((static_cast<uint128>(ag) * m + (uint128{1} << (os - 1))) >> os);
-    const int64_t v = (neg != (g < 0) ? -static_cast<int64_t>(ao) : static_cast<int64_t>(ao)) + beta[i];
-    out[i] = static_cast<T>(std::clamp<int64_t>(v, kLo, kHi));
-  };
+  const NormScale ns = norm_scale(M);
   // |D_i| <= 2 n max|x| < 2^k. With k <= 33, inv >> k (>= 30 significant bits) keeps
   // |D_i| (inv >> k) in 64 bits and y_i within 2^21 2^-30 units of the 128-bit value.
   const int k = std::bit_width(static_cast<uint64_t>(2 * n * maxabs));
   if (k <= 33) {
-    const uint64_t inv_k = inv >> k;
-    const int e = ys - k;
-    const uint64_t half = uint64_t{1} << (e - 1);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t D = n * x[i] - S;
-      emit(i, D < 0, (static_cast<uint64_t>(D < 0 ? -D : D) * inv_k + half) >> e);
+      out[i] = norm_out<T>(D < 0, norm_y_64(D, ns.inv >> k, ns.ys - k), gamma[i], beta[i], to_output);
     }
   } else {
-    const uint128 half = uint128{1} << (ys - 1);
+    const uint128 half = uint128{1} << (ns.ys - 1);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t D = n * x[i] - S;
-      emit(i, D < 0, static_cast<uint64_t>((static_cast<uint128>(D < 0 ? -D : D) * inv + half) >> ys));
+      const uint64_t ay = static_cast<uint64_t>((static_cast<uint128>(D < 0 ? -D : D) * ns.inv + half) >> ns.ys);
+      out[i] = norm_out<T>(D < 0, ay, gamma[i], beta[i], to_output);
     }
   }
   return true;
 }
 
+// layer_norm_row_naive with Highway, bit-identical: S, Q and max|x| in one pass of int32
+// lanes (Q's per-lane sums in int64, wrapping harmlessly when the guard then fails), the
+// outputs in int64 lanes through the 64-bit forms of norm_y_64 and norm_out. Rows those forms
+// do not cover (equal values, k > 33, a shift >= 64) go to the scalar kernel, and so do the
+// vectors where some |y gamma| >= 2^32, and the tail.
 template <typename T>
+bool layer_norm_row(const int32_t* HWY_RESTRICT x, int64_t n, const int32_t* HWY_RESTRICT gamma,
+                    const int32_t* HWY_RESTRICT beta, FixedPoint to_output, T* HWY_RESTRICT out) {
+#if HWY_TARGET == HWY_SCALAR
+  return layer_norm_row_naive(x, n, gamma, beta, to_output, out);
+#else
+  const DI di;
+  const DI64 d64;
+  const DU64 du64;
+  const hn::Repartition<uint32_t, DU64> du32;
+  const hn::Rebind<int32_t, DI64> d32;  // half a vector of int32, promoted to int64 lanes
+  const int64_t L = static_cast<int64_t>(hn::Lanes(di)), L64 = static_cast<int64_t>(hn::Lanes(d64));
+
+  V<DI> vmin = hn::Set(di, std::numeric_limits<int32_t>::max());
+  V<DI> vmax = hn::Set(di, std::numeric_limits<int32_t>::min());
+  V<DI64> vS = hn::Zero(d64), vQ = hn::Zero(d64);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const V<DI> v = hn::LoadU(di, x + i);
+    vmin = hn::Min(vmin, v);
+    vmax = hn::Max(vmax, v);
+    // the even lanes sign-extended in place, the odd ones shifted down
+    const V<DI64> even = hn::ShiftRight<32>(hn::ShiftLeft<32>(hn::BitCast(d64, v)));
+    const V<DI64> odd = hn::ShiftRight<32>(hn::BitCast(d64, v));
+    vS = hn::Add(vS, hn::Add(even, odd));
+    vQ = hn::Add(vQ, hn::Add(hn::MulEven(v, v), hn::MulEven(hn::BitCast(di, odd), hn::BitCast(di, odd))));
+  }
+  int64_t S = hn::GetLane(hn::SumOfLanes(d64, vS));
+  uint64_t Q = static_cast<uint64_t>(hn::GetLane(hn::SumOfLanes(d64, vQ)));
+  int32_t mn = hn::GetLane(hn::MinOfLanes(di, vmin)), mx = hn::GetLane(hn::MaxOfLanes(di, vmax));
+  for (; i < n; ++i) {
+    S += x[i];
+    Q += static_cast<uint64_t>(int64_t{x[i]} * x[i]);
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  const int64_t maxabs = std::max(int64_t{mx}, -int64_t{mn});
+  if (static_cast<int128>(n) * maxabs * maxabs > (static_cast<int128>(1) << 62)) return false;
+  const int128 M = static_cast<int128>(n) * static_cast<int64_t>(Q) - static_cast<int128>(S) * S;
+  const int k = std::bit_width(static_cast<uint64_t>(2 * n * maxabs));
+  // n <= 2^30 keeps |y_i| 2^14 <= 2^14 sqrt(n) + 1 below 2^32, a 32-bit factor.
+  if (M == 0 || k > 33 || to_output.shift >= 64 || n > (int64_t{1} << 30))
+    return layer_norm_row_naive(x, n, gamma, beta, to_output, out);
+
+  const NormScale ns = norm_scale(M);
+  const uint64_t inv_k = ns.inv >> k;
+  const int e = ns.ys - k, os = to_output.shift;
+  auto scalar_out = [&](int64_t j) {
+    const int64_t D = n * x[j] - S;
+    out[j] = norm_out<T>(D < 0, norm_y_64(D, inv_k, e), gamma[j], beta[j], to_output);
+  };
+  const V<DI> vn = hn::BitCast(di, hn::Set(d64, n));  // n in the even int32 lanes
+  const V<DI64> vSS = hn::Set(d64, S), zero = hn::Zero(d64);
+  const V<DI64> lo = hn::Set(d64, kNormLo<T>), hi = hn::Set(d64, kNormHi<T>);
+  const V<DU64> vinv = hn::Set(du64, inv_k), half_y = hn::Set(du64, uint64_t{1} << (e - 1)),
+                half_o = hn::Set(du64, uint64_t{1} << (os - 1));
+  const V<decltype(du32)> vmult = hn::BitCast(du32, hn::Set(du64, static_cast<uint64_t>(to_output.multiplier)));
+  for (i = 0; i + L64 <= n; i += L64) {
+    const V<DI64> xv = hn::PromoteTo(d64, hn::LoadU(d32, x + i));
+    const V<DI64> D = hn::Sub(hn::MulEven(hn::BitCast(di, xv), vn), vSS);  // |D| < 2^33
+    const V<DU64> ay = hn::ShiftRightSame(hn::Add(mul_u64(hn::BitCast(du64, hn::Abs(D)), vinv), half_y), e);
+    const V<DI64> g = hn::PromoteTo(d64, hn::LoadU(d32, gamma + i));
+    const V<DU64> ag = hn::MulEven(hn::BitCast(du32, ay), hn::BitCast(du32, hn::Abs(g)));  // ay < 2^32, |g| <= 2^31
+    if (HWY_UNLIKELY(!hn::AllTrue(du64, hn::Eq(hn::ShiftRight<32>(ag), hn::Zero(du64))))) {
+      for (int64_t j = i; j < i + L64; ++j) scalar_out(j);
+      continue;
+    }
+    const V<DU64> ao_u = hn::ShiftRightSame(hn::Add(hn::MulEven(hn::BitCast(du32, ag), vmult), half_o), os);
+    const V<DI64> ao = hn::BitCast(d64, ao_u);
+    const V<DI64> b = hn::PromoteTo(d64, hn::LoadU(d32, beta + i));
+    const V<DI64> v = hn::Add(hn::IfThenElse(hn::Lt(hn::Xor(D, g), zero), hn::Neg(ao), ao), b);  // y gamma's sign
+    store_narrow(hn::Min(hn::Max(v, lo), hi), out + i);
+  }
+  for (; i < n; ++i) scalar_out(i);
+  return true;
+#endif
+}
+
+template <typename T, bool kNaive>
 void layer_norm_checked(const char* op, const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p,
                         T* out, int64_t ld_out) {
   const int64_t n = p.n;
@@ -990,11 +1204,15 @@ void layer_norm_checked(const char* op, const int32_t* x, int64_t rows, int64_t 
   // Rows that break the overflow guard are flagged in the parallel loop and reported after.
   int64_t bad_row = -1;
   parallel_for(rows, n * 4, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      if (!layer_norm_row(x + r * ld_in, n, p.gamma, p.beta, p.to_output, out + r * ld_out)) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int32_t* xr = x + r * ld_in;
+      T* yr = out + r * ld_out;
+      if (!(kNaive ? layer_norm_row_naive(xr, n, p.gamma, p.beta, p.to_output, yr)
+                   : layer_norm_row(xr, n, p.gamma, p.beta, p.to_output, yr))) {
 #pragma omp critical(sg_quant_layer_norm)
         if (bad_row < 0 || r < bad_row) bad_row = r;
       }
+    }
   });
   if (bad_row >= 0) {
     const int32_t* xr = x + bad_row * ld_in;
@@ -1010,11 +1228,19 @@ void layer_norm_checked(const char* op, const int32_t* x, int64_t rows, int64_t 
 
 void layer_norm_s8(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int8_t* out,
                    int64_t ld_out) {
-  layer_norm_checked("layer_norm_s8", x, rows, ld_in, p, out, ld_out);
+  layer_norm_checked<int8_t, false>("layer_norm_s8", x, rows, ld_in, p, out, ld_out);
 }
 void layer_norm_s32(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int32_t* out,
                     int64_t ld_out) {
-  layer_norm_checked("layer_norm_s32", x, rows, ld_in, p, out, ld_out);
+  layer_norm_checked<int32_t, false>("layer_norm_s32", x, rows, ld_in, p, out, ld_out);
+}
+void layer_norm_s8_naive(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int8_t* out,
+                         int64_t ld_out) {
+  layer_norm_checked<int8_t, true>("layer_norm_s8_naive", x, rows, ld_in, p, out, ld_out);
+}
+void layer_norm_s32_naive(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int32_t* out,
+                          int64_t ld_out) {
+  layer_norm_checked<int32_t, true>("layer_norm_s32_naive", x, rows, ld_in, p, out, ld_out);
 }
 
 // ---- per-token dynamic quantization --------------------------------------------------------
@@ -1025,27 +1251,51 @@ void layer_norm_s32(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNo
 // < 2^-10, so q is round(y qmax / m) except within 2^-10 of a tie.
 namespace {
 
+// One row (y, o: (cols)), in int32 lanes for m and int64 lanes for q; returns m. T: int8_t or
+// uint8_t (kQmax 127 or 255, negatives read as 0).
+template <typename T> int32_t quantize_row(const int32_t* HWY_RESTRICT y, int64_t cols, T* HWY_RESTRICT o) {
+  constexpr bool kUnsigned = std::is_unsigned_v<T>;
+  constexpr int64_t kQmax = kUnsigned ? 255 : 127;
+  // INT32_MIN is read as -INT32_MAX, so that m fits int32.
+  constexpr int32_t kLowest = kUnsigned ? 0 : -std::numeric_limits<int32_t>::max();
+  int64_t c = 0;
+  int32_t m = 1;
+#if HWY_TARGET != HWY_SCALAR
+  const DI di;
+  const DI64 d64;
+  const DU64 du64;
+  const hn::Rebind<int32_t, DI64> d32;  // half a vector of int32, widened to int64 lanes
+  const int64_t L = static_cast<int64_t>(hn::Lanes(di)), L64 = static_cast<int64_t>(hn::Lanes(d64));
+  const V<DI> lowest = hn::Set(di, kLowest);
+  V<DI> vm = hn::Set(di, 1);
+  for (; c + L <= cols; c += L) vm = hn::Max(vm, hn::Abs(hn::Max(hn::LoadU(di, y + c), lowest)));
+  m = hn::GetLane(hn::MaxOfLanes(di, vm));
+#endif
+  for (; c < cols; ++c) m = std::max(m, std::abs(std::max(y[c], kLowest)));
+  const int64_t R = ((kQmax << 41) / m + 1) >> 1;  // round(qmax 2^40 / m)
+  auto quantize_one = [R](int64_t v) {
+    const int64_t a = ((v < 0 ? -v : v) * R + (int64_t{1} << 39)) >> 40;
+    return static_cast<T>(v < 0 ? -a : a);
+  };
+  c = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const V<DI64> lowest64 = hn::Set(d64, kLowest), zero = hn::Zero(d64);
+  const V<DU64> vR = hn::Set(du64, static_cast<uint64_t>(R)), half = hn::Set(du64, uint64_t{1} << 39);
+  for (; c + L64 <= cols; c += L64) {
+    const V<DI64> v = hn::Max(hn::PromoteTo(d64, hn::LoadU(d32, y + c)), lowest64);
+    const V<DI64> a = hn::BitCast(d64, hn::ShiftRight<40>(hn::Add(mul_u64(hn::BitCast(du64, hn::Abs(v)), vR), half)));
+    store_narrow(hn::IfThenElse(hn::Lt(v, zero), hn::Neg(a), a), o + c);
+  }
+#endif
+  for (; c < cols; ++c) o[c] = quantize_one(std::max(y[c], kLowest));
+  return m;
+}
+
 template <typename T>
 void quantize_rows_checked(const char* op, const int32_t* y, int64_t rows, int64_t cols, T* out, int32_t* row_max) {
   check_rows(op, rows, cols, cols, cols);
-  constexpr bool kUnsigned = std::is_unsigned_v<T>;
-  constexpr int64_t kQmax = kUnsigned ? 255 : 127, kInt32Max = std::numeric_limits<int32_t>::max();
   parallel_for(rows, cols * 2, [=](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int32_t* HWY_RESTRICT yr = y + r * cols;
-      T* HWY_RESTRICT o = out + r * cols;
-      // INT32_MIN is read as -INT32_MAX, so that m fits int32.
-      auto value = [&](int64_t c) { return std::max<int64_t>(yr[c], kUnsigned ? 0 : -kInt32Max); };
-      int64_t m = 1;
-      for (int64_t c = 0; c < cols; ++c) m = std::max<int64_t>(m, std::abs(value(c)));
-      const int64_t R = ((kQmax << 41) / m + 1) >> 1;  // round(qmax 2^40 / m)
-      for (int64_t c = 0; c < cols; ++c) {
-        const int64_t v = value(c);
-        const int64_t a = ((v < 0 ? -v : v) * R + (int64_t{1} << 39)) >> 40;
-        o[c] = static_cast<T>(v < 0 ? -a : a);
-      }
-      row_max[r] = static_cast<int32_t>(m);
-    }
+    for (int64_t r = begin; r < end; ++r) row_max[r] = quantize_row(y + r * cols, cols, out + r * cols);
   });
 }
 

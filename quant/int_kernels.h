@@ -26,18 +26,22 @@ FixedPoint to_fixed_point(double real);
 int64_t fixed_multiply(int64_t x, FixedPoint f);
 
 // Requantization, int32 accumulators -> int8 or uint8:
-//   out = clamp(round_half_away(acc * r_col), lo, hi)
+//   out = clamp(round_half_away((acc + bias_col) * r_col), lo, hi)
 // acc is (rows, cols) row-major with row stride ld_acc; f has one FixedPoint per column
 // (per-output-channel weight scales), or one for all when per_column is false; out is
 // (rows, cols) with row stride ld_out. lo/hi clamp (e.g. 0 and 127 fuse a ReLU).
+// bias: (cols) int32 at the accumulator's scale, added in int64 before the scaling (exact:
+// |acc + bias| <= 2^32 keeps the rounding exact too), or null for none.
 void requantize_s8(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                   bool per_column, int32_t lo, int32_t hi, int8_t* out, int64_t ld_out);
+                   bool per_column, int32_t lo, int32_t hi, int8_t* out, int64_t ld_out,
+                   const int32_t* bias = nullptr);
 void requantize_u8(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                   bool per_column, int32_t lo, int32_t hi, uint8_t* out, int64_t ld_out);
+                   bool per_column, int32_t lo, int32_t hi, uint8_t* out, int64_t ld_out,
+                   const int32_t* bias = nullptr);
 // The same to int32 (rescaling an accumulator to another scale, e.g. the residual stream's),
 // clamped to [-2^30, 2^30].
 void requantize_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc, const FixedPoint* f,
-                    bool per_column, int32_t* out, int64_t ld_out);
+                    bool per_column, int32_t* out, int64_t ld_out, const int32_t* bias = nullptr);
 
 // ---- exp and softmax --------------------------------------------------------------------
 
@@ -70,10 +74,12 @@ double i_exp_reference(double x);  // the same approximation in float64 (no inte
 // and each row sums to 256 +- 1 (the +-1: a row whose mass is all on one element gives 255,
 // uint8's largest). Rows of `n` scores, row stride ld_in; out row stride ld_out.
 // |scores| must stay below 2^30 (checked: sg::Error naming the value).
-// Per row: e = i_exp(s - max), out = round(256 e / E) through one reciprocal of E = sum e; a
-// row whose outputs miss 256 by more than 1 (many small elements) takes cumulative rounding
-// instead (out_j = R_j - R_{j-1}, R_j = round(256 (e_0 + .. + e_j) / E) over a fixed order),
-// which sums to exactly 256. Rows run in parallel; the output is the same on any thread count.
+// Per row: e = i_exp(s - max), E = sum e. A flat row (E >= 64 2^16: no element holds more
+// than 1/63 of the mass) takes cumulative rounding: out_j = R_j - R_{j-1}, R_j = round(256
+// (e_0 + .. + e_j) / E) over a fixed order, which sums to exactly 256. Other rows take
+// out = round(256 e / E) through one reciprocal of E, and cumulative rounding instead if those
+// miss 256 by more than 1 (many small elements). Rows run in parallel; the output is the same
+// on any thread count.
 // (The 1 LSB holds while the exp's floor losses stay small: see quant/int_kernels.cpp for the
 // bound; rows where one element holds much of the mass and hundreds of others sit near
 // exp ~ 2^-16 can drift further.)
@@ -149,6 +155,11 @@ void layer_norm_s8(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNor
 // scale, for a per-token quantization after it).
 void layer_norm_s32(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int32_t* out,
                     int64_t ld_out);
+// Scalar twins of the two (the specification; bit-identical output).
+void layer_norm_s8_naive(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int8_t* out,
+                         int64_t ld_out);
+void layer_norm_s32_naive(const int32_t* x, int64_t rows, int64_t ld_in, const LayerNormParams& p, int32_t* out,
+                          int64_t ld_out);
 
 // ---- per-token dynamic quantization -------------------------------------------------------
 

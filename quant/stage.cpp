@@ -340,17 +340,20 @@ IntTensor LinearStage::run(const IntTensor& x) const {
     rescale_rows(acc.data(), rows, f_.out, x.row_factor.data(), requant_.data(), f_.bias.data(), wide.data());
     return finish(std::move(wide), shape);
   }
-#pragma omp parallel for schedule(static) if (rows * f_.out > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += f_.bias[c];
-  if (f_.output == LinearOutput::kLogits) return finish(std::move(acc), shape);
+  // Static input: the bias is at the accumulator's scale, added by the requantization.
+  if (f_.output == LinearOutput::kLogits) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += f_.bias[c];
+    return finish(std::move(acc), shape);
+  }
   if (!f_.per_token_out && f_.output == LinearOutput::kS8) {  // straight to int8
     IntTensor y;
     y.type = IntType::kS8;
     y.shape = shape;
     y.scale = f_.out_scale;
     y.s8.resize(acc.size());
-    requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out);
+    requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out,
+                  f_.bias.data());
     return y;
   }
   if (!f_.per_token_out && f_.output == LinearOutput::kU8Relu) {
@@ -359,11 +362,12 @@ IntTensor LinearStage::run(const IntTensor& x) const {
     y.shape = shape;
     y.scale = f_.out_scale;
     y.u8.resize(acc.size());
-    requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out);
+    requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out,
+                  f_.bias.data());
     return y;
   }
   std::vector<int32_t> wide(acc.size());
-  requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out);
+  requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out, f_.bias.data());
   return finish(std::move(wide), shape);
 }
 

@@ -1,10 +1,11 @@
-// The integer kernels of quant/int_kernels.h: fixed-point multipliers and requantization
-// bit for bit against an exact reference; i-exp's vector kernel bit for bit against its
-// scalar twin and within stated bounds of its float64 form and of exp; the integer softmax
-// (polynomial and table) within 1 LSB of round(256 softmax) in float64, rows summing to
-// 256 +- 1, the same bits on 1 and 2 threads; i-GELU and the integer LayerNorm within
-// bounds derived from their scales; isqrt exhaustively. Measured errors are printed
-// (MESSAGE) so a run shows how close each kernel comes to its bound.
+// The integer kernels of quant/int_kernels.h: fixed-point multipliers and requantization (with
+// and without a fused bias) bit for bit against an exact reference; i-exp's vector kernel bit
+// for bit against its scalar twin and within stated bounds of its float64 form and of exp; the
+// integer softmax (polynomial and table) within 1 LSB of round(256 softmax) in float64, rows
+// summing to 256 +- 1, the same bits on 1 and 2 threads; i-GELU and the integer LayerNorm
+// within bounds derived from their scales, the LayerNorm's vector kernel bit for bit against
+// its scalar twin; isqrt exhaustively. Measured errors are printed (MESSAGE) so a run shows
+// how close each kernel comes to its bound.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -164,48 +165,71 @@ TEST_CASE("fixed_multiply: exact round half away from zero") {
   CHECK(bad == 0);
 }
 
-TEST_CASE("requantize: bit-exact against the float64 round-half-away reference, per column and shared") {
+TEST_CASE("requantize: bit-exact against the float64 round-half-away reference, per column and shared, with bias") {
   sg::Generator gen(3);
   const int64_t rows = 37, cols = 53, ld_acc = 60, ld_out = 57;
-  std::vector<int32_t> acc(rows * ld_acc);
-  for (int64_t i = 0; i < rows * ld_acc; ++i) {
+  std::vector<int32_t> acc(rows * ld_acc), bias(cols);
+  auto rand_bits = [&] {
     const int bits = static_cast<int>(rand_int(gen, 0, 31));
-    acc[i] = static_cast<int32_t>(rand_int(gen, -(int64_t{1} << bits), (int64_t{1} << bits) - 1));
-  }
+    return static_cast<int32_t>(rand_int(gen, -(int64_t{1} << bits), (int64_t{1} << bits) - 1));
+  };
+  for (auto& v : acc) v = rand_bits();
+  for (auto& v : bias) v = rand_bits();
   acc[0] = INT32_MIN;
   acc[1] = INT32_MAX;
+  bias[0] = INT32_MIN;  // x = -2^32, the extreme of acc + bias
+  bias[1] = INT32_MAX;
   std::vector<q::FixedPoint> f(cols);
   for (int64_t c = 0; c < cols; ++c) f[c] = q::to_fixed_point(std::exp2(-28 + 20 * gen.uniform()));
   f[2] = q::to_fixed_point(0.5);  // ties
+  f[3] = q::to_fixed_point(0x1p-40);  // shift > 63
+  f[4] = q::to_fixed_point(std::nextafter(0x1p30, 0.0));  // shift 1
   for (int64_t i = 0; i < rows; ++i) acc[i * ld_acc + 2] = static_cast<int32_t>(rand_int(gen, -40, 40));
+  bias[2] = 3;
 
-  for (bool per_column : {true, false}) {
-    CAPTURE(per_column);
-    auto want = [&](int64_t r, int64_t c, int64_t lo, int64_t hi) {
-      return std::clamp(exact_fixed(acc[r * ld_acc + c], f[per_column ? c : 0]), lo, hi);
-    };
-    // int8 full range and with a fused ReLU
-    for (auto [lo, hi] : {std::pair{-128, 127}, std::pair{0, 127}}) {
-      std::vector<int8_t> out(rows * ld_out, 99);
-      q::requantize_s8(acc.data(), rows, cols, ld_acc, f.data(), per_column, lo, hi, out.data(), ld_out);
+  for (bool with_bias : {false, true})
+    for (bool per_column : {true, false}) {
+      CAPTURE(with_bias);
+      CAPTURE(per_column);
+      const int32_t* b = with_bias ? bias.data() : nullptr;
+      auto want = [&](int64_t r, int64_t c, int64_t lo, int64_t hi) {
+        const int64_t x = int64_t{acc[r * ld_acc + c]} + (with_bias ? bias[c] : 0);
+        return std::clamp(exact_fixed(x, f[per_column ? c : 0]), lo, hi);
+      };
+      // int8 full range and with a fused ReLU
+      for (auto [lo, hi] : {std::pair{-128, 127}, std::pair{0, 127}}) {
+        std::vector<int8_t> out(rows * ld_out, 99);
+        q::requantize_s8(acc.data(), rows, cols, ld_acc, f.data(), per_column, lo, hi, out.data(), ld_out, b);
+        int bad = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < cols; ++c) bad += out[r * ld_out + c] != want(r, c, lo, hi);
+          for (int64_t c = cols; c < ld_out; ++c) bad += out[r * ld_out + c] != 99;  // padding untouched
+        }
+        CHECK_MESSAGE(bad == 0, "s8 [" << lo << ", " << hi << "]: " << bad << " entries differ");
+      }
+      std::vector<uint8_t> out8(rows * ld_out);
+      q::requantize_u8(acc.data(), rows, cols, ld_acc, f.data(), per_column, 0, 255, out8.data(), ld_out, b);
+      std::vector<int32_t> out32(rows * ld_out);
+      q::requantize_s32(acc.data(), rows, cols, ld_acc, f.data(), per_column, out32.data(), ld_out, b);
       int bad = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = 0; c < cols; ++c) bad += out[r * ld_out + c] != want(r, c, lo, hi);
-        for (int64_t c = cols; c < ld_out; ++c) bad += out[r * ld_out + c] != 99;  // padding untouched
-      }
-      CHECK_MESSAGE(bad == 0, "s8 [" << lo << ", " << hi << "]: " << bad << " entries differ");
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          bad += out8[r * ld_out + c] != want(r, c, 0, 255);
+          bad += out32[r * ld_out + c] != want(r, c, -(int64_t{1} << 30), int64_t{1} << 30);
+        }
+      CHECK(bad == 0);
     }
-    std::vector<uint8_t> out8(rows * ld_out);
-    q::requantize_u8(acc.data(), rows, cols, ld_acc, f.data(), per_column, 0, 255, out8.data(), ld_out);
-    std::vector<int32_t> out32(rows * ld_out);
-    q::requantize_s32(acc.data(), rows, cols, ld_acc, f.data(), per_column, out32.data(), ld_out);
-    int bad = 0;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) {
-        bad += out8[r * ld_out + c] != want(r, c, 0, 255);
-        bad += out32[r * ld_out + c] != want(r, c, -(int64_t{1} << 30), int64_t{1} << 30);
-      }
-    CHECK(bad == 0);
+  // The bias is exact: acc + bias at factor 1/2 with ties on both sides of 0.
+  {
+    const q::FixedPoint half = q::to_fixed_point(0.5);
+    const int32_t a[4] = {INT32_MIN, 4, -4, 100};
+    const int32_t bb[4] = {INT32_MIN, -1, 1, -100};
+    int32_t o[4];
+    for (int64_t c = 0; c < 4; ++c) q::requantize_s32(a + c, 1, 1, 1, &half, false, o + c, 1, bb + c);
+    CHECK(o[0] == -(1 << 30));  // -2^31 clamped
+    CHECK(o[1] == 2);           // 3/2 -> 2
+    CHECK(o[2] == -2);          // -3/2 -> -2
+    CHECK(o[3] == 0);
   }
   // The int32 clamp at +-2^30.
   const q::FixedPoint big = q::to_fixed_point(1000.0);
@@ -226,7 +250,8 @@ TEST_CASE("requantize: bit-exact against the float64 round-half-away reference, 
 TEST_CASE("i_exp: vector kernel equals the scalar one; bounds against its float64 form and exp") {
   sg::Generator gen(4);
   double max_rel_exp = 0, max_rel_exp8 = 0, max_abs_exp = 0, max_dev_ref = 0, max_rel_ref = 0;
-  for (double scale : {0x1p-16, 1e-3, 0.01, 0.1, 0.7, 3e-6}) {
+  // The conversion's shift (to_working_shift): 32, 31, 26, 23, 19, 16, 34, 43 (both vector forms).
+  for (double scale : {0x1p-16, 3e-5, 1e-3, 0.01, 0.1, 0.7, 3e-6, 6e-9}) {
     CAPTURE(scale);
     const q::ExpParams p = q::make_exp_params(scale);
     CHECK(p.b_int == 31981);
@@ -608,6 +633,83 @@ TEST_CASE("layer_norm_s8: within 1 LSB of a float64 LayerNorm on the same intege
   q::layer_norm_s8(x.data(), 1, n, p, out.data(), n);  // exactly at the limit: fine
   x[9] = (1 << 24) + 1;
   check_error([&] { q::layer_norm_s8(x.data(), 1, n, p, out.data(), n); }, {"layer_norm_s8", "16777217", "16384"});
+}
+
+TEST_CASE("layer_norm_s8/s32: the vector kernel equals the scalar one bit for bit") {
+  // Row lengths around the lane counts (tails), rows whose values, gammas and output factors
+  // reach each of the kernel's fallbacks: |y gamma| >= 2^32 in some vectors (big gamma), a
+  // shift >= 64 (tiny factor), |D| >= 2^33 (the 128-bit path: big |x|, up to the guard),
+  // rows of equal values.
+  sg::Generator gen(13);
+  struct Case {
+    int64_t n, range, gamma_range;
+    double factor;  // to_output
+  };
+  std::vector<Case> cases;
+  for (int64_t n : {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 768, 1000})
+    for (int64_t range : {1, 100, 1 << 20, 1 << 22, 5600000, 1 << 24})
+      for (int64_t gamma_range : {int64_t{127}, int64_t{4095}, int64_t{1} << 20, int64_t{INT32_MAX}})
+        cases.push_back({n, range, gamma_range, std::ldexp(0.2, -q::kNormBits)});
+  cases.push_back({768, 1 << 22, 4095, 0x1p-40});       // shift >= 64
+  cases.push_back({768, 1 << 22, 4095, 0x1p10});        // saturating
+  cases.push_back({4096, 1 << 24, 4095, 0x1p-20});      // |D| < 2^38: the 128-bit path
+  cases.push_back({1 << 14, 1 << 24, 4095, 0x1p-20});   // at the guard (n x^2 = 2^62 with x = 2^24)
+  int64_t checked = 0;
+  for (const Case& c : cases) {
+    CAPTURE(c.n);
+    CAPTURE(c.range);
+    CAPTURE(c.gamma_range);
+    CAPTURE(c.factor);
+    const int64_t rows = c.n >= 4096 ? 2 : 6, n = c.n, ld_in = n + 1, ld_out = n + 2;
+    std::vector<int32_t> x(rows * ld_in), gamma(n), beta(n);
+    for (int64_t r = 0; r < rows; ++r) {
+      // row 0: the full range; row 1: a big common offset with small variation; row 2: equal
+      // values; others: ranges narrowing toward 1
+      const int64_t range = std::max<int64_t>(1, c.range >> (r >= 3 ? 3 * (r - 2) : 0));
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t v = rand_int(gen, -range, range);
+        if (r == 1) v = std::clamp<int64_t>(c.range - 4 + rand_int(gen, -3, 3), -c.range, c.range);
+        if (r == 2) v = c.range / 3;
+        x[r * ld_in + i] = static_cast<int32_t>(v);
+      }
+    }
+    if (n >= 2) {  // |x| at the range
+      x[0] = static_cast<int32_t>(c.range);
+      x[1] = -static_cast<int32_t>(c.range);
+    }
+    for (auto& v : gamma) v = static_cast<int32_t>(rand_int(gen, -c.gamma_range, c.gamma_range));
+    for (int64_t i = 0; i < n; i += 5) gamma[i] = 0;
+    if (n >= 4) gamma[3] = c.gamma_range == INT32_MAX ? INT32_MIN : -static_cast<int32_t>(c.gamma_range);
+    for (auto& v : beta) v = static_cast<int32_t>(rand_int(gen, -200, 200));
+    q::LayerNormParams p{.n = n, .gamma = gamma.data(), .beta = beta.data(), .to_output = q::to_fixed_point(c.factor)};
+    std::vector<int8_t> fast8(rows * ld_out, 99), naive8(rows * ld_out, 99);
+    std::vector<int32_t> fast32(rows * ld_out, 99), naive32(rows * ld_out, 99);
+    q::layer_norm_s8(x.data(), rows, ld_in, p, fast8.data(), ld_out);
+    q::layer_norm_s8_naive(x.data(), rows, ld_in, p, naive8.data(), ld_out);
+    q::layer_norm_s32(x.data(), rows, ld_in, p, fast32.data(), ld_out);
+    q::layer_norm_s32_naive(x.data(), rows, ld_in, p, naive32.data(), ld_out);
+    REQUIRE(fast8 == naive8);  // padding included: both leave it alone
+    REQUIRE(fast32 == naive32);
+    checked += rows * n;
+  }
+  // Exact ties in y's rounding to 2^-14: (-t, d, t) has M = 6 t^2 + 2 d^2 within 2^-30 of 4^24,
+  // so sqrt(M)'s fixed-point value is exactly 2^24 and y 2^14 = 2d 2^14 / 2^24 = 1368.5 for the
+  // middle element; four copies scale M by 16 and D by 4 and put ties in the vector part.
+  {
+    const int32_t t = 6837313, d = 700672;
+    std::vector<int32_t> x;
+    for (int c = 0; c < 4; ++c) x.insert(x.end(), {-t, d, t});
+    const int64_t n = static_cast<int64_t>(x.size());
+    std::vector<int32_t> gamma(n, 1 << 16), beta(n, 0);  // |y gamma| < 2^32: no scalar fallback
+    q::LayerNormParams p{.n = n, .gamma = gamma.data(), .beta = beta.data(), .to_output = q::to_fixed_point(0x1p-14)};
+    std::vector<int32_t> fast(n), naive(n);
+    q::layer_norm_s32(x.data(), 1, n, p, fast.data(), n);
+    q::layer_norm_s32_naive(x.data(), 1, n, p, naive.data(), n);
+    CHECK(fast == naive);
+    CHECK(fast[1] == 1369 * 4);  // 1368.5 rounded away from zero, times gamma 2^-14
+  }
+  MESSAGE(fmt::format("layer_norm vector vs scalar: {} cases, {} outputs each for int8 and int32, identical",
+                      cases.size(), checked));
 }
 
 // ---- the wide (int32) twins and per-token quantization ----------------------------------------
