@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "examples/models.h"
 #include "quant/quantize.h"
 #include "quant/stage.h"
 #include "test_util.h"
@@ -309,4 +310,17 @@ TEST_CASE("quantize and load refuse bad input by name") {
     if (dtype == "I8" || dtype == "I32") narrow[name] = dtype;
   sg::save_safetensors(path, f.tensors, f.metadata, narrow);
   CHECK_THROWS_WITH_AS(q::QuantizedModel::load(path), doctest::Contains("stage.0.in_scale' = '-1'"), sg::Error);
+}
+
+// The path a user takes (mnist_quantize): a float checkpoint whose weights do not fit the
+// model its metadata describes is refused with the parameter and both shapes named.
+TEST_CASE("a checkpoint of another shape gets a named error before any quantization") {
+  sg::Generator gen(8);
+  const auto mlp = models::make_mlp({64}, 0.0, gen);  // 784 -> 64 -> 10
+  const std::string path = scratch("mlp_64.safetensors");
+  sg::save_safetensors(path, sg::nn::state_dict(*mlp), {{"model", "mlp"}, {"model.hidden", "32"}});
+  CHECK_THROWS_WITH_AS(models::load_checkpoint_model(path, ""), doctest::Contains("0.weight"), sg::Error);
+  sg::save_safetensors(path, sg::nn::state_dict(*mlp), {{"model", "mlp"}, {"model.hidden", "64"}});
+  CHECK(models::load_checkpoint_model(path, "").kind == "mlp");
+  CHECK_THROWS_WITH_AS(models::load_checkpoint_model(path, "vit"), doctest::Contains("no 'model.patch'"), sg::Error);
 }
