@@ -448,6 +448,18 @@ HWY_INLINE V<D8> narrow_u8(V<DU> v) {
 #endif
 }
 
+// Four vectors of uint32 lanes in [0, 2^31) -> 64 uint8 at out, saturated at 255, as narrow_u8
+// each: on AVX-512 two vpackusdw, a vpackuswb and one vpermd put back the order the packs
+// interleave (within 128-bit blocks), cheaper than four vpmovusdb.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#define SG_QUANT_PACK4 1
+HWY_INLINE void store_u8x4(V<DU> a, V<DU> b, V<DU> c, V<DU> d, uint8_t* HWY_RESTRICT out) {
+  const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(a.raw, b.raw), _mm512_packus_epi32(c.raw, d.raw));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  _mm512_storeu_si512(out, _mm512_permutexvar_epi32(order, bytes));
+}
+#endif
+
 struct MinMax {
   int32_t min, max;
 };
@@ -668,7 +680,22 @@ void cumulative_row(const uint32_t* HWY_RESTRICT e, int64_t n, const RowSum& sum
     C[k] = hn::Load(du, t + k * L);
     prev[k] = R(C[k]);
   }
-  for (int64_t i = 0; i < full; i += kGroup)
+  int64_t i0 = 0;
+#ifdef SG_QUANT_PACK4
+  if constexpr (kVecs == 1) {  // four groups at a time, their outputs packed
+    for (; i0 + 4 * kGroup <= full; i0 += 4 * kGroup) {
+      V<DU> o[4];
+      for (int64_t g = 0; g < 4; ++g) {
+        C[0] = hn::Add(C[0], hn::LoadU(du, e + i0 + g * kGroup));
+        const V<DU> Rk = R(C[0]);
+        o[g] = hn::Sub(Rk, prev[0]);
+        prev[0] = Rk;
+      }
+      store_u8x4(o[0], o[1], o[2], o[3], out + i0);
+    }
+  }
+#endif
+  for (int64_t i = i0; i < full; i += kGroup)
     for (int64_t k = 0; k < kVecs; ++k) {
       const V<DU> ev = hn::LoadU(du, e + i + k * L);
       C[k] = hn::Add(C[k], ev);
@@ -695,6 +722,16 @@ int64_t regular_row(const uint32_t* HWY_RESTRICT e, int64_t n, uint64_t E, uint8
   const V<DU> vf = hn::Set(du, reciprocal(E));
   V<DU> sum = hn::Zero(du);
   int64_t i = 0;
+#ifdef SG_QUANT_PACK4
+  for (; i + 4 * L <= n; i += 4 * L) {
+    V<DU> o[4];
+    for (int64_t g = 0; g < 4; ++g) {
+      o[g] = regular_out(hn::LoadU(du, e + i + g * L), vf);
+      sum = hn::Add(sum, o[g]);
+    }
+    store_u8x4(o[0], o[1], o[2], o[3], out + i);
+  }
+#endif
   for (; i + L <= n; i += L) {
     const V<DU> o = regular_out(hn::LoadU(du, e + i), vf);
     sum = hn::Add(sum, o);
@@ -828,42 +865,133 @@ ExpTable make_exp_table(double input_scale) {
   return t;
 }
 
+namespace {
+
+// The largest int8 score of a row (Highway 1.0.3 has no 8-bit MaxOfLanes: the lanes are
+// reduced through memory).
+int32_t row_max_s8(const int8_t* HWY_RESTRICT s, int64_t n) {
+  int32_t mx = std::numeric_limits<int8_t>::min();
+  int64_t j = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const hn::ScalableTag<int8_t> d8;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d8));
+  if (n >= L) {
+    V<decltype(d8)> vm = hn::LoadU(d8, s);
+    for (; j + L <= n; j += L) vm = hn::Max(vm, hn::LoadU(d8, s + j));
+    HWY_ALIGN int8_t lanes[HWY_MAX_BYTES];
+    hn::Store(vm, d8, lanes);
+    for (int64_t k = 0; k < L; ++k) mx = std::max<int32_t>(mx, lanes[k]);
+  }
+#endif
+  for (; j < n; ++j) mx = std::max<int32_t>(mx, s[j]);
+  return mx;
+}
+
+// uint32 lane sums of a row's e, moved into a uint64 total before they can wrap: add(v, k)
+// takes a vector of sums of k values <= max_entry per lane.
+struct LaneSums {
+  V<DU> acc;
+  uint64_t total = 0;
+  int64_t pending = 0, limit;
+  bool flushed = false;
+  explicit LaneSums(uint32_t max_entry)
+      : acc(hn::Zero(DU())), limit(std::max<int64_t>(1, int64_t{0xFFFFFFFF} / std::max<uint32_t>(max_entry, 1))) {}
+  HWY_INLINE void add(V<DU> v, int64_t k = 1) {
+    pending += k;
+    if (HWY_UNLIKELY(pending > limit)) {
+      total += sum_lanes(acc);
+      acc = hn::Zero(DU());
+      pending = k;
+      flushed = true;
+    }
+    acc = hn::Add(acc, v);
+  }
+};
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3 && defined(__AVX512VBMI__)
+#define SG_QUANT_LUT_VBMI 1
+// softmax_u8_lut's table lookups from registers (AVX512-VBMI): the 256 entries (< 2^24) as three
+// byte planes of 4 x 64 bytes; 64 scores at once, d = max - s in [0, 255] as bytes, each plane
+// read by two vpermi2b (d's low 7 bits, over entries 0..127 and 128..255) and a blend on d's
+// bit 7; the planes are then interleaved into uint32 lanes (unpacks within 128-bit blocks, the
+// indexes pre-shuffled so that the four vectors come out in element order).
+struct LutPlanes {
+  __m512i plane[3][4];
+  __m512i order;  // the pre-shuffle: byte 16 b + 4 k + i takes element 16 k + 4 b + i
+  explicit LutPlanes(const ExpTable& t) {
+    HWY_ALIGN uint8_t bytes[256];
+    for (int k = 0; k < 3; ++k) {
+      for (int d = 0; d < 256; ++d) bytes[d] = static_cast<uint8_t>(t.entry[d] >> (8 * k));
+      for (int q = 0; q < 4; ++q) plane[k][q] = _mm512_load_si512(bytes + 64 * q);
+    }
+    HWY_ALIGN uint8_t idx[64];
+    for (int b = 0; b < 4; ++b)
+      for (int k = 0; k < 4; ++k)
+        for (int i = 0; i < 4; ++i) idx[16 * b + 4 * k + i] = static_cast<uint8_t>(16 * k + 4 * b + i);
+    order = _mm512_load_si512(idx);
+  }
+  HWY_INLINE __m512i lookup(int k, __m512i d, __mmask64 high) const {
+    const __m512i lo = _mm512_permutex2var_epi8(plane[k][0], d, plane[k][1]);
+    const __m512i hi = _mm512_permutex2var_epi8(plane[k][2], d, plane[k][3]);
+    return _mm512_mask_blend_epi8(high, lo, hi);
+  }
+};
+#endif
+
+}  // namespace
+
 void softmax_u8_lut(const int8_t* scores, int64_t rows, int64_t n, int64_t ld_in, const ExpTable& t, uint8_t* out,
                     int64_t ld_out) {
   check_rows("softmax_u8_lut", rows, n, ld_in, ld_out);
   if (rows == 0 || n == 0) return;
+  const uint32_t max_entry = *std::max_element(t.entry, t.entry + 256);
+#ifdef SG_QUANT_LUT_VBMI
+  const bool use_planes = max_entry < (1u << 24) && hn::Lanes(DU()) == 16;
+  const LutPlanes planes(t);
+#endif
   for_rows(rows, n, [&](int64_t r, uint32_t* e) {
     const int8_t* s = scores + r * ld_in;
-    const int32_t mx = *std::max_element(s, s + n);
+    const int32_t mx = row_max_s8(s, n);
+    RowSum rs;
+    LaneSums sums(max_entry);
+    int64_t j = 0;
     const DI di;
     const DU du;
-    const hn::Rebind<int8_t, DI> d8;
     const int64_t L = static_cast<int64_t>(hn::Lanes(di));
+#ifdef SG_QUANT_LUT_VBMI
+    if (use_planes) {
+      const LutPlanes& pl = planes;
+      const __m512i vmax8 = _mm512_set1_epi8(static_cast<char>(mx)), zero = _mm512_setzero_si512();
+      for (; j + 64 <= n; j += 64) {
+        // (max - s) mod 256 is max - s itself: it lies in [0, 255]
+        const __m512i d = _mm512_permutexvar_epi8(pl.order, _mm512_sub_epi8(vmax8, _mm512_loadu_si512(s + j)));
+        const __mmask64 high = _mm512_movepi8_mask(d);
+        const __m512i b0 = pl.lookup(0, d, high), b1 = pl.lookup(1, d, high), b2 = pl.lookup(2, d, high);
+        const __m512i w01l = _mm512_unpacklo_epi8(b0, b1), w01h = _mm512_unpackhi_epi8(b0, b1);
+        const __m512i w2l = _mm512_unpacklo_epi8(b2, zero), w2h = _mm512_unpackhi_epi8(b2, zero);
+        const V<DU> v[4] = {V<DU>{_mm512_unpacklo_epi16(w01l, w2l)}, V<DU>{_mm512_unpackhi_epi16(w01l, w2l)},
+                            V<DU>{_mm512_unpacklo_epi16(w01h, w2h)}, V<DU>{_mm512_unpackhi_epi16(w01h, w2h)}};
+        for (int k = 0; k < 4; ++k) hn::StoreU(v[k], du, e + j + 16 * k);
+        sums.add(hn::Add(hn::Add(v[0], v[1]), hn::Add(v[2], v[3])), 4);  // lane l: j = l mod 16 in each
+      }
+    }
+#endif
+    // (j is a multiple of L here: lane l keeps summing the elements j = l mod L)
+    const hn::Rebind<int8_t, DI> d8;
     const V<DI> vmax = hn::Set(di, mx);
-    // entry <= 2^16: uint32 lanes hold 2^15 vectors' worth.
-    RowSum rs;
-    bool flushed = false;
-    V<DU> acc = hn::Zero(du);
-    int64_t j = 0, pending = 0;
     for (; j + L <= n; j += L) {
       const V<DI> d = hn::Sub(vmax, hn::PromoteTo(di, hn::LoadU(d8, s + j)));  // in [0, 255]
       const V<DU> v = hn::BitCast(du, hn::GatherIndex(di, reinterpret_cast<const int32_t*>(t.entry), d));
       hn::StoreU(v, du, e + j);
-      acc = hn::Add(acc, v);
-      if (HWY_UNLIKELY(++pending == (1 << 14))) {
-        rs.E += sum_lanes(acc);
-        acc = hn::Zero(du);
-        pending = 0;
-        flushed = true;
-      }
+      sums.add(v);
     }
     // The tail (j = n - n % L ..) lands in lanes 0.. as in exp_row.
     HWY_ALIGN uint32_t tail[kMaxLanes] = {};
     for (int64_t k = 0; j + k < n; ++k) tail[k] = e[j + k] = t.entry[mx - s[j + k]];
-    acc = hn::Add(acc, hn::Load(du, tail));
-    rs.E += sum_lanes(acc);
-    rs.has_lanes = !flushed && L == kGroup;
-    hn::Store(acc, du, rs.lanes);
+    sums.add(hn::Load(du, tail));
+    rs.E = sums.total + sum_lanes(sums.acc);
+    rs.has_lanes = !sums.flushed && L == kGroup;
+    hn::Store(sums.acc, du, rs.lanes);
     normalize_row(e, n, rs, out + r * ld_out);
     return true;
   });
@@ -938,9 +1066,10 @@ template <typename T> inline T gelu_one(int32_t x, const GeluParams& p) {
 // gelu_one over [0, n - n % lanes) in int64 lanes, on magnitudes: every rounding above is
 // half away from zero, so each is sign(q) ((|q| m + 2^(s-1)) >> s), and h >= 0. The products
 // are 32 x 32 -> 64-bit (|q| < 2^31, |u| < 2^15 once clamped to -b, |v| < 2^32, h <= 2^30).
-// Returns the count done. T: int8_t or int32_t.
+// Returns the count done. T: int8_t or int32_t. The fallback of gelu_vec32 (parameters it
+// does not cover).
 template <typename T>
-int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, T* HWY_RESTRICT out) {
+int64_t gelu_vec64(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, T* HWY_RESTRICT out) {
 #if HWY_TARGET == HWY_SCALAR
   (void)x, (void)n, (void)p, (void)out;
   return 0;
@@ -980,6 +1109,117 @@ int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, 
   }
   return i;
 #endif
+}
+
+static_assert(kGeluOutShift >= 32 && kGeluOutShift < 64);
+
+// What gelu_vec32 needs of the parameters (make_gelu_params's always qualify): qb, the cap
+// on |q| for u's product, and whether the 32-bit lanes apply at all.
+struct Gelu32Plan {
+  bool ok = false;
+  uint32_t qb = 0;
+};
+inline Gelu32Plan gelu32_plan(const GeluParams& p) {
+  Gelu32Plan plan;
+  const int64_t nb = -int64_t{p.b_int};
+  const int sw = p.to_working.shift, so = p.to_output.shift;
+  if (p.clamp_lo > p.clamp_hi || p.c_int != (1 << kGeluBits) || p.one_int != (1 << kGeluBits) || nb < 1 ||
+      nb >= (1 << 15) || p.to_working.multiplier < 0 || p.to_output.multiplier < 0 || sw < 1 || sw > 63 ||
+      so < 1 || so > 63 || p.out_max < 0 || p.out_max > (1 << 23))
+    return plan;
+  const int64_t amax = std::max(std::abs(int64_t{p.clamp_lo}), std::abs(int64_t{p.clamp_hi}));
+  auto shifted = [](int64_t a, FixedPoint f) { return (a * f.multiplier + (int64_t{1} << (f.shift - 1))) >> f.shift; };
+  if (amax > (int64_t{1} << 31) || shifted(amax, p.to_output) >= (int64_t{1} << 32)) return plan;  // |v| < 2^32
+  // |u| only matters up to -b: past qb = -clamp_lo (make_gelu_params's q_b) it is >= -b, so
+  // |q| can be capped at qb there (au = 0 exactly when it is 0 uncapped, too).
+  int64_t qb = amax;
+  if (p.clamp_lo < 0 && shifted(-int64_t{p.clamp_lo}, p.to_working) >= nb) qb = std::min<int64_t>(qb, -int64_t{p.clamp_lo});
+  // s <= 32: |q| << (32 - s) must fit 32 bits.
+  if (sw <= 32 && (qb << (32 - sw)) >= (int64_t{1} << 32)) return plan;
+  plan.ok = true;
+  plan.qb = static_cast<uint32_t>(qb);
+  return plan;
+}
+
+// gelu_one over [0, n - n % lanes) in int32 lanes, bit-identical (the plan's conditions
+// hold). The same steps as gelu_vec64 on magnitudes; the 64-bit products are taken for the
+// even lanes and the odd lanes (moved down) separately:
+//  - au = (|q| mw + 2^(sw-1)) >> sw with |q| capped at qb, as the upper halves of the
+//    products (ExpVec's two forms: for sw > 32, (hi32(|q| mw) + 2^(sw-33)) >> (sw - 32); else
+//    hi32((|q| << (32 - sw)) mw + 2^31));
+//  - t^2 < 2^30 and h in [0, 2^30] in 32 bits (h = one + sgn(u) (c - t^2));
+//  - av = (|q| mo + 2^(so-1)) >> so < 2^32 stays in the 64-bit lanes of each half, and
+//    feeds the last product directly: out = (hi32(av h + 2^37)) >> 6 (< 2^25).
+template <bool kBigShift, typename T>
+int64_t gelu_vec32(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, const Gelu32Plan& plan,
+                   T* HWY_RESTRICT out) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)x, (void)n, (void)p, (void)plan, (void)out;
+  return 0;
+#else
+  const DI di;
+  const DU du;
+  const DI64 di64;
+  const DU64 du64;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(di));
+  const int sw = p.to_working.shift, so = p.to_output.shift;
+  const V<DI> lo = hn::Set(di, p.clamp_lo), hi = hn::Set(di, p.clamp_hi), zero = hn::Zero(di);
+  const V<DI> c = hn::Set(di, p.c_int), one = hn::Set(di, p.one_int), top = hn::Set(di, p.out_max);
+  const V<DU> qb = hn::Set(du, plan.qb), nb = hn::Set(du, static_cast<uint32_t>(-p.b_int));
+  const V<DU> mw = hn::Set(du, static_cast<uint32_t>(p.to_working.multiplier));
+  const V<DU> mo = hn::Set(du, static_cast<uint32_t>(p.to_output.multiplier));
+  const V<DU> cap = hn::Set(du, static_cast<uint32_t>(p.out_max) + 1), zero_u = hn::Zero(du);
+  const V<DU> off_big = hn::Set(du, kBigShift ? uint32_t{1} << (sw - 33) : 0u);
+  const V<DU64> off_small = hn::Set(du64, uint64_t{1} << 31), ho = hn::Set(du64, uint64_t{1} << (so - 1));
+  const V<DU64> half_out = hn::Set(du64, uint64_t{1} << (kGeluOutShift - 1));
+  auto odd = [&](V<DU> v) HWY_ATTR { return hn::BitCast(du, hn::ShiftRight<32>(hn::BitCast(du64, v))); };
+  auto upper = [&](V<DU64> pe, V<DU64> po) HWY_ATTR {
+    return hn::BitCast(du, upper_halves(hn::BitCast(di64, pe), hn::BitCast(di64, po)));
+  };
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const V<DI> q = hn::Min(hn::Max(hn::LoadU(di, x + i), lo), hi);
+    const auto neg = hn::Lt(q, zero);
+    const V<DU> aq = hn::BitCast(du, hn::Abs(q));
+    // u
+    V<DU> aqc = hn::Min(aq, qb);
+    if (!kBigShift) aqc = hn::ShiftLeftSame(aqc, 32 - sw);
+    const V<DU64> pe = hn::MulEven(aqc, mw), po = hn::MulEven(odd(aqc), mw);
+    const V<DU> au = kBigShift ? hn::ShiftRightSame(hn::Add(upper(pe, po), off_big), sw - 32)
+                               : upper(hn::Add(pe, off_small), hn::Add(po, off_small));
+    // h
+    const V<DI> nt = hn::BitCast(di, hn::Sub(nb, hn::Min(au, nb)));  // -t in [0, -b]
+    const V<DI> l = hn::Sub(c, mul15(nt, nt));
+    const V<DI> h = hn::IfThenElse(hn::RebindMask(di, hn::Eq(au, zero_u)), one,
+                                   hn::IfThenElse(neg, hn::Sub(one, l), hn::Add(one, l)));
+    // v, and out = round(v h 2^-38)
+    const V<DU64> ave = hn::ShiftRightSame(hn::Add(hn::MulEven(aq, mo), ho), so);
+    const V<DU64> avo = hn::ShiftRightSame(hn::Add(hn::MulEven(odd(aq), mo), ho), so);
+    const V<DU> hu = hn::BitCast(du, h);
+    const V<DU64> we = hn::MulEven(hn::BitCast(du, ave), hu), wo = hn::MulEven(hn::BitCast(du, avo), odd(hu));
+    const V<DU> r = hn::Min(hn::ShiftRight<kGeluOutShift - 32>(upper(hn::Add(we, half_out), hn::Add(wo, half_out))), cap);
+    const V<DI> ri = hn::BitCast(di, r);
+    const V<DI> y = hn::Min(hn::IfThenElse(neg, hn::Neg(ri), ri), top);  // [-out_max - 1, out_max]
+    if constexpr (sizeof(T) == 1) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(y.raw));  // one vpmovdb
+#else
+      const hn::Rebind<int8_t, DI> d8;
+      hn::StoreU(hn::DemoteTo(d8, y), d8, out + i);
+#endif
+    } else {
+      hn::StoreU(y, di, out + i);
+    }
+  }
+  return i;
+#endif
+}
+
+template <typename T>
+int64_t gelu_vec(const int32_t* HWY_RESTRICT x, int64_t n, const GeluParams& p, T* HWY_RESTRICT out) {
+  const Gelu32Plan plan = gelu32_plan(p);
+  if (!plan.ok) return gelu_vec64(x, n, p, out);
+  return p.to_working.shift > 32 ? gelu_vec32<true>(x, n, p, plan, out) : gelu_vec32<false>(x, n, p, plan, out);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 // its scalar twin; isqrt exhaustively. Measured errors are printed (MESSAGE) so a run shows
 // how close each kernel comes to its bound.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -463,6 +464,86 @@ TEST_CASE("softmax_u8_lut: int8 scores within 1 LSB of round(256 softmax), rows 
   CHECK(one == two);
 }
 
+// softmax_u8_lut's arithmetic, scalar, from quant/int_kernels.{h,cpp}: e = entry[max - s],
+// E = sum e; rows with E < 64 2^16 take out = min((e F + 2^22) >> 23, 255), F = 2^31 / E, unless
+// those miss 256 by more than 1; the others the cumulative rounding over the lane-major order
+// (j = l mod 16 for l = 0, 1, ..), R(C) = ((C >> sh) G + 2^22) >> 23 with sh = max(0,
+// bit_width(E) - 16), G = 2^31 / (E >> sh).
+void softmax_lut_model(const int8_t* s, int64_t n, const q::ExpTable& t, uint8_t* out) {
+  const int32_t mx = *std::max_element(s, s + n);
+  std::vector<uint64_t> e(n);
+  uint64_t E = 0;
+  for (int64_t j = 0; j < n; ++j) E += e[j] = t.entry[mx - s[j]];
+  if (E < (uint64_t{64} << 16)) {
+    const uint64_t F = (uint64_t{256} << 23) / E;
+    int64_t total = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint64_t o = (e[j] * F + (1u << 22)) >> 23;
+      out[j] = static_cast<uint8_t>(std::min<uint64_t>(o, 255));
+      total += static_cast<int64_t>(o);
+    }
+    if (std::abs(256 - total) <= 1) return;
+  }
+  const int sh = std::max(0, static_cast<int>(std::bit_width(E)) - 16);
+  const uint64_t G = (uint64_t{1} << 31) / (E >> sh);
+  auto R = [&](uint64_t C) { return ((C >> sh) * G + (1u << 22)) >> 23; };
+  uint64_t C = 0;
+  for (int64_t lane = 0; lane < 16; ++lane) {
+    uint64_t prev = R(C);
+    for (int64_t j = lane; j < n; j += 16) {
+      C += e[j];
+      const uint64_t r = R(C);
+      out[j] = static_cast<uint8_t>(std::min<uint64_t>(r - prev, 255));
+      prev = r;
+    }
+  }
+}
+
+TEST_CASE("softmax_u8_lut: the table lookups (from registers, gathered or scalar) bit for bit") {
+  // Against the scalar model above on every length up to 300 (each tail of the 64-score blocks,
+  // the 16-lane vectors and the scalar remainder), long rows (E past 2^32 at n = 70000), tables
+  // with many entries at 65536 (fine scales, byte plane 2) or mostly 0 (coarse), and an arbitrary
+  // table of 23-bit entries.
+  sg::Generator gen(13);
+  std::vector<q::ExpTable> tables;
+  for (double scale : {0.001, 0.02, 10.0 / 127, 0.5, 3.0}) tables.push_back(q::make_exp_table(scale));
+  q::ExpTable wild;
+  for (auto& v : wild.entry) v = static_cast<uint32_t>(rand_int(gen, 1, (1 << 23) - 1));
+  tables.push_back(wild);
+  std::vector<int64_t> lengths;
+  for (int64_t n = 1; n <= 300; ++n) lengths.push_back(n);
+  for (int64_t n : {1000, 4096, 4097, 70000}) lengths.push_back(n);
+  int64_t rows_checked = 0, bad_rows = 0;
+  std::string first_bad;
+  for (size_t ti = 0; ti < tables.size(); ++ti) {
+    const q::ExpTable& t = tables[ti];
+    for (int64_t n : lengths) {
+      for (int mode = 0; mode < 3; ++mode) {
+        if (n > 300 && ti % 2 == 1 && mode > 0) continue;
+        const int64_t rows = 2;
+        std::vector<int8_t> s(rows * n);
+        for (auto& v : s) {
+          if (mode == 0) v = static_cast<int8_t>(rand_int(gen, -128, 127));          // every difference
+          else if (mode == 1) v = static_cast<int8_t>(rand_int(gen, 0, 3) ? -128 : 127);  // d in {0, 255}
+          else v = static_cast<int8_t>(rand_int(gen, -4, 4));                          // flat rows
+        }
+        std::vector<uint8_t> out(rows * n), want(rows * n);
+        q::softmax_u8_lut(s.data(), rows, n, n, t, out.data(), n);
+        for (int64_t r = 0; r < rows; ++r) {
+          softmax_lut_model(s.data() + r * n, n, t, want.data() + r * n);
+          ++rows_checked;
+          if (!std::equal(want.begin() + r * n, want.begin() + (r + 1) * n, out.begin() + r * n)) {
+            ++bad_rows;
+            if (first_bad.empty()) first_bad = fmt::format("table {} n = {} mode {} row {}", ti, n, mode, r);
+          }
+        }
+      }
+    }
+  }
+  CHECK_MESSAGE(bad_rows == 0, bad_rows << " of " << rows_checked << " rows differ from the model; first: " << first_bad);
+  MESSAGE(fmt::format("softmax_u8_lut vs its scalar model: {} rows, identical", rows_checked));
+}
+
 // ---- GELU -------------------------------------------------------------------------------------
 
 // I-BERT's i-GELU in float64 (no integer rounding): x/2 (1 + L(x / sqrt2)),
@@ -528,6 +609,79 @@ TEST_CASE("gelu_s8: within the i-GELU bound of the exact GELU") {
     CHECK(ob[3] == 127);
   }
   check_error([] { q::make_gelu_params(0.0, 0.1); }, {"make_gelu_params", "0"});
+}
+
+TEST_CASE("gelu_s8 and gelu_s32: the vector kernel is the scalar one, bit for bit") {
+  // Whole arrays (the vector kernel, the scalar one on the tail) against one element at a time
+  // (the scalar kernel, the specification), for both output types, out_max 127, 1000 and 2^23,
+  // working and output shifts on both sides of 32, and scales whose roundings tie often: with
+  // in_scale = sqrt2 S_g 2^-k, u = q 2^-k exactly (ties at every odd multiple of 2^(k-1)), and
+  // out_scale = in_scale 2^9 makes v = q / 2 (ties at odd q); every q in a window is taken, so
+  // a rounding that breaks ties the wrong way (or up instead of away from zero) fails.
+  // (Shifts past 63 take the kernel's 64-bit lanes: the last case.)
+  const double sg_scale = std::sqrt(0x1p-29 / 0.2888);  // S_g
+  const double tie_in = std::sqrt(2.0) * sg_scale / 2, tie_in8 = std::sqrt(2.0) * sg_scale / 8;
+  struct Case {
+    double in_scale, out_scale;
+    int32_t out_max;
+  };
+  const Case cases[] = {{1e-4, 8.0 / 127, 127},         {3e-6, 0.05, 127},          {0.05, 0.05, 127},
+                        {1e-3, 0.01, 127},              {2e-5, 0.1, 127},           {tie_in, tie_in * 512, 127},
+                        {tie_in8, tie_in8 * 512, 127},  {tie_in, tie_in * 2, 1000}, {tie_in, tie_in * 2, 1 << 23},
+                        {1e-4, 8.0 / 127 / 1024, 1 << 23}, {3e-6, 3e-6 * 4, 1 << 23}, {0.05, 0.05 / 64, 1 << 23},
+                        {1e-9, 1e-9 * 600, 1 << 23},    {2.0, 0.5, 127},
+                        {1e-14, 1e-11, 127}};  // a working shift past 63: the 64-bit lanes
+  sg::Generator gen(12);
+  for (const Case& c : cases) {
+    CAPTURE(c.in_scale);
+    CAPTURE(c.out_scale);
+    CAPTURE(c.out_max);
+    const q::GeluParams p = q::make_gelu_params(c.in_scale, c.out_scale, c.out_max);
+    std::vector<int32_t> x;
+    for (int32_t v = -70000; v <= 70000; ++v) x.push_back(v);  // every tie of the two tie cases
+    const int64_t span = std::max<int64_t>(-int64_t{p.clamp_lo}, p.clamp_hi);
+    for (int i = 0; i < 20000; ++i) {
+      x.push_back(static_cast<int32_t>(rand_int(gen, -span - 2, span + 2)));  // the clamped range and its edges
+      x.push_back(static_cast<int32_t>(rand_int(gen, INT32_MIN, INT32_MAX)));
+    }
+    for (int32_t v : {0, 1, -1, INT32_MIN, INT32_MAX, INT32_MIN + 1, INT32_MAX - 1, p.clamp_lo, p.clamp_hi,
+                      p.clamp_lo + 1, p.clamp_hi - 1})
+      x.push_back(v);
+    for (int32_t v : {p.clamp_lo, p.clamp_hi})
+      if (v != INT32_MIN && v != INT32_MAX) {
+        x.push_back(v - 1);
+        x.push_back(v + 1);
+      }
+    // ... at every offset: lengths that are not a multiple of any vector width
+    for (int k = 0; k < 37; ++k) x.push_back(INT32_MIN + k);
+    const int64_t n = static_cast<int64_t>(x.size());
+    std::vector<int8_t> o8(n), one8(n);
+    std::vector<int32_t> o32(n), one32(n);
+    if (c.out_max == 127) q::gelu_s8(x.data(), n, p, o8.data());
+    q::gelu_s32(x.data(), n, p, o32.data());
+    for (int64_t i = 0; i < n; ++i) {
+      if (c.out_max == 127) q::gelu_s8(&x[i], 1, p, &one8[i]);
+      q::gelu_s32(&x[i], 1, p, &one32[i]);
+    }
+    int64_t diff8 = 0, diff32 = 0, first = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      const bool d8 = c.out_max == 127 && o8[i] != one8[i], d32 = o32[i] != one32[i];
+      diff8 += d8;
+      diff32 += d32;
+      if ((d8 || d32) && first < 0) first = i;
+    }
+    CHECK_MESSAGE(diff8 + diff32 == 0, diff8 << " (int8) and " << diff32 << " (int32) outputs differ from the scalar "
+                                              "kernel; first at x = "
+                                              << (first >= 0 ? x[first] : 0) << ": " << (first >= 0 ? o32[first] : 0)
+                                              << " vs " << (first >= 0 ? one32[first] : 0));
+    // Short arrays: every length up to 70 and several offsets take the tail too.
+    for (int64_t len = 1; len <= 70; ++len)
+      for (int64_t off : {int64_t{0}, int64_t{3}, n - 70}) {
+        std::vector<int32_t> part(len);
+        q::gelu_s32(x.data() + off, len, p, part.data());
+        CHECK(std::equal(part.begin(), part.end(), one32.begin() + off));
+      }
+  }
 }
 
 // ---- isqrt and LayerNorm ------------------------------------------------------------------------
