@@ -353,10 +353,32 @@ namespace {
 // So signed a takes the same route in int32 here: a + 128 (the bit pattern a ^ 0x80) as u8
 // into a contiguous copy, the u8 GEMM, then c -= 128 * colsum(b). No overflow for
 // K <= kInt8GemmMaxK: |(a + 128) @ b| <= 255 * 128 * K and |128 * colsum(b)| <= 2^14 * K.
-bool gemm_int8_onednn_signed(const Int8Gemm& g) {
-  const DistinctMatrices as(g.batch0, g.batch1, g.a_stride0, g.a_stride1);
+// c += factor * colsum(b) on every row of c (b's column sums: g.b_column_sums, or computed).
+void add_column_sums(const Int8Gemm& g, int32_t factor) {
   const DistinctMatrices bs(g.batch0, g.batch1, g.b_stride0, g.b_stride1);
   const int64_t M = g.M, N = g.N, K = g.K;
+  std::vector<int32_t> colsum;
+  if (!g.b_column_sums) {
+    colsum.assign(static_cast<size_t>(bs.count() * N), 0);
+    for (int64_t p = 0; p < bs.count(); ++p)
+      parallel_for(N, K, [&](int64_t begin, int64_t end) {
+        column_sums(K, begin, end, g.b + bs.offset(p), g.ldb, g.trans_b, colsum.data() + p * N);
+      });
+  }
+  const int32_t* sums = g.b_column_sums ? g.b_column_sums : colsum.data();
+  parallel_for(g.batch0 * g.batch1 * M, N, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t batch = row / M, i = batch / g.batch1, j = batch % g.batch1;
+      int32_t* c = g.c + i * g.c_stride0 + j * g.c_stride1 + row % M * g.ldc;
+      const int32_t* sum = sums + bs.index(i, j) * N;
+      for (int64_t n = 0; n < N; ++n) c[n] += factor * sum[n];
+    }
+  });
+}
+
+bool gemm_int8_onednn_signed(const Int8Gemm& g) {
+  const DistinctMatrices as(g.batch0, g.batch1, g.a_stride0, g.a_stride1);
+  const int64_t M = g.M, K = g.K;
   Int8Gemm u = g;
   u.a_signed = false;
   u.lda = K;
@@ -371,25 +393,9 @@ bool gemm_int8_onednn_signed(const Int8Gemm& g) {
     for (int64_t row = begin; row < end; ++row)
       shift_to_unsigned(K, a + as.offset(row / M) + row % M * g.lda, shifted.get() + row * K);
   });
-  std::vector<int32_t> colsum;
-  if (!g.b_column_sums) {
-    colsum.assign(static_cast<size_t>(bs.count() * N), 0);
-    for (int64_t p = 0; p < bs.count(); ++p)
-      parallel_for(N, K, [&](int64_t begin, int64_t end) {
-        column_sums(K, begin, end, g.b + bs.offset(p), g.ldb, g.trans_b, colsum.data() + p * N);
-      });
-  }
-  const int32_t* sums = g.b_column_sums ? g.b_column_sums : colsum.data();
   u.a = shifted.get();
-  run_matmul(*gemm, u.a, u.b, u.c);
-  parallel_for(g.batch0 * g.batch1 * M, N, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t batch = row / M, i = batch / g.batch1, j = batch % g.batch1;
-      int32_t* c = g.c + i * g.c_stride0 + j * g.c_stride1 + row % M * g.ldc;
-      const int32_t* sum = sums + bs.index(i, j) * N;
-      for (int64_t n = 0; n < N; ++n) c[n] -= 128 * sum[n];
-    }
-  });
+  run_matmul(*gemm, u.a, u.b, u.c);          // (a + 128) @ b
+  if (!g.a_plus_128) add_column_sums(g, -128);  // - 128 colsum(b), unless the caller owes it
   return true;
 }
 
@@ -481,6 +487,7 @@ void gemm_int8(const Int8Gemm& g) {
     gemm_int8_portable<int8_t>(g);
   else
     gemm_int8_portable<uint8_t>(g);
+  if (g.a_signed && g.a_plus_128) add_column_sums(g, 128);
 }
 
 void gemm_int8_reference(const Int8Gemm& g) {
@@ -489,6 +496,7 @@ void gemm_int8_reference(const Int8Gemm& g) {
     gemm_int8_reference_impl<int8_t>(g);
   else
     gemm_int8_reference_impl<uint8_t>(g);
+  if (g.a_signed && g.a_plus_128) add_column_sums(g, 128);
 }
 
 }  // namespace sg

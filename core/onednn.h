@@ -94,6 +94,10 @@ struct Int8Gemm {
   // every call (K x N work: more than the product itself at M = 1). One matrix of b only
   // (batch0 = batch1 = 1, or b strides 0).
   const int32_t* b_column_sums = nullptr;
+  // With a_signed: c receives (a + 128) @ b, i.e. a's bytes read as uint8 after flipping the
+  // sign bit, for a caller that subtracts 128 colsum(b) itself (a layer folds it into its
+  // bias): the u8 x s8 product VNNI computes, without the correction pass over c.
+  bool a_plus_128 = false;
 };
 
 // sum over k of b[k][n] (b (K, N), or (N, K) with trans_b, leading dimension ldb) -> sums (N).

@@ -225,6 +225,22 @@ LinearStage::LinearStage(Fields f) : f_(std::move(f)) {
            "LinearStage: a per-token output must be int8, uint8 after ReLU, or int8 after GELU");
   weight_column_sums_.resize(static_cast<size_t>(f_.out));
   int8_column_sums(f_.in, f_.out, f_.weight.data(), f_.in, true, weight_column_sums_.data());
+  // A signed input's product comes back as (x + 128) W^T (Int8Gemm::a_plus_128: no correction
+  // pass); the - 128 colsum(W) goes with the bias, when the sums fit int32.
+  acc_bias_ = f_.bias;
+  if (f_.in_type == IntType::kS8) {
+    bool fits = true;
+    for (int64_t c = 0; c < f_.out; ++c) {
+      const int64_t offset = -128 * int64_t{weight_column_sums_[c]}, sum = offset + f_.bias[c];
+      fits = fits && sum >= INT32_MIN && sum <= INT32_MAX;
+      acc_offset_.push_back(static_cast<int32_t>(offset));
+      acc_bias_[c] = static_cast<int32_t>(std::clamp<int64_t>(sum, INT32_MIN, INT32_MAX));
+    }
+    if (!fits) {  // keep gemm_int8's own correction
+      acc_offset_.clear();
+      acc_bias_ = f_.bias;
+    }
+  }
   for (int64_t c = 0; c < f_.out; ++c)
     if (const double to = f_.target_scale(c); to > 0) requant_.push_back(to_fixed_point(f_.in_scale * f_.weight_scale[c] / to));
   if (f_.output == LinearOutput::kS8Gelu)
@@ -239,16 +255,18 @@ namespace {
 
 __extension__ typedef __int128 int128;
 
-// Per-token input: acc (rows, cols) stands at in_scale * m_r * weight_scale[c]; out =
-// round(acc m_r r_c) + bias_c (r_c = f[c]: in_scale weight_scale[c] / target, half away from
-// zero), clamped to [-2^30, 2^30]. |acc m_r| < 2^62 and the multiplier < 2^31: 128-bit products.
-void rescale_rows(const int32_t* acc, int64_t rows, int64_t cols, const int32_t* row_factor, const FixedPoint* f,
-                  const int32_t* bias, int32_t* out) {
+// Per-token input: acc + offset (rows, cols) stands at in_scale * m_r * weight_scale[c]; out =
+// round((acc + offset_c) m_r r_c) + bias_c (r_c = f[c]: in_scale weight_scale[c] / target, half
+// away from zero), clamped to [-2^30, 2^30]. |acc + offset| <= 2^32, m_r < 2^31 and the
+// multiplier < 2^31: 128-bit products. offset: (cols) or null.
+void rescale_rows(const int32_t* acc, const int32_t* offset, int64_t rows, int64_t cols, const int32_t* row_factor,
+                  const FixedPoint* f, const int32_t* bias, int32_t* out) {
   constexpr int64_t kLimit = int64_t{1} << 30;
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 15))
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
-      const int128 p = static_cast<int128>(int64_t{acc[r * cols + c]} * row_factor[r]) * f[c].multiplier;
+      const int64_t a = int64_t{acc[r * cols + c]} + (offset ? offset[c] : 0);
+      const int128 p = static_cast<int128>(a) * row_factor[r] * f[c].multiplier;
       const int s = f[c].shift;
       const int128 v = ((p + (int128{1} << (s - 1)) - (p < 0)) >> s) + bias[c];
       out[r * cols + c] = static_cast<int32_t>(std::clamp<int128>(v, -kLimit, kLimit));
@@ -332,18 +350,20 @@ IntTensor LinearStage::run(const IntTensor& x) const {
   const void* a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : x.s8.data();
   gemm_int8({.M = rows, .N = f_.out, .K = f_.in, .a = a, .a_signed = f_.in_type == IntType::kS8, .lda = f_.in,
              .b = f_.weight.data(), .trans_b = true, .ldb = f_.in,  // W is (out, in): x W^T
-             .c = acc.data(), .ldc = f_.out, .b_column_sums = weight_column_sums_.data()});
+             .c = acc.data(), .ldc = f_.out, .b_column_sums = weight_column_sums_.data(),
+             .a_plus_128 = !acc_offset_.empty()});  // then acc_offset_ / acc_bias_ finish the product
   Shape shape = x.shape;
   shape.back() = f_.out;
   if (f_.per_token_in) {  // the bias is at the target scale: added after the rescale
     std::vector<int32_t> wide(acc.size());
-    rescale_rows(acc.data(), rows, f_.out, x.row_factor.data(), requant_.data(), f_.bias.data(), wide.data());
+    rescale_rows(acc.data(), acc_offset_.empty() ? nullptr : acc_offset_.data(), rows, f_.out, x.row_factor.data(),
+                 requant_.data(), f_.bias.data(), wide.data());
     return finish(std::move(wide), shape);
   }
   // Static input: the bias is at the accumulator's scale, added by the requantization.
   if (f_.output == LinearOutput::kLogits) {
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += f_.bias[c];
+      for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += acc_bias_[c];
     return finish(std::move(acc), shape);
   }
   if (!f_.per_token_out && f_.output == LinearOutput::kS8) {  // straight to int8
@@ -353,7 +373,7 @@ IntTensor LinearStage::run(const IntTensor& x) const {
     y.scale = f_.out_scale;
     y.s8.resize(acc.size());
     requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out,
-                  f_.bias.data());
+                  acc_bias_.data());
     return y;
   }
   if (!f_.per_token_out && f_.output == LinearOutput::kU8Relu) {
@@ -363,11 +383,11 @@ IntTensor LinearStage::run(const IntTensor& x) const {
     y.scale = f_.out_scale;
     y.u8.resize(acc.size());
     requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out,
-                  f_.bias.data());
+                  acc_bias_.data());
     return y;
   }
   std::vector<int32_t> wide(acc.size());
-  requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out, f_.bias.data());
+  requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out, acc_bias_.data());
   return finish(std::move(wide), shape);
 }
 

@@ -147,6 +147,9 @@ class LinearStage : public Stage {
 
   Fields f_;
   std::vector<int32_t> weight_column_sums_;  // for gemm_int8 with a signed input (Int8Gemm::b_column_sums)
+  // Signed input: -128 colsum(W) per column, owed by the product (Int8Gemm::a_plus_128); empty
+  // otherwise. acc_bias_: the bias plus that offset, added to a static input's accumulators.
+  std::vector<int32_t> acc_offset_, acc_bias_;
   std::vector<FixedPoint> requant_;  // per column: accumulator scale -> target scale
   GeluParams gelu_;
   std::vector<double> logit_scales_;  // kLogits: each column's accumulator scale, for dequantize()

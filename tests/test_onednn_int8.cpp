@@ -76,6 +76,21 @@ void check_matrix(int64_t M, int64_t N, int64_t K, bool a_signed, bool trans_b, 
   Int8Gemm with_sums = g;
   with_sums.b_column_sums = sums.data();
   check_exact(with_sums, static_cast<size_t>(M * N));
+  if (!a_signed) return;
+  // (a + 128) @ b, the correction left to the caller: the reference's product plus 128 colsum.
+  Int8Gemm shifted = with_sums;
+  shifted.a_plus_128 = true;
+  std::vector<int32_t> got(static_cast<size_t>(M * N)), want(got.size());
+  shifted.c = got.data();
+  sg::gemm_int8(shifted);
+  Int8Gemm exact = g;
+  exact.c = want.data();
+  sg::gemm_int8_reference(exact);
+  int bad = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) bad += got[m * N + n] != want[m * N + n] + 128 * sums[n];
+  CHECK_MESSAGE(bad == 0, bad << " elements of (a + 128) @ b differ");
+  check_exact(shifted, static_cast<size_t>(M * N));  // and the reference honours the flag too
 }
 
 std::string forced_isa() {
