@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 
 #include "core/error.h"
 #include "core/onednn.h"
@@ -346,33 +347,35 @@ IntTensor LinearStage::run(const IntTensor& x) const {
   SG_CHECK(f_.per_token_in ? static_cast<int64_t>(x.row_factor.size()) == rows : x.row_factor.empty(),
            "quantized Linear ({} -> {}): expected {} input, got {} row factors for {} rows", f_.in, f_.out,
            f_.per_token_in ? "a per-token" : "a per-tensor", x.row_factor.size(), rows);
-  std::vector<int32_t> acc(static_cast<size_t>(rows * f_.out));
+  const int64_t n = rows * f_.out;
+  const auto acc = std::make_unique_for_overwrite<int32_t[]>(static_cast<size_t>(n));  // every element written
   const void* a = f_.in_type == IntType::kU8 ? static_cast<const void*>(x.u8.data()) : x.s8.data();
   gemm_int8({.M = rows, .N = f_.out, .K = f_.in, .a = a, .a_signed = f_.in_type == IntType::kS8, .lda = f_.in,
              .b = f_.weight.data(), .trans_b = true, .ldb = f_.in,  // W is (out, in): x W^T
-             .c = acc.data(), .ldc = f_.out, .b_column_sums = weight_column_sums_.data(),
+             .c = acc.get(), .ldc = f_.out, .b_column_sums = weight_column_sums_.data(),
              .a_plus_128 = !acc_offset_.empty()});  // then acc_offset_ / acc_bias_ finish the product
   Shape shape = x.shape;
   shape.back() = f_.out;
   if (f_.per_token_in) {  // the bias is at the target scale: added after the rescale
-    std::vector<int32_t> wide(acc.size());
-    rescale_rows(acc.data(), acc_offset_.empty() ? nullptr : acc_offset_.data(), rows, f_.out, x.row_factor.data(),
+    std::vector<int32_t> wide(static_cast<size_t>(n));
+    rescale_rows(acc.get(), acc_offset_.empty() ? nullptr : acc_offset_.data(), rows, f_.out, x.row_factor.data(),
                  requant_.data(), f_.bias.data(), wide.data());
     return finish(std::move(wide), shape);
   }
   // Static input: the bias is at the accumulator's scale, added by the requantization.
   if (f_.output == LinearOutput::kLogits) {
+    std::vector<int32_t> logits(static_cast<size_t>(n));
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < f_.out; ++c) acc[r * f_.out + c] += acc_bias_[c];
-    return finish(std::move(acc), shape);
+      for (int64_t c = 0; c < f_.out; ++c) logits[r * f_.out + c] = acc[r * f_.out + c] + acc_bias_[c];
+    return finish(std::move(logits), shape);
   }
   if (!f_.per_token_out && f_.output == LinearOutput::kS8) {  // straight to int8
     IntTensor y;
     y.type = IntType::kS8;
     y.shape = shape;
     y.scale = f_.out_scale;
-    y.s8.resize(acc.size());
-    requantize_s8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out,
+    y.s8.resize(static_cast<size_t>(n));
+    requantize_s8(acc.get(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out,
                   acc_bias_.data());
     return y;
   }
@@ -381,13 +384,13 @@ IntTensor LinearStage::run(const IntTensor& x) const {
     y.type = IntType::kU8;
     y.shape = shape;
     y.scale = f_.out_scale;
-    y.u8.resize(acc.size());
-    requantize_u8(acc.data(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out,
+    y.u8.resize(static_cast<size_t>(n));
+    requantize_u8(acc.get(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out,
                   acc_bias_.data());
     return y;
   }
-  std::vector<int32_t> wide(acc.size());
-  requantize_s32(acc.data(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out, acc_bias_.data());
+  std::vector<int32_t> wide(static_cast<size_t>(n));
+  requantize_s32(acc.get(), rows, f_.out, f_.out, requant_.data(), true, wide.data(), f_.out, acc_bias_.data());
   return finish(std::move(wide), shape);
 }
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "core/autograd.h"
 #include "core/error.h"
@@ -239,31 +240,33 @@ IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& e
            "int8_attention: expected int8 qkv (B, T, 3 dim) with dim a multiple of {} heads, got {}", heads,
            qkv.shape);
   const int64_t B = qkv.shape[0], T = qkv.shape[1], D = qkv.shape[2] / 3, H = heads, hd = D / H;
-  std::vector<int32_t> scores(static_cast<size_t>(B * H * T * T));
+  // Scratch buffers, every element written before it is read (no zero fill).
+  const int64_t n_scores = B * H * T * T, n_out = B * T * D;
+  const auto scores = std::make_unique_for_overwrite<int32_t[]>(static_cast<size_t>(n_scores));
   // S = Q K^T per (b, h): the rows of head h are columns [h hd, (h + 1) hd) of q and of k.
   gemm_int8({.batch0 = B, .batch1 = H, .M = T, .N = T, .K = hd,
              .a = qkv.s8.data(), .a_signed = true, .lda = 3 * D, .a_stride0 = T * 3 * D, .a_stride1 = hd,
              .b = qkv.s8.data() + D, .trans_b = true, .ldb = 3 * D, .b_stride0 = T * 3 * D, .b_stride1 = hd,
-             .c = scores.data(), .ldc = T, .c_stride0 = H * T * T, .c_stride1 = T * T});
-  std::vector<uint8_t> probs(scores.size());
-  softmax_u8(scores.data(), B * H * T, T, T, exp, probs.data(), T);
-  std::vector<int32_t> out(static_cast<size_t>(B * T * D));
+             .c = scores.get(), .ldc = T, .c_stride0 = H * T * T, .c_stride1 = T * T});
+  const auto probs = std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(n_scores));
+  softmax_u8(scores.get(), B * H * T, T, T, exp, probs.get(), T);
+  const auto out = std::make_unique_for_overwrite<int32_t[]>(static_cast<size_t>(n_out));
   // O = P V per (b, h), written as (B, T, H, hd): the heads already merged.
   gemm_int8({.batch0 = B, .batch1 = H, .M = T, .N = hd, .K = T,
-             .a = probs.data(), .a_signed = false, .lda = T, .a_stride0 = H * T * T, .a_stride1 = T * T,
+             .a = probs.get(), .a_signed = false, .lda = T, .a_stride0 = H * T * T, .a_stride1 = T * T,
              .b = qkv.s8.data() + 2 * D, .trans_b = false, .ldb = 3 * D, .b_stride0 = T * 3 * D, .b_stride1 = hd,
-             .c = out.data(), .ldc = D, .c_stride0 = T * D, .c_stride1 = hd});
+             .c = out.get(), .ldc = D, .c_stride0 = T * D, .c_stride1 = hd});
   IntTensor y;
   y.type = IntType::kS8;
   y.shape = {B, T, D};
-  y.s8.resize(out.size());
+  y.s8.resize(static_cast<size_t>(n_out));
   if (per_token_scale > 0) {  // each token's row by its own largest |value|
     y.scale = per_token_scale;
     y.row_factor.resize(static_cast<size_t>(B * T));
-    quantize_rows_s8(out.data(), B * T, D, y.s8.data(), y.row_factor.data());
+    quantize_rows_s8(out.get(), B * T, D, y.s8.data(), y.row_factor.data());
   } else {
     y.scale = out_scale;
-    requantize_s8(out.data(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
+    requantize_s8(out.get(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
   }
   return y;
 }
