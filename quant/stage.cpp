@@ -20,6 +20,23 @@ int64_t IntTensor::numel() const {
   return n;
 }
 
+IntTensor quantize_per_token(IntType type, const int32_t* values, const Shape& shape, double scale) {
+  IntTensor y;
+  y.type = type;
+  y.shape = shape;
+  y.scale = scale;
+  const int64_t cols = shape.back(), rows = y.numel() / cols;
+  y.row_factor.resize(static_cast<size_t>(rows));
+  if (type == IntType::kU8) {
+    y.u8.resize(static_cast<size_t>(rows * cols));
+    quantize_rows_u8(values, rows, cols, y.u8.data(), y.row_factor.data());
+  } else {
+    y.s8.resize(static_cast<size_t>(rows * cols));
+    quantize_rows_s8(values, rows, cols, y.s8.data(), y.row_factor.data());
+  }
+  return y;
+}
+
 // ---- StageWriter / StageReader --------------------------------------------------------------
 
 namespace {
@@ -283,21 +300,13 @@ template <typename T> std::vector<T> narrow_to(const std::vector<int32_t>& wide,
 }  // namespace
 
 IntTensor LinearStage::finish(std::vector<int32_t> wide, const Shape& shape) const {
+  // per-token: out_scale is fine_scale / qmax, set by quantize()
+  if (f_.per_token_out && f_.output != LinearOutput::kS8Gelu)
+    return quantize_per_token(f_.output == LinearOutput::kU8Relu ? IntType::kU8 : IntType::kS8, wide.data(), shape,
+                              f_.out_scale);
   IntTensor y;
   y.shape = shape;
   y.scale = f_.out_scale;
-  const int64_t rows = static_cast<int64_t>(wide.size()) / f_.out;
-  auto per_token = [&](IntType type, std::vector<int32_t> values) {
-    y.type = type;
-    y.row_factor.resize(static_cast<size_t>(rows));  // y.scale: out_scale = fine_scale / qmax, set by quantize()
-    if (type == IntType::kU8) {
-      y.u8.resize(values.size());
-      quantize_rows_u8(values.data(), rows, f_.out, y.u8.data(), y.row_factor.data());
-    } else {
-      y.s8.resize(values.size());
-      quantize_rows_s8(values.data(), rows, f_.out, y.s8.data(), y.row_factor.data());
-    }
-  };
   switch (f_.output) {
     case LinearOutput::kLogits:
       y.type = IntType::kS32;
@@ -309,26 +318,18 @@ IntTensor LinearStage::finish(std::vector<int32_t> wide, const Shape& shape) con
       y.s32 = std::move(wide);
       break;
     case LinearOutput::kS8:
-      if (f_.per_token_out) {
-        per_token(IntType::kS8, std::move(wide));
-      } else {
-        y.type = IntType::kS8;
-        y.s8 = narrow_to<int8_t>(wide, -127, 127);
-      }
+      y.type = IntType::kS8;
+      y.s8 = narrow_to<int8_t>(wide, -127, 127);
       break;
     case LinearOutput::kU8Relu:
-      if (f_.per_token_out) {
-        per_token(IntType::kU8, std::move(wide));
-      } else {
-        y.type = IntType::kU8;
-        y.u8 = narrow_to<uint8_t>(wide, 0, 255);
-      }
+      y.type = IntType::kU8;
+      y.u8 = narrow_to<uint8_t>(wide, 0, 255);
       break;
     case LinearOutput::kS8Gelu:
       if (f_.per_token_out) {
         std::vector<int32_t> g(wide.size());
         gelu_s32(wide.data(), static_cast<int64_t>(wide.size()), gelu_, g.data());
-        per_token(IntType::kS8, std::move(g));
+        return quantize_per_token(IntType::kS8, g.data(), shape, f_.out_scale);
       } else {
         y.type = IntType::kS8;
         y.s8.resize(wide.size());
@@ -369,24 +370,21 @@ IntTensor LinearStage::run(const IntTensor& x) const {
       for (int64_t c = 0; c < f_.out; ++c) logits[r * f_.out + c] = acc[r * f_.out + c] + acc_bias_[c];
     return finish(std::move(logits), shape);
   }
-  if (!f_.per_token_out && f_.output == LinearOutput::kS8) {  // straight to int8
-    IntTensor y;
-    y.type = IntType::kS8;
+  if (!f_.per_token_out && (f_.output == LinearOutput::kS8 || f_.output == LinearOutput::kU8Relu)) {
+    IntTensor y;  // straight to int8 (uint8 from 0 after ReLU)
     y.shape = shape;
     y.scale = f_.out_scale;
-    y.s8.resize(static_cast<size_t>(n));
-    requantize_s8(acc.get(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out,
-                  acc_bias_.data());
-    return y;
-  }
-  if (!f_.per_token_out && f_.output == LinearOutput::kU8Relu) {
-    IntTensor y;
-    y.type = IntType::kU8;
-    y.shape = shape;
-    y.scale = f_.out_scale;
-    y.u8.resize(static_cast<size_t>(n));
-    requantize_u8(acc.get(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out,
-                  acc_bias_.data());
+    if (f_.output == LinearOutput::kS8) {
+      y.type = IntType::kS8;
+      y.s8.resize(static_cast<size_t>(n));
+      requantize_s8(acc.get(), rows, f_.out, f_.out, requant_.data(), true, -127, 127, y.s8.data(), f_.out,
+                    acc_bias_.data());
+    } else {
+      y.type = IntType::kU8;
+      y.u8.resize(static_cast<size_t>(n));
+      requantize_u8(acc.get(), rows, f_.out, f_.out, requant_.data(), true, 0, 255, y.u8.data(), f_.out,
+                    acc_bias_.data());
+    }
     return y;
   }
   std::vector<int32_t> wide(static_cast<size_t>(n));

@@ -194,4 +194,9 @@ inline constexpr int32_t kWideGeluMax = 1 << 23;
 // The integer type a stage emits, and its largest magnitude.
 inline int32_t qmax(IntType t) { return t == IntType::kU8 ? 255 : 127; }
 
+// A per-token activation from int32 values at one fine scale (row-major, rows of shape's last
+// dim): int8 (kS8) or uint8 after ReLU (kU8) by quantize_rows_s8/u8, each row with its factor;
+// `scale` is the base (row r: scale * row_factor[r]), i.e. the fine scale / qmax(type).
+IntTensor quantize_per_token(IntType type, const int32_t* values, const Shape& shape, double scale);
+
 }  // namespace sg::quant

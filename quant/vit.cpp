@@ -84,25 +84,22 @@ struct QLayerNorm {
     return p;
   }
   // x (rows, n) int32 -> int8 at out_scale, or (wide) per token: row r at out_scale / 127 * factor
-  IntTensor run(const IntTensor& x) const {
+  IntTensor run(const IntTensor& x) const { return run(x.s32.data(), x.numel() / n, n, x.shape); }
+  // `rows` rows of x, ld_in apart -> a contiguous `shape` (rows, n)
+  IntTensor run(const int32_t* x, int64_t rows, int64_t ld_in, const Shape& shape) const {
+    if (wide) return quantize_per_token(IntType::kS8, run_wide(x, rows, ld_in).data(), shape, row_scale);
     IntTensor y;
     y.type = IntType::kS8;
-    y.shape = x.shape;
-    y.s8.resize(x.s32.size());
-    const int64_t rows = x.numel() / n;
+    y.shape = shape;
     y.scale = row_scale;
-    if (wide) {
-      y.row_factor.resize(static_cast<size_t>(rows));
-      quantize_rows_s8(run_wide(x).data(), rows, n, y.s8.data(), y.row_factor.data());
-    } else {
-      layer_norm_s8(x.s32.data(), rows, n, params(), y.s8.data(), n);
-    }
+    y.s8.resize(static_cast<size_t>(rows * n));
+    layer_norm_s8(x, rows, ld_in, params(), y.s8.data(), n);
     return y;
   }
   // wide: x (rows, n) int32 -> int32 at out_scale
-  std::vector<int32_t> run_wide(const IntTensor& x) const {
-    std::vector<int32_t> y(x.s32.size());
-    layer_norm_s32(x.s32.data(), x.numel() / n, n, params(), y.data(), n);
+  std::vector<int32_t> run_wide(const int32_t* x, int64_t rows, int64_t ld_in) const {
+    std::vector<int32_t> y(static_cast<size_t>(rows * n));
+    layer_norm_s32(x, rows, ld_in, params(), y.data(), n);
     return y;
   }
   void save(StageWriter& w) const {
@@ -256,18 +253,14 @@ IntTensor int8_attention(const IntTensor& qkv, int64_t heads, const ExpParams& e
              .a = probs.get(), .a_signed = false, .lda = T, .a_stride0 = H * T * T, .a_stride1 = T * T,
              .b = qkv.s8.data() + 2 * D, .trans_b = false, .ldb = 3 * D, .b_stride0 = T * 3 * D, .b_stride1 = hd,
              .c = out.get(), .ldc = D, .c_stride0 = T * D, .c_stride1 = hd});
+  // per-token: each token's row by its own largest |value|
+  if (per_token_scale > 0) return quantize_per_token(IntType::kS8, out.get(), {B, T, D}, per_token_scale);
   IntTensor y;
   y.type = IntType::kS8;
   y.shape = {B, T, D};
+  y.scale = out_scale;
   y.s8.resize(static_cast<size_t>(n_out));
-  if (per_token_scale > 0) {  // each token's row by its own largest |value|
-    y.scale = per_token_scale;
-    y.row_factor.resize(static_cast<size_t>(B * T));
-    quantize_rows_s8(out.get(), B * T, D, y.s8.data(), y.row_factor.data());
-  } else {
-    y.scale = out_scale;
-    requantize_s8(out.get(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
-  }
+  requantize_s8(out.get(), B * T, D, D, &requant, false, -127, 127, y.s8.data(), D);
   return y;
 }
 
@@ -393,19 +386,13 @@ class VitHeadStage : public Stage {
              "quantized ViT head: expected the int32 residual stream (B, T, {}), got {}", norm_.n, x.shape);
     SG_CHECK(x.shape[1] == tokens_, "quantized ViT head: expected {} tokens, got {}", tokens_, x.shape[1]);
     const int64_t B = x.shape[0], T = x.shape[1], D = norm_.n;
+    // class token: only token 0 of each image is normalized (rows T D apart)
+    if (cls_) return head_->run(norm_.run(x.s32.data(), B, T * D, {B, D}));
     IntTensor pooled;
     pooled.type = IntType::kS8;
     pooled.shape = {B, D};
-    pooled.s8.resize(static_cast<size_t>(B * D));
-    if (cls_) {  // token 0 of each image (with its own factor, per token)
-      const IntTensor n = norm_.run(x);  // (B, T, D) int8
-      pooled.scale = n.scale;
-      for (int64_t b = 0; b < B; ++b) {
-        std::copy_n(n.s8.begin() + b * T * D, D, pooled.s8.begin() + b * D);
-        if (norm_.wide) pooled.row_factor.push_back(n.row_factor[b * T]);
-      }
-    } else if (norm_.wide) {  // mean over tokens: the int32 sum, then each image's row its own scale
-      const std::vector<int32_t> n = norm_.run_wide(x);
+    if (norm_.wide) {  // mean over tokens: the int32 sum, then each image's row its own scale
+      const std::vector<int32_t> n = norm_.run_wide(x.s32.data(), B * T, D);
       std::vector<int32_t> sum(static_cast<size_t>(B * D));
       for (int64_t b = 0; b < B; ++b)
         for (int64_t c = 0; c < D; ++c) {
@@ -413,12 +400,11 @@ class VitHeadStage : public Stage {
           for (int64_t t = 0; t < T; ++t) s += n[(b * T + t) * D + c];
           sum[b * D + c] = static_cast<int32_t>(std::clamp<int64_t>(s, -(int64_t{1} << 30), int64_t{1} << 30));
         }
-      pooled.scale = pool_scale_;  // the norm's fine scale / T / 127
-      pooled.row_factor.resize(static_cast<size_t>(B));
-      quantize_rows_s8(sum.data(), B, D, pooled.s8.data(), pooled.row_factor.data());
+      pooled = quantize_per_token(IntType::kS8, sum.data(), {B, D}, pool_scale_);  // the norm's fine scale / T / 127
     } else {  // mean over tokens: an int32 sum, requantized with the 1 / T folded in
       const IntTensor n = norm_.run(x);  // (B, T, D) int8
       pooled.scale = pool_scale_;
+      pooled.s8.resize(static_cast<size_t>(B * D));
       std::vector<int32_t> sum(static_cast<size_t>(B * D), 0);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t t = 0; t < T; ++t)
