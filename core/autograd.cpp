@@ -159,6 +159,42 @@ void record(std::string name, const std::vector<Tensor>& inputs, Tensor& output,
 }
 
 // ---- the engine ----
+namespace {
+thread_local std::vector<std::function<void()>>* current_callbacks = nullptr;
+
+// Makes `list` the current backward's callback queue, restoring the outer one on exit.
+class CallbackScope {
+ public:
+  explicit CallbackScope(std::vector<std::function<void()>>* list) : saved_(current_callbacks) {
+    current_callbacks = list;
+  }
+  ~CallbackScope() { current_callbacks = saved_; }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+  // Runs the queue in order (a callback may queue more: they run too), then closes it.
+  void run_queued() {
+    std::vector<std::function<void()>>& list = *current_callbacks;
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::function<void()> callback = std::move(list[i]);
+      callback();
+    }
+    list.clear();
+  }
+
+ private:
+  std::vector<std::function<void()>>* saved_;
+};
+
+// The leaf's gradient is final for this backward: run its hooks in registration order.
+void run_post_accumulate_hooks(const std::shared_ptr<TensorImpl>& leaf) {
+  if (leaf->post_accumulate_grad_hooks.empty()) return;
+  const Tensor t(leaf);
+  // NOTE: a copy, so a hook that removes itself does not invalidate the loop.
+  const auto hooks = leaf->post_accumulate_grad_hooks;
+  for (const auto& [handle, hook] : hooks) hook(t);
+}
+}  // namespace
+
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
   check_defined("backward", root, "output");
   SG_CHECK(root.requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
@@ -175,8 +211,14 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
            "backward: gradient {} {} does not match output {} {}", seed.shape(), seed.dtype(), root.shape(),
            root.dtype());
 
+  // Callbacks queued during this backward (queue_backward_callback); a backward run from
+  // inside a callback gets its own list.
+  std::vector<std::function<void()>> callbacks;
+  CallbackScope scope(&callbacks);
   if (root.is_leaf()) {
     accumulate(root.impl()->grad, seed);
+    run_post_accumulate_hooks(root.impl());
+    scope.run_queued();
     return;
   }
 
@@ -196,13 +238,31 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     }
   }
 
+  // A leaf with post-accumulate hooks is final once every node with an edge to it has run
+  // (or been skipped for want of a gradient): count those edges, fire the hooks at zero.
+  std::unordered_map<TensorImpl*, int64_t> hooked_leaf_edges;
+  for (Node* node : order)
+    for (const Edge& e : node->next_edges())
+      if (e.leaf && !e.leaf->post_accumulate_grad_hooks.empty()) ++hooked_leaf_edges[e.leaf.get()];
+  auto node_done = [&hooked_leaf_edges](Node* node) {
+    if (hooked_leaf_edges.empty()) return;
+    for (const Edge& e : node->next_edges()) {
+      if (!e.leaf) continue;
+      auto it = hooked_leaf_edges.find(e.leaf.get());
+      if (it != hooked_leaf_edges.end() && --it->second == 0) run_post_accumulate_hooks(e.leaf);
+    }
+  };
+
   NoGradGuard no_grad;  // backward formulas build no graph
   std::unordered_map<Node*, PendingGrad> pending;
   pending[root.grad_fn().get()].add(seed);
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = *it;
     auto found = pending.find(node);
-    if (found == pending.end()) continue;  // no gradient reached this node
+    if (found == pending.end()) {  // no gradient reached this node
+      node_done(node);
+      continue;
+    }
     Tensor g = std::move(found->second.sum);
     pending.erase(found);
     if (auto out = node->output_.lock(); out && out->retains_grad) accumulate(out->grad, g);
@@ -232,7 +292,15 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         accumulate(e.leaf->grad, gi);
     }
     if (!retain_graph) node->release();
+    node_done(node);
   }
+  scope.run_queued();
+}
+
+void queue_backward_callback(std::function<void()> callback) {
+  SG_CHECK(current_callbacks != nullptr, "queue_backward_callback: called outside a backward");
+  SG_CHECK(callback != nullptr, "queue_backward_callback: the callback is empty");
+  current_callbacks->push_back(std::move(callback));
 }
 
 // ---- custom functions ----

@@ -109,6 +109,11 @@ template <typename... Ts> std::vector<Tensor> grads(Ts&&... ts) {
 
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 
+// PyTorch's Variable._execution_engine.queue_callback: from inside a backward (a hook or a
+// node), runs `callback` once that backward has finished every node, in queueing order.
+// Callbacks of a backward that throws are dropped. Outside a backward it is an error.
+void queue_backward_callback(std::function<void()> callback);
+
 // ---- user-defined ops (PyTorch's autograd::Function) ----
 //
 //   struct Cube : sg::Function<Cube> {

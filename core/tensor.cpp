@@ -346,6 +346,23 @@ void Tensor::retain_grad() {
   impl.retains_grad = true;
 }
 
+int64_t Tensor::register_post_accumulate_grad_hook(std::function<void(const Tensor&)> hook) {
+  auto& impl = checked("register_post_accumulate_grad_hook");
+  SG_CHECK(impl.requires_grad && impl.grad_fn == nullptr,
+           "register_post_accumulate_grad_hook: only a leaf that requires grad accumulates a gradient (shape {})",
+           impl.shape);
+  SG_CHECK(hook != nullptr, "register_post_accumulate_grad_hook: the hook is empty");
+  static std::atomic<int64_t> next_handle{0};  // process-wide: a handle never names another tensor's hook
+  const int64_t handle = next_handle.fetch_add(1);
+  impl.post_accumulate_grad_hooks.emplace_back(handle, std::move(hook));
+  return handle;
+}
+
+void Tensor::remove_hook(int64_t handle) {
+  auto& hooks = checked("remove_hook").post_accumulate_grad_hooks;
+  std::erase_if(hooks, [handle](const auto& h) { return h.first == handle; });
+}
+
 void Tensor::backward(const Tensor& grad, bool retain_graph) const { run_backward(*this, grad, retain_graph); }
 
 Tensor Tensor::detach() const {

@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
@@ -52,6 +53,8 @@ struct Storage {
   size_t mapped_ = 0;  // bytes mapped with mmap (0: from aligned_alloc)
 };
 
+class Tensor;
+
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape shape;
@@ -62,6 +65,9 @@ struct TensorImpl {
   bool retains_grad = false;
   std::shared_ptr<TensorImpl> grad;  // accumulated by backward(); leaves (and retain_grad)
   std::shared_ptr<Node> grad_fn;     // the node that produced this tensor; null for leaves
+  // Leaves: called (in registration order, with the leaf) once a backward has added its
+  // last contribution to grad; see Tensor::register_post_accumulate_grad_hook.
+  std::vector<std::pair<int64_t, std::function<void(const Tensor&)>>> post_accumulate_grad_hooks;
 };
 
 struct ValuesIndices;  // {values, indices}: defined below Tensor
@@ -127,6 +133,13 @@ class Tensor {
   void set_grad(const Tensor& g);
   void zero_grad();     // drops the gradient (PyTorch's set_to_none)
   void retain_grad();   // non-leaf: keep its gradient in grad() too
+  // PyTorch's register_post_accumulate_grad_hook: on a leaf that requires grad, `hook` runs
+  // during each backward that reaches the leaf, right after the last node of the graph that
+  // feeds it has added its gradient (grad() is then final for this backward), while the rest
+  // of the graph is still to run; DistributedDataParallel starts its reductions from it.
+  // Returns a handle for remove_hook. The hook must not modify the graph.
+  int64_t register_post_accumulate_grad_hook(std::function<void(const Tensor&)> hook);
+  void remove_hook(int64_t handle);
   // Seeds d(self)/d(self) = grad (ones for a one-element tensor when omitted) and runs
   // every node's VJP once, in one topological order. Without retain_graph the saved
   // buffers are freed and a second backward through the same nodes throws.

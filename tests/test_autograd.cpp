@@ -206,3 +206,71 @@ TEST_CASE("grad_fn names the op that made the tensor") {
   CHECK(Cube::apply(x).grad_fn()->name().find("Cube") != std::string::npos);
   CHECK(x.grad_fn() == nullptr);
 }
+
+TEST_CASE("post-accumulate-grad hooks: once per backward, after a leaf's last contribution, before earlier layers") {
+  // x -> (w1) -> h -> (w2) -> y, and w2 used twice: its hook must see both contributions.
+  Tensor x = sg::tensor({1.0, 2.0}, sg::kFloat64);
+  Tensor w1 = sg::tensor({3.0, -1.0}, sg::kFloat64).requires_grad_();
+  Tensor w2 = sg::tensor({0.5, 2.0}, sg::kFloat64).requires_grad_();
+  std::vector<std::string> events;
+  std::vector<double> w2_seen;
+  w1.register_post_accumulate_grad_hook([&](const Tensor& t) {
+    events.push_back("w1");
+    CHECK(t.is_same(w1));
+  });
+  const int64_t h2 = w2.register_post_accumulate_grad_hook([&](const Tensor& t) {
+    events.push_back("w2");
+    w2_seen = t.grad().to_vector<double>();
+  });
+  auto loss_of = [&] {
+    const Tensor h = sg::exp(x * w1);  // the first layer
+    return sg::sum(h * w2 + sg::mul(w2, w2));
+  };
+  loss_of().backward();
+  // w2's gradient was final when its hook ran: h + 2 w2, the value backward leaves.
+  CHECK(w2_seen == w2.grad().to_vector<double>());
+  CHECK(events == std::vector<std::string>{"w2", "w1"});
+  // Once per backward: a second backward fires each hook once more, with the sum.
+  events.clear();
+  loss_of().backward();
+  CHECK(events == std::vector<std::string>{"w2", "w1"});
+  CHECK(w2_seen == w2.grad().to_vector<double>());
+  w2.remove_hook(h2);
+  events.clear();
+  loss_of().backward();
+  CHECK(events == std::vector<std::string>{"w1"});
+  // A leaf that is itself the root fires too; a leaf the graph does not reach does not.
+  events.clear();
+  w1.backward(sg::ones({2}, sg::kFloat64));
+  CHECK(events == std::vector<std::string>{"w1"});
+  events.clear();
+  sg::sum(w2 * 2.0).backward();
+  CHECK(events.empty());
+  check_error([&] { x.register_post_accumulate_grad_hook([](const Tensor&) {}); },
+              {"register_post_accumulate_grad_hook", "leaf that requires grad"});
+  check_error([&] { sg::exp(w1).register_post_accumulate_grad_hook([](const Tensor&) {}); },
+              {"register_post_accumulate_grad_hook"});
+}
+
+TEST_CASE("queue_backward_callback runs after the whole backward, in order; outside a backward it is an error") {
+  Tensor a = sg::tensor({1.0, 2.0}, sg::kFloat64).requires_grad_();
+  Tensor b = sg::tensor({3.0}, sg::kFloat64).requires_grad_();
+  std::vector<std::string> events;
+  a.register_post_accumulate_grad_hook([&](const Tensor&) {
+    events.push_back("a ready");
+    sg::queue_backward_callback([&] {
+      events.push_back("first callback");
+      CHECK(b.grad().defined());  // every gradient is in by now
+      sg::queue_backward_callback([&] { events.push_back("queued by a callback"); });
+    });
+    sg::queue_backward_callback([&] { events.push_back("second callback"); });
+  });
+  b.register_post_accumulate_grad_hook([&](const Tensor&) { events.push_back("b ready"); });
+  // a is consumed last in backward order (its node is the first op), b at the end.
+  sg::sum(sg::exp(a) * 2.0).add(sg::sum(b)).backward();
+  REQUIRE(events.size() == 5);
+  CHECK(events[2] == "first callback");
+  CHECK(events[3] == "second callback");
+  CHECK(events[4] == "queued by a callback");
+  check_error([] { sg::queue_backward_callback([] {}); }, {"queue_backward_callback", "outside a backward"});
+}
