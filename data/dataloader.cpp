@@ -36,6 +36,9 @@ struct DataLoader::Iterator::Pass {
 DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   SG_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got {}", options_.batch_size);
+  SG_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size,
+           "DataLoader: rank {} of world_size {} is not a shard (need world_size >= 1, 0 <= rank < world_size)",
+           options_.rank, options_.world_size);
   if (options_.random_shift) {  // fail here, not at the first batch
     options_.random_shift->check();
     SG_CHECK(dataset_.inputs().dim() == 3 && is_floating(dataset_.inputs().dtype()),
@@ -49,8 +52,13 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
   }
 }
 
+int64_t DataLoader::num_samples() const {
+  const int64_t n = dataset_.size(), w = options_.world_size;
+  return n / w + (n % w != 0);
+}
+
 int64_t DataLoader::num_batches() const {
-  const int64_t n = dataset_.size(), b = options_.batch_size;
+  const int64_t n = num_samples(), b = options_.batch_size;
   return n / b + (!options_.drop_last && n % b != 0);  // NOTE: not (n + b - 1) / b, which overflows for a huge b
 }
 
@@ -63,11 +71,18 @@ std::vector<int64_t> DataLoader::order(int64_t epoch) const {
   SG_CHECK(epoch >= 0, "DataLoader::order: epoch must be >= 0, got {}", epoch);
   std::vector<int64_t> order(static_cast<size_t>(dataset_.size()));
   std::iota(order.begin(), order.end(), int64_t{0});
-  if (!options_.shuffle) return order;
-  // Fisher-Yates: position i takes a uniform pick among the positions not yet fixed.
-  Generator gen(epoch_seed(options_.seed, epoch));
-  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[gen.below(i)]);
-  return order;
+  if (options_.shuffle) {
+    // Fisher-Yates: position i takes a uniform pick among the positions not yet fixed.
+    Generator gen(epoch_seed(options_.seed, epoch));
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[gen.below(i)]);
+  }
+  if (options_.world_size == 1) return order;
+  // This rank's shard: positions rank, rank + W, ... of the order padded with its own start.
+  const int64_t n = static_cast<int64_t>(order.size()), per_rank = num_samples();
+  std::vector<int64_t> shard(static_cast<size_t>(per_rank));
+  for (int64_t i = 0; i < per_rank; ++i)
+    shard[static_cast<size_t>(i)] = order[static_cast<size_t>((i * options_.world_size + options_.rank) % n)];
+  return shard;
 }
 
 DataLoader::Iterator DataLoader::begin() {
@@ -99,7 +114,9 @@ void DataLoader::Iterator::load() {
   const int64_t start = index_ * B, count = std::min(B, N - start);
   batch_ = pass_->dataset.get_batch(std::span<const int64_t>(pass_->order).subspan(start, count));
   if (pass_->options.random_shift) {
-    Generator gen(mix64(epoch_seed(pass_->options.seed, pass_->epoch) ^ static_cast<uint64_t>(index_)));
+    // (each shard draws its own shifts; one process keeps its seeds of old)
+    const uint64_t shard = static_cast<uint64_t>(pass_->options.rank) << 40;
+    Generator gen(mix64(epoch_seed(pass_->options.seed, pass_->epoch) ^ static_cast<uint64_t>(index_) ^ shard));
     pass_->options.random_shift->apply_(batch_.x, gen);
   }
   if (pass_->options.normalize) pass_->options.normalize->apply_(batch_.x);

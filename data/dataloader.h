@@ -14,6 +14,12 @@
 // replaying earlier epochs. Without shuffle the order is 0, 1, ..., N - 1.
 // Epochs: each pass over the loader (each begin()) runs epoch epoch() and then advances
 // epoch() by one; set_epoch(k) chooses the epoch of the next pass.
+// Shards (data parallelism, PyTorch's DistributedSampler): with {.rank = r, .world_size = W}
+// the loader yields rank r's share of each epoch: the epoch's permutation, padded by
+// repeating its start up to a multiple of W, then every W-th sample from position r. The
+// W shards are disjoint (apart from the padding), each of ceil(N / W) samples, so every
+// rank runs the same number of batches; batch i of the W ranks together holds the same
+// samples as batch i of one process with W times the batch size (when W divides N).
 // Batches: num_batches() of batch_size samples; the last one is smaller unless drop_last.
 // Each batch is a fresh tensor pair (no batch aliases another or the dataset), so a batch
 // may be kept past the next iteration; x is normalized per batch when `normalize` is set.
@@ -37,6 +43,8 @@ struct DataLoaderOptions {
   // resumed run sees the same shifts; then normalize.
   std::optional<RandomShift> random_shift = std::nullopt;
   std::optional<Normalize> normalize = std::nullopt;
+  int64_t rank = 0;        // this process's shard, 0 .. world_size - 1
+  int64_t world_size = 1;  // the number of shards (processes)
 };
 
 class DataLoader {
@@ -46,9 +54,10 @@ class DataLoader {
   explicit DataLoader(TensorDataset dataset, DataLoaderOptions options = {});
 
   int64_t num_batches() const;
+  int64_t num_samples() const;  // this shard's samples per epoch: ceil(N / world_size)
   int64_t epoch() const { return epoch_; }  // the epoch the next pass runs
   void set_epoch(int64_t epoch);            // epoch >= 0
-  // The sample order of any epoch (shuffled or not); does not change the loader.
+  // This shard's sample order in any epoch (shuffled or not); does not change the loader.
   std::vector<int64_t> order(int64_t epoch) const;
 
   const TensorDataset& dataset() const { return dataset_; }

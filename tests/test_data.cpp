@@ -835,3 +835,52 @@ TEST_CASE("RandomShift moves each image by its own offset, fills the rest, and t
       },
       {"DataLoader: random_shift needs floating (N, H, W) images", "[3, 20]"});
 }
+
+TEST_CASE("dataloader: shards {rank, world_size} are disjoint, padded to equal length, and batch i of the W shards is "
+          "batch i of one process with W times the batch") {
+  sg::Generator gen(1);
+  const int64_t N = 23;
+  const Tensor x = sg::arange(0, N, 1, sg::kInt64).to(sg::kFloat32).reshape({N, 1});
+  const data::TensorDataset ds(x, sg::arange(0, N, 1, sg::kInt64));
+  for (const int64_t W : {1, 2, 3, 4, 5, 23, 30}) {
+    CAPTURE(W);
+    data::DataLoader one(ds, {.batch_size = 2 * W, .shuffle = true, .seed = 9});
+    std::vector<data::DataLoader> shards;
+    for (int64_t r = 0; r < W; ++r)
+      shards.emplace_back(ds, data::DataLoaderOptions{.batch_size = 2, .shuffle = true, .seed = 9, .rank = r, .world_size = W});
+    const int64_t per_rank = (N + W - 1) / W;
+    std::multiset<int64_t> seen;
+    for (int64_t r = 0; r < W; ++r) {
+      CHECK(shards[static_cast<size_t>(r)].num_samples() == per_rank);
+      CHECK(shards[static_cast<size_t>(r)].num_batches() == shards[0].num_batches());  // the same number of steps
+      for (const int64_t i : shards[static_cast<size_t>(r)].order(4)) seen.insert(i);
+    }
+    // Every sample once, plus the padding (W * per_rank - N samples from the epoch's start).
+    CHECK(static_cast<int64_t>(seen.size()) == W * per_rank);
+    for (int64_t i = 0; i < N; ++i) CHECK(seen.count(i) >= 1);
+    std::set<int64_t> distinct(seen.begin(), seen.end());
+    CHECK(static_cast<int64_t>(distinct.size()) == N);
+    if (W * per_rank == N) {
+      // Batch i over the shards = batch i of one process with batch 2W (as sets).
+      one.set_epoch(4);
+      std::vector<std::set<int64_t>> global;
+      for (const data::Batch& b : one) {
+        const auto ys = b.y.to_vector<int64_t>();
+        global.emplace_back(ys.begin(), ys.end());
+      }
+      std::vector<std::set<int64_t>> joined(global.size());
+      for (auto& l : shards) {
+        l.set_epoch(4);
+        int64_t i = 0;
+        for (const data::Batch& b : l) {
+          REQUIRE(i < static_cast<int64_t>(joined.size()));
+          for (const int64_t y : b.y.to_vector<int64_t>()) joined[static_cast<size_t>(i)].insert(y);
+          ++i;
+        }
+      }
+      CHECK(joined == global);
+    }
+  }
+  check_error([&] { data::DataLoader(ds, {.rank = 2, .world_size = 2}); }, {"DataLoader", "rank 2 of world_size 2"});
+  check_error([&] { data::DataLoader(ds, {.rank = 0, .world_size = 0}); }, {"DataLoader", "world_size 0"});
+}
