@@ -35,6 +35,8 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 #include "data/mnist.h"
+#include "distributed/data_parallel.h"
+#include "distributed/process_group.h"
 #include "optim/adam.h"
 #include "optim/checkpoint.h"
 #include "optim/clip_grad.h"
