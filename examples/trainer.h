@@ -14,6 +14,15 @@
 //
 // The model is any nn::Module whose forward(x) maps a batch of images to (B, 10) logits.
 // add_mlp_flags and add_vit_flags add the two models' own flags.
+//
+// Data parallel: under `mpirun -np N` (run_main starts the process group) every rank
+// trains on its shard of each global batch (--batch-size / N samples; a batch N does not
+// divide is refused), the model is wrapped in sg::distributed::DistributedDataParallel
+// (gradients averaged over ranks during backward), the epoch's metrics and the test
+// evaluation (each rank scores its slice of the test set) are summed over ranks, and only
+// rank 0 prints (the others' stdout goes to /dev/null) and writes the metrics CSV and the
+// checkpoints. --resume loads the same file on every rank. A rank that fails prints its
+// error and takes the whole job down (MPI_Abort) rather than leave the others waiting.
 #include <CLI/CLI.hpp>
 #include <softgrad.h>
 
@@ -23,11 +32,13 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -144,7 +155,7 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--dataset", f.dataset, "Which data set")->check(CLI::IsMember({"mnist", "fashion"}))
       ->capture_default_str();
   app.add_option("--epochs", f.epochs, "Training epochs")->check(integer_in<int64_t>(1))->capture_default_str();
-  app.add_option("--batch-size", f.batch_size, "Mini-batch size")->check(integer_in<int64_t>(1))
+  app.add_option("--batch-size", f.batch_size, "Mini-batch size (the global batch under mpirun: each rank takes its share)")->check(integer_in<int64_t>(1))
       ->capture_default_str();
   app.add_option("--lr", f.lr, "Peak learning rate (AdamW; linear warmup, then cosine decay to 0)")
       ->check(finite_in(0.0, 1e6))->capture_default_str();
@@ -202,9 +213,16 @@ struct Data {
 // The thread count: --threads, but never more than the cores this process may run on
 // (omp_get_num_procs: the affinity mask). Two OpenMP threads on one core wait for each
 // other at every barrier: 1000 threads on 2 cores ran 22x slower than 2.
+// Under mpirun with several ranks on one machine, the default is the cores divided among
+// them (Open MPI binds each of 2 ranks to a core anyway; unbound, 2 ranks x 2 threads on 2
+// cores ran slower than either alone).
 inline void set_threads(int requested) {
-  if (requested <= 0) return;  // the default: every core
   const int cores = omp_get_num_procs();
+  if (requested <= 0) {  // the default: every core, shared among this machine's ranks
+    const int local = sg::distributed::local_size();
+    if (local > 1) sg::set_num_threads(std::max(1, cores / local));
+    return;
+  }
   if (requested > cores)
     fmt::print("--threads {}: this machine gives the process {}; using {} (threads beyond the cores only "
                "wait for each other at every parallel step)\n",
@@ -231,11 +249,22 @@ inline Data load_data(const Flags& f, bool flatten) {
   sg::data::TensorDataset train = load(sg::data::Split::Train), test = load(sg::data::Split::Test);
   fmt::print("{}: {} training and {} test images from {}\n", sg::data::dataset_name(kind), train.size(), test.size(),
              root.string());
+  const int world = sg::distributed::world_size();
+  SG_CHECK(f.batch_size % world == 0,
+           "--batch-size {} is the global batch and must divide among the {} ranks (each takes an equal share)",
+           f.batch_size, world);
+  if (world > 1)
+    fmt::print("data parallel: {} ranks, {} samples per rank per step (global batch {})\n", world,
+               f.batch_size / world, f.batch_size);
   std::optional<sg::data::RandomShift> shift;  // pixels moved in are background: 0 before normalizing
   if (f.shift > 0) shift = sg::data::RandomShift{.max_pixels = f.shift, .fill = -normalize.mean / normalize.std};
   return Data{kind,
-              sg::data::DataLoader(std::move(train),
-                                   {.batch_size = f.batch_size, .shuffle = true, .seed = f.seed, .random_shift = shift}),
+              sg::data::DataLoader(std::move(train), {.batch_size = f.batch_size / world,
+                                                      .shuffle = true,
+                                                      .seed = f.seed,
+                                                      .random_shift = shift,
+                                                      .rank = sg::distributed::rank(),
+                                                      .world_size = world}),
               std::move(test)};
 }
 
@@ -244,12 +273,18 @@ struct Evaluation {
 };
 
 // Mean loss and accuracy over a data set, in eval mode without a graph, 1000 at a time.
+// Under mpirun each rank scores its own contiguous slice and the sums are all-reduced.
 inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset& ds, bool bf16 = false) {
   sg::NoGradGuard no_grad;
   sg::AutocastGuard autocast(sg::kBFloat16, bf16);
   const bool was_training = model.is_training();
   model.eval();
-  sg::data::DataLoader loader(ds, {.batch_size = 1000});
+  const int64_t world = sg::distributed::world_size(), r = sg::distributed::rank();
+  const int64_t first = ds.size() * r / world, count = ds.size() * (r + 1) / world - first;
+  const sg::data::TensorDataset slice =
+      world == 1 ? ds
+                 : sg::data::TensorDataset(ds.inputs().narrow(0, first, count), ds.targets().narrow(0, first, count));
+  sg::data::DataLoader loader(slice, {.batch_size = 1000});
   double loss_sum = 0.0;
   int64_t correct = 0;
   for (const sg::data::Batch& b : loader) {
@@ -258,8 +293,11 @@ inline Evaluation evaluate(sg::nn::Module& model, const sg::data::TensorDataset&
     correct += sg::sum(sg::eq(sg::argmax(logits, 1), b.y).to(sg::kInt64)).item<int64_t>();
   }
   model.train(was_training);
+  sg::distributed::Metrics sums;
+  sums.add("loss_sum", loss_sum).add("correct", static_cast<double>(correct));
+  sums.all_reduce();
   const double n = static_cast<double>(ds.size());
-  return {loss_sum / n, 100.0 * static_cast<double>(correct) / n};
+  return {sums["loss_sum"] / n, 100.0 * sums["correct"] / n};
 }
 
 struct Score {
@@ -363,10 +401,21 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
   const sg::optim::TrainingState state{model, opt, &schedule};
 
   int64_t start_epoch = 0;
-  if (!f.resume.empty()) {
+  if (!f.resume.empty()) {  // every rank loads the same file
     start_epoch = resumed_epoch(sg::optim::load_checkpoint(f.resume, state), f, run_name);
     fmt::print("resumed from {} after epoch {} of {}{}\n", f.resume, start_epoch, f.epochs,
                start_epoch == f.epochs ? ": nothing left to train" : "");
+  }
+  // Data parallel: the wrapper broadcasts rank 0's model and averages the gradients during
+  // backward (its hooks on the parameters); the model itself is still what runs forward
+  // and what the checkpoints hold, so a file from N processes loads into one.
+  const int world = sg::distributed::world_size();
+  std::unique_ptr<sg::distributed::DistributedDataParallel> ddp;
+  if (world > 1) {
+    ddp = std::make_unique<sg::distributed::DistributedDataParallel>(
+        std::shared_ptr<sg::nn::Module>(std::shared_ptr<sg::nn::Module>(), &model));  // not owning
+    fmt::print("DistributedDataParallel on {} ranks: {}, {} MB of gradients per step\n", world,
+               ddp->describe_buckets(), ddp->stats().bytes_per_backward / 1e6);
   }
 
   const bool bf16 = f.precision == "bf16";
@@ -390,7 +439,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
   for (int64_t epoch = start_epoch; epoch < f.epochs; ++epoch) {
     model.train();
     data.train.set_epoch(epoch);
-    progress.start(fmt::format("epoch {}/{}", epoch + 1, f.epochs), steps_per_epoch, data.train.dataset().size());
+    progress.start(fmt::format("epoch {}/{}", epoch + 1, f.epochs), steps_per_epoch, data.train.num_samples());
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, step = 0;
     for (const sg::data::Batch& b : data.train) {
@@ -412,9 +461,13 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                       fmt::format("loss {:.4f}  acc {:.2f}%", loss_sum / static_cast<double>(seen),
                                   100.0 * static_cast<double>(correct) / static_cast<double>(seen)));
     }
+    sg::distributed::Metrics sums;  // over ranks (a world of one: as they are)
+    sums.add("loss_sum", loss_sum).add("correct", static_cast<double>(correct)).add("seen", static_cast<double>(seen));
+    sums.all_reduce();
     const double epoch_s = progress.elapsed();
-    const double train_loss = loss_sum / static_cast<double>(seen);
-    const double train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
+    const double train_loss = sums["loss_sum"] / sums["seen"];
+    const double train_acc = 100.0 * sums["correct"] / sums["seen"];
+    seen = static_cast<int64_t>(sums["seen"]);
     test = evaluate(model, data.test, bf16);
     const double lr_now = schedule.get_last_lr().front();
     progress.finish(fmt::format("epoch {}/{}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
@@ -426,7 +479,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
     csv.row({fmt::format("{}", epoch + 1), fmt::format("{:.6f}", train_loss), fmt::format("{:.4f}", train_acc),
              fmt::format("{:.6f}", test.loss), fmt::format("{:.4f}", test.accuracy), fmt::format("{:.6g}", lr_now),
              fmt::format("{:.3f}", epoch_s), fmt::format("{:.0f}", static_cast<double>(seen) / epoch_s)});
-    if (!f.save.empty()) {
+    if (!f.save.empty() && sg::distributed::is_main()) {
       std::map<std::string, std::string> meta = model_info;
       meta.insert({{"run", run_name},
                    {"epoch", std::to_string(epoch + 1)},
@@ -445,7 +498,20 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
 }
 
 // main()'s body for a trainer: parse, run, and turn errors into a message and status 1.
+// Under mpirun it starts the process group first; ranks other than 0 print nothing to
+// stdout, and an error on any rank is printed (naming the rank) and takes the job down.
 template <typename Run> int run_main(CLI::App& app, int argc, char** argv, Run&& run) {
+  std::optional<sg::distributed::Session> session;
+  try {
+    session.emplace(argc, argv);
+  } catch (const std::exception& e) {  // e.g. mpirun -np 2 with a build without MPI
+    fmt::print(stderr, "{}: error: {}\n", app.get_name(), e.what());
+    return 1;
+  }
+  const int world = sg::distributed::world_size();
+  if (!sg::distributed::is_main() && std::freopen("/dev/null", "w", stdout) == nullptr)
+    fmt::print(stderr, "{}: rank {}: could not silence stdout; it prints too\n", app.get_name(),
+               sg::distributed::rank());
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -455,7 +521,9 @@ template <typename Run> int run_main(CLI::App& app, int argc, char** argv, Run&&
     return run();
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    fmt::print(stderr, "{}: error: {}\n", app.get_name(), e.what());
+    const std::string who = world > 1 ? fmt::format(" (rank {} of {})", sg::distributed::rank(), world) : "";
+    fmt::print(stderr, "{}: error{}: {}\n", app.get_name(), who, e.what());
+    if (world > 1) sg::distributed::abort(1);  // the other ranks may be waiting for this one
     return 1;
   }
 }

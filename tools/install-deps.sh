@@ -14,10 +14,13 @@ set -euo pipefail
 # already there does as well (they conflict with gnuplot-nox: apt would remove them).
 # libdnnl-dev is oneDNN (bfloat16 GEMMs); its CMake config (Debian's build has an OpenCL
 # GPU runtime) does find_package(OpenCL), hence ocl-icd-opencl-dev, never used otherwise.
+# openmpi-bin + libopenmpi-dev: Open MPI (mpirun, the MPI library) for distributed/ and its
+# tests under mpirun; softgrad still builds without them (one process only).
 # "a|b" is a set of alternatives: any one installed is enough, else the first is installed.
 plot_packages=("gnuplot-nox|gnuplot-qt|gnuplot-x11")
 base_packages=(g++ cmake make libopenblas-openmp-dev libfmt-dev doctest-dev libhwy-dev
-               zlib1g-dev libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev "${plot_packages[@]}")
+               zlib1g-dev libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev
+               openmpi-bin libopenmpi-dev "${plot_packages[@]}")
 extra=()
 plot_only=0
 for arg in "$@"; do
