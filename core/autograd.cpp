@@ -161,14 +161,21 @@ void record(std::string name, const std::vector<Tensor>& inputs, Tensor& output,
 // ---- the engine ----
 namespace {
 thread_local std::vector<std::function<void()>>* current_callbacks = nullptr;
+thread_local uint64_t current_backward = 0;
+thread_local uint64_t backwards_started = 0;
 
 // Makes `list` the current backward's callback queue, restoring the outer one on exit.
 class CallbackScope {
  public:
-  explicit CallbackScope(std::vector<std::function<void()>>* list) : saved_(current_callbacks) {
+  explicit CallbackScope(std::vector<std::function<void()>>* list)
+      : saved_(current_callbacks), saved_id_(current_backward) {
     current_callbacks = list;
+    current_backward = ++backwards_started;
   }
-  ~CallbackScope() { current_callbacks = saved_; }
+  ~CallbackScope() {
+    current_callbacks = saved_;
+    current_backward = saved_id_;
+  }
   CallbackScope(const CallbackScope&) = delete;
   CallbackScope& operator=(const CallbackScope&) = delete;
   // Runs the queue in order (a callback may queue more: they run too), then closes it.
@@ -183,6 +190,7 @@ class CallbackScope {
 
  private:
   std::vector<std::function<void()>>* saved_;
+  uint64_t saved_id_;
 };
 
 // The leaf's gradient is final for this backward: run its hooks in registration order.
@@ -296,6 +304,8 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
   }
   scope.run_queued();
 }
+
+uint64_t current_backward_id() { return current_backward; }
 
 void queue_backward_callback(std::function<void()> callback) {
   SG_CHECK(current_callbacks != nullptr, "queue_backward_callback: called outside a backward");

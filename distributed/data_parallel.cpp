@@ -153,8 +153,15 @@ std::string DistributedDataParallel::describe_buckets() const {
 
 // ---- during backward ----
 void DistributedDataParallel::begin_backward() {
-  SG_CHECK(next_bucket_ == 0, "DistributedDataParallel: a previous backward did not finish its reductions");
+  if (in_backward_) {
+    // NOTE: the previous backward threw before its end (its callback never ran): finish the
+    // reductions it started (every rank started the same ones if every rank threw; if not,
+    // the job is going down anyway) and start afresh rather than reuse its state.
+    wait_all();
+  }
   in_backward_ = true;
+  backward_id_ = current_backward_id();
+  next_bucket_ = 0;
   std::fill(ready_.begin(), ready_.end(), 0);
   for (Bucket& b : buckets_) {
     b.waiting = static_cast<int64_t>(b.params.size());
@@ -165,7 +172,7 @@ void DistributedDataParallel::begin_backward() {
 
 void DistributedDataParallel::on_gradient_ready(size_t k, const Tensor& param) {
   if (!sync_) return;
-  if (!in_backward_) begin_backward();
+  if (!in_backward_ || backward_id_ != current_backward_id()) begin_backward();
   if (ready_[k]) return;  // (a leaf's hooks fire once per backward)
   ready_[k] = 1;
   Bucket& b = buckets_[bucket_of_[k]];

@@ -127,6 +127,7 @@ class DistributedDataParallel : public nn::Module {
   std::vector<Bucket> buckets_;
   size_t next_bucket_ = 0;         // the next bucket to start (they start in order)
   bool in_backward_ = false;
+  uint64_t backward_id_ = 0;       // the backward (core/autograd.h) the hooks last saw
   bool sync_ = true;
   DdpStats stats_;
 
