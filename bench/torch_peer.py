@@ -65,6 +65,26 @@ Training epochs on real MNIST (bench_train.cpp), a spec of their own:
     epoch by samples (S x batch of N). Answer: the median epoch time in ms. The mean
     training loss of the timed steps goes to stderr, to show the model trains.
 
+Data-parallel training steps, the same models and recipe as mlp_epoch / vit_epoch:
+
+    ddp mlp|vit data=DIR world=W [batch=128] [steps=50] [warmup_steps=10] [autocast=0] [seed=0]
+                                 [patch=4] [depth=2] [mean_pool=0]   (vit's model options)
+
+    world=1   one process (this one), no DDP, --threads threads
+    world=W   W processes (torch.multiprocessing, spawn), each with max(1, threads // W)
+              threads, init_process_group("gloo") over tcp://127.0.0.1 on a free port, the
+              model built under manual_seed(seed) on every rank and wrapped in
+              DistributedDataParallel (defaults: bucket_cap_mb=25)
+    batch     the global batch, which W must divide: global step i takes the i-th full batch
+              (the partial last one skipped, wrapping to the next epoch's order, randperm
+              seeded with seed + epoch) and rank r its positions r, r + W, r + 2W, ...; the
+              step, its autocast and the schedule (steps per epoch from the global batch) are
+              mlp_epoch's. `warmup_steps` untimed steps, then `steps` timed on rank 0 between
+              two barriers (so every rank's last step is in). Answer: mean ms per step. Rank
+              0's mean training loss (of its shards) and the setup go to stderr; a failed
+              process becomes this spec's error with its traceback, all of it times out after
+              600 s.
+
 Inference over a test set, float32 and int8 (bench_quant.cpp), a spec of its own:
 
     infer mlp|vit CKPT data=DIR [batch=256]
@@ -110,7 +130,7 @@ and fill_ allocates a fresh output, as softgrad ops do, and frees it inside the 
 (cross_entropy keeps its gradient in logits.grad until the untimed reset after the call).
 
 Output: '# ...' comment lines, then one line per spec in input order: `MEDIAN_MS<TAB>SPEC`
-(infer: `FP32_ACC FP32_S INT8_ACC INT8_S<TAB>SPEC`).
+(ddp: the mean ms per step; infer: `FP32_ACC FP32_S INT8_ACC INT8_S<TAB>SPEC`).
 """
 import argparse
 import gzip
@@ -359,16 +379,16 @@ def warmup_cosine(warmup, total):
 EPOCH_MODELS = {"mlp_epoch": (make_mlp, 1e-2, (784,)), "vit_epoch": (VisionTransformer, 5e-2, (28, 28))}
 
 
-def run_epoch_spec(op, tokens):
-    # autocast=1: forward and loss under torch.autocast("cpu", dtype=torch.bfloat16), the
-    # recipe PyTorch documents for CPU mixed precision (weights and optimizer stay float32).
-    opts = {"batch": 128, "steps": 0, "warmup_steps": 10, "epochs": 1, "seed": 0, "autocast": 0}
+def parse_train_options(op, tokens, opts, name=None):
+    """Reads data=DIR and KEY=INT options of a training spec (`opts` updated in place, the
+    ViT's model options added for vit_epoch; `name` the spec's, in errors): (data, model_opts)."""
+    name = name or op
     model_opts = {"patch": 4, "depth": 2, "mean_pool": 0} if op == "vit_epoch" else {}
     data = None
     for tok in tokens:
         key, sep, value = tok.partition("=")
         if not sep or (key not in opts and key not in model_opts and key != "data"):
-            raise ValueError(f"{op} takes data=DIR and options {', '.join(list(opts) + list(model_opts))}, not {tok!r}")
+            raise ValueError(f"{name} takes data=DIR and options {', '.join(list(opts) + list(model_opts))}, not {tok!r}")
         if key == "data":
             data = value
         elif key in model_opts:
@@ -376,21 +396,49 @@ def run_epoch_spec(op, tokens):
         else:
             opts[key] = int(value)
     if data is None:
-        raise ValueError(f"{op} needs data=DIR (the directory of MNIST's IDX files)")
-    make_model, weight_decay, sample_shape = EPOCH_MODELS[op]
-    x, y = load_split(data)
-    x = x.reshape((x.shape[0],) + sample_shape)
-    n, batch = x.shape[0], opts["batch"]
-    steps_per_epoch = -(-n // batch)
-    steps = min(opts["steps"] or steps_per_epoch, steps_per_epoch)
+        raise ValueError(f"{name} needs data=DIR (the directory of MNIST's IDX files)")
+    return data, model_opts
 
-    torch.manual_seed(opts["seed"])
+
+def load_train_split(op, data):
+    """The training split, each image shaped as the model of `op` takes it."""
+    x, y = load_split(data)
+    return x.reshape((x.shape[0],) + EPOCH_MODELS[op][2]), y
+
+
+def make_trainer(op, model_opts, seed, steps_per_epoch):
+    """(model, AdamW, LambdaLR warmup-cosine) as the trainers set them up, built under manual_seed(seed)."""
+    make_model, weight_decay, _ = EPOCH_MODELS[op]
+    torch.manual_seed(seed)
     model = make_model(**model_opts)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     total = 10 * steps_per_epoch  # the trainers' default: 10 epochs, one of warmup
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(min(total // 2, steps_per_epoch), total))
-    cross_entropy = torch.nn.functional.cross_entropy
+    return model, opt, sched
+
+
+def train_step(model, opt, sched, xb, yb, autocast):
+    """One training step of the trainers' recipe: the loss as a float."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(autocast)):
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def run_epoch_spec(op, tokens):
+    # autocast=1: forward and loss under torch.autocast("cpu", dtype=torch.bfloat16), the
+    # recipe PyTorch documents for CPU mixed precision (weights and optimizer stay float32).
+    opts = {"batch": 128, "steps": 0, "warmup_steps": 10, "epochs": 1, "seed": 0, "autocast": 0}
+    data, model_opts = parse_train_options(op, tokens, opts)
+    x, y = load_train_split(op, data)
+    n, batch = x.shape[0], opts["batch"]
+    steps_per_epoch = -(-n // batch)
+    steps = min(opts["steps"] or steps_per_epoch, steps_per_epoch)
+    model, opt, sched = make_trainer(op, model_opts, opts["seed"], steps_per_epoch)
 
     def run_steps(epoch, count):
         """`count` training steps in epoch `epoch`'s order: (samples, loss sum)."""
@@ -398,14 +446,8 @@ def run_epoch_spec(op, tokens):
         samples, loss_sum = 0, 0.0
         for i in range(count):
             idx = order[i * batch:(i + 1) * batch]
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(opts["autocast"])):
-                loss = cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(idx)
+            loss_sum += train_step(model, opt, sched, x.index_select(0, idx), y.index_select(0, idx),
+                                   opts["autocast"]) * len(idx)
             samples += len(idx)
         return samples, loss_sum
 
@@ -421,6 +463,104 @@ def run_epoch_spec(op, tokens):
     print(f"torch_peer.py: {op}{model_desc}: {steps} of {steps_per_epoch} steps timed per epoch, mean training loss "
           f"{', '.join(f'{l:.4f}' for l in losses)}", file=sys.stderr, flush=True)
     return statistics.median(epoch_ms)
+
+
+# ---- data-parallel training steps (ddp) ---------------------------------------------
+
+DDP_TIMEOUT_S = 600
+
+
+def run_ddp_spec(tokens):
+    if not tokens or tokens[0] not in ("mlp", "vit"):
+        raise ValueError("ddp takes mlp|vit data=DIR world=W [options]")
+    op = tokens[0] + "_epoch"
+    opts = {"world": 0, "batch": 128, "steps": 50, "warmup_steps": 10, "autocast": 0, "seed": 0}
+    data, model_opts = parse_train_options(op, tokens[1:], opts, f"ddp {tokens[0]}")
+    world, batch = opts.pop("world"), opts["batch"]
+    if world < 1 or batch < 1 or batch % world or opts["steps"] < 1:
+        raise ValueError(f"ddp needs world=W >= 1 dividing batch={batch} and steps >= 1 (world={world}, "
+                         f"steps={opts['steps']})")
+    config = dict(opts, op=op, data=data, model_opts=model_opts)
+    threads = torch.get_num_threads() if world == 1 else max(1, torch.get_num_threads() // world)
+    if world == 1:
+        ms, loss = ddp_worker(0, 1, threads, None, config, None)
+    else:
+        ms, loss = spawn_ddp(world, threads, config)
+    setup = f"torch DDP gloo, {world} processes x {threads} threads" if world > 1 else \
+        f"torch, 1 process x {threads} threads (no DDP)"
+    print(f"torch_peer.py: ddp {' '.join(tokens)}: {setup}; mean training loss {loss:.4f} (rank 0's "
+          f"shards of the {opts['steps']} timed steps)", file=sys.stderr, flush=True)
+    return ms
+
+
+def spawn_ddp(world, threads, config):
+    """Runs ddp_worker in `world` spawned processes: rank 0's (ms per step, loss). A failed
+    process becomes a RuntimeError with its traceback (the others are terminated)."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    context = mp.start_processes(ddp_worker, (world, threads, port, config, queue), nprocs=world, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + DDP_TIMEOUT_S
+    try:
+        while not context.join(max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"ddp: the {world} processes did not finish in {DDP_TIMEOUT_S} s")
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+        raise RuntimeError(f"ddp: a process failed: {e}") from None
+    finally:
+        for p in context.processes:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    return queue.get()
+
+
+def ddp_worker(rank, world, threads, port, config, queue):
+    """Rank `rank` of a ddp spec's training (all of it when world is 1, without DDP). Rank 0
+    returns, and puts on `queue` if given, (mean ms per timed step, mean loss of its shards)."""
+    torch.set_num_threads(threads)
+    dist = torch.distributed
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        x, y = load_train_split(config["op"], config["data"])
+        n, batch, seed = x.shape[0], config["batch"], config["seed"]
+        warmup, steps = config["warmup_steps"], config["steps"]
+        model, opt, sched = make_trainer(config["op"], config["model_opts"], seed, -(-n // batch))
+        net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        # Global step i takes full batch i % per_epoch of the order of epoch i // per_epoch
+        # (randperm seeded with seed + epoch); this rank its positions rank, rank + world, ...
+        per_epoch = n // batch
+        if per_epoch == 0:
+            raise ValueError(f"ddp: batch={batch} is more than the {n} training samples")
+        orders = [torch.randperm(n, generator=torch.Generator().manual_seed(seed + e))
+                  for e in range((warmup + steps - 1) // per_epoch + 1)]
+        shards = [orders[i // per_epoch][i % per_epoch * batch:(i % per_epoch + 1) * batch][rank::world]
+                  for i in range(warmup + steps)]
+
+        def run(idx):
+            return train_step(net, opt, sched, x.index_select(0, idx), y.index_select(0, idx), config["autocast"])
+
+        with torch.enable_grad():
+            for idx in shards[:warmup]:
+                run(idx)
+            if world > 1:
+                dist.barrier()
+            t0 = time.perf_counter()
+            losses = [run(idx) for idx in shards[warmup:]]
+            if world > 1:
+                dist.barrier()  # every rank's last step is in
+            result = (time.perf_counter() - t0) * 1e3 / steps, sum(losses) / steps
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    if queue is not None and rank == 0:
+        queue.put(result)
+    return result
 
 
 # ---- inference over the test set, float32 and int8 (infer) -----------------------------
@@ -560,6 +700,8 @@ def run_spec(spec, reps, warmup):
         return run_epoch_spec(tokens[0], tokens[1:])
     if tokens[0] == "infer":
         return run_infer_spec(tokens[1:])
+    if tokens[0] == "ddp":
+        return run_ddp_spec(tokens[1:])
     op, shapes, opts = tokens[0], [], {}
     for tok in tokens[1:]:
         if "=" in tok:
