@@ -145,10 +145,11 @@ void DistributedDataParallel::reset_stats() {
 }
 
 std::string DistributedDataParallel::describe_buckets() const {
-  std::string out = plural(buckets_.size(), "bucket") + ":";
+  std::vector<std::string> each;
   for (const Bucket& b : buckets_)
-    out += fmt::format(" {} ({:.2f} MB {})", b.params.size(), megabytes(static_cast<int64_t>(b.flat.nbytes())), b.dtype);
-  return out;
+    each.push_back(fmt::format("{} {:.2f} MB", plural(b.params.size(), "tensor"), megabytes(static_cast<int64_t>(b.flat.nbytes()))));
+  return fmt::format("{} of gradients in {} ({})", fmt::format("{:.2f} MB", megabytes(stats_.bytes_per_backward)),
+                     plural(buckets_.size(), "bucket"), fmt::join(each, ", "));
 }
 
 // ---- during backward ----

@@ -93,7 +93,7 @@ class DistributedDataParallel : public nn::Module {
   const DdpOptions& options() const { return options_; }
   const DdpStats& stats() const { return stats_; }
   void reset_stats();
-  // The buckets as parameter counts and bytes, e.g. "3 buckets: 1 (1.0 MB), 4 (0.2 MB), ..."
+  // e.g. "2.14 MB of gradients in 2 buckets (4 tensors 1.64 MB, 2 tensors 0.50 MB)"
   std::string describe_buckets() const;
 
  private:

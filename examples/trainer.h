@@ -414,8 +414,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
   if (world > 1) {
     ddp = std::make_unique<sg::distributed::DistributedDataParallel>(
         std::shared_ptr<sg::nn::Module>(std::shared_ptr<sg::nn::Module>(), &model));  // not owning
-    fmt::print("DistributedDataParallel on {} ranks: {}, {} MB of gradients per step\n", world,
-               ddp->describe_buckets(), ddp->stats().bytes_per_backward / 1e6);
+    fmt::print("DistributedDataParallel on {} ranks: {}\n", world, ddp->describe_buckets());
   }
 
   const bool bf16 = f.precision == "bf16";
