@@ -5,6 +5,8 @@
 
 #include <cxxabi.h>
 
+#include <atomic>
+
 #include <unordered_map>
 #include <unordered_set>
 
@@ -162,7 +164,7 @@ void record(std::string name, const std::vector<Tensor>& inputs, Tensor& output,
 namespace {
 thread_local std::vector<std::function<void()>>* current_callbacks = nullptr;
 thread_local uint64_t current_backward = 0;
-thread_local uint64_t backwards_started = 0;
+std::atomic<uint64_t> backwards_started{0};  // process-wide: ids never repeat across threads
 
 // Makes `list` the current backward's callback queue, restoring the outer one on exit.
 class CallbackScope {
@@ -170,7 +172,7 @@ class CallbackScope {
   explicit CallbackScope(std::vector<std::function<void()>>* list)
       : saved_(current_callbacks), saved_id_(current_backward) {
     current_callbacks = list;
-    current_backward = ++backwards_started;
+    current_backward = backwards_started.fetch_add(1) + 1;
   }
   ~CallbackScope() {
     current_callbacks = saved_;

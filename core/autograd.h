@@ -113,8 +113,8 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 // node), runs `callback` once that backward has finished every node, in queueing order.
 // Callbacks of a backward that throws are dropped. Outside a backward it is an error.
 void queue_backward_callback(std::function<void()> callback);
-// A number that identifies the running backward (each run_backward gets a new one; 0
-// outside a backward), so that a hook can tell a new pass from the one it saw last.
+// A number that identifies the running backward (each run_backward in the process gets a
+// new one; 0 outside a backward), so that a hook can tell a new pass from the one it saw last.
 uint64_t current_backward_id();
 
 // ---- user-defined ops (PyTorch's autograd::Function) ----

@@ -52,16 +52,18 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
   module_ = register_module("module", std::move(module));
   if (!initialized()) init();
 
-  for (auto& [name, p] : module_->named_parameters()) {
+  const nn::NamedTensors named = module_->named_parameters();
+  for (const auto& [name, p] : named) {
     SG_CHECK(p.dtype() == kFloat32 || p.dtype() == kFloat64,
              "DistributedDataParallel: parameter '{}' is {}; only float32 and float64 gradients are reduced", name,
              p.dtype());
+    if (!p.requires_grad()) continue;  // frozen: broadcast below, never reduced
     params_.push_back(p);
     param_names_.push_back(name);
   }
   // The same model everywhere: the counts first (so the per-tensor collectives below pair
   // up), then broadcast checks each tensor's size and dtype against rank 0's.
-  std::vector<int64_t> counts = {static_cast<int64_t>(params_.size()), -static_cast<int64_t>(params_.size())};
+  std::vector<int64_t> counts = {static_cast<int64_t>(named.size()), -static_cast<int64_t>(named.size())};
   const nn::NamedTensors buffers = module_->named_buffers();
   counts.push_back(static_cast<int64_t>(buffers.size()));
   counts.push_back(-static_cast<int64_t>(buffers.size()));
@@ -69,13 +71,12 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
   SG_CHECK(counts[0] == -counts[1] && counts[2] == -counts[3],
            "DistributedDataParallel: the ranks' models differ: rank {} has {} and {}, others between {} and {} "
            "parameters",
-           rank(), plural(params_.size(), "parameter"), plural(buffers.size(), "buffer"), -counts[1], counts[0]);
+           rank(), plural(named.size(), "parameter"), plural(buffers.size(), "buffer"), -counts[1], counts[0]);
   {
     NoGradGuard no_grad;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      SG_CHECK(params_[i].is_contiguous(), "DistributedDataParallel: parameter '{}' ({}) is not contiguous",
-               param_names_[i], params_[i].shape());
-      broadcast(params_[i], 0);
+    for (const auto& [name, p] : named) {
+      SG_CHECK(p.is_contiguous(), "DistributedDataParallel: parameter '{}' ({}) is not contiguous", name, p.shape());
+      broadcast(p, 0);
     }
     for (const auto& [name, b] : buffers) {
       SG_CHECK(b.is_contiguous(), "DistributedDataParallel: buffer '{}' ({}) is not contiguous", name, b.shape());
@@ -84,11 +85,12 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
   }
 
   // Buckets in reverse registration order, one dtype each: a bucket closes once it holds
-  // its cap (the first bucket's cap is first_bucket_bytes).
+  // its cap (the first bucket of each dtype: first_bucket_bytes).
   bucket_of_.assign(params_.size(), 0);
   ready_.assign(params_.size(), 0);
   std::vector<int64_t> open(2, -1);  // per dtype (0: float32, 1: float64), the open bucket's index
   std::vector<int64_t> open_bytes(2, 0);
+  std::vector<char> first(2, 1);     // per dtype: the open bucket is that dtype's first
   for (size_t k = params_.size(); k-- > 0;) {
     const Tensor& p = params_[k];
     const int d = p.dtype() == kFloat64 ? 1 : 0;
@@ -101,33 +103,57 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
     b.params.push_back(k);
     bucket_of_[k] = static_cast<size_t>(open[d]);
     open_bytes[d] += static_cast<int64_t>(p.nbytes());
-    const int64_t cap = open[d] == 0 ? options_.first_bucket_bytes : options_.bucket_bytes;
-    if (open_bytes[d] >= cap) open[d] = -1;
+    const int64_t cap = first[d] ? options_.first_bucket_bytes : options_.bucket_bytes;
+    if (open_bytes[d] >= cap) {
+      open[d] = -1;
+      first[d] = 0;
+    }
   }
   for (Bucket& b : buckets_) {
-    int64_t n = 0;
     for (const size_t k : b.params) {
-      b.offsets.push_back(n);
-      n += params_[k].numel();
+      b.offsets.push_back(b.numel);
+      b.numel += params_[k].numel();
     }
-    b.flat = zeros({n}, b.dtype);
+    b.flat = zeros({b.numel + static_cast<int64_t>(b.params.size())}, b.dtype);
     stats_.bytes_per_backward += static_cast<int64_t>(b.flat.nbytes());
   }
   stats_.buckets = static_cast<int64_t>(buckets_.size());
 
-  if (options_.progress == Progress::Thread && world_size() > 1) {
+  const bool threaded = options_.progress == Progress::Thread && world_size() > 1;
+  if (threaded) {
     const std::string level = thread_level();
     SG_CHECK(level == "serialized" || level == "multiple",
              "DistributedDataParallel: Progress::Thread needs MPI_THREAD_SERIALIZED, but MPI gave '{}'", level);
-    thread_ = std::thread([this] { communication_loop(); });
   }
-  for (size_t k = 0; k < params_.size(); ++k)
-    hook_handles_.push_back(params_[k].register_post_accumulate_grad_hook(
-        [this, k](const Tensor& p) { on_gradient_ready(k, p); }));
+  communicator_ = detail::new_communicator();
+  // NOTE: the hooks capture `this`: if anything below throws, none may outlive the object.
+  try {
+    if (threaded) thread_ = std::thread([this] { communication_loop(); });
+    for (size_t k = 0; k < params_.size(); ++k)
+      hook_handles_.push_back(params_[k].register_post_accumulate_grad_hook(
+          [this, k](const Tensor& p) { on_gradient_ready(k, p); }));
+  } catch (...) {
+    for (size_t k = 0; k < hook_handles_.size(); ++k) params_[k].remove_hook(hook_handles_[k]);
+    stop_thread();
+    detail::free_communicator(communicator_);
+    throw;
+  }
 }
 
 DistributedDataParallel::~DistributedDataParallel() {
-  for (size_t k = 0; k < params_.size(); ++k) params_[k].remove_hook(hook_handles_[k]);
+  for (size_t k = 0; k < hook_handles_.size(); ++k) params_[k].remove_hook(hook_handles_[k]);
+  if (in_backward_) {
+    // A backward that threw left reductions running into our buffers: finish them first.
+    try {
+      wait_all();
+    } catch (...) {
+    }
+  }
+  stop_thread();
+  detail::free_communicator(communicator_);
+}
+
+void DistributedDataParallel::stop_thread() {
   if (thread_.joinable()) {
     {
       std::lock_guard lock(mutex_);
@@ -151,6 +177,18 @@ std::string DistributedDataParallel::describe_buckets() const {
   return fmt::format("{} of gradients in {} ({})", fmt::format("{:.2f} MB", megabytes(stats_.bytes_per_backward)),
                      plural(buckets_.size(), "bucket"), fmt::join(each, ", "));
 }
+
+// The count of ranks that had a gradient for parameter `slot`, kept after its gradients.
+void DistributedDataParallel::set_had_gradient(const Bucket& b, size_t slot, bool had) {
+  const int64_t at = b.numel + static_cast<int64_t>(slot);
+  if (b.dtype == kFloat64) b.flat.data_ptr<double>()[at] = had ? 1.0 : 0.0;
+  else b.flat.data_ptr<float>()[at] = had ? 1.0f : 0.0f;
+}
+bool DistributedDataParallel::had_gradient_anywhere(const Bucket& b, size_t slot) {
+  const int64_t at = b.numel + static_cast<int64_t>(slot);
+  return b.dtype == kFloat64 ? b.flat.data_ptr<double>()[at] != 0.0 : b.flat.data_ptr<float>()[at] != 0.0f;
+}
+
 
 // ---- during backward ----
 void DistributedDataParallel::begin_backward() {
@@ -181,6 +219,7 @@ void DistributedDataParallel::on_gradient_ready(size_t k, const Tensor& param) {
   const Tensor g = param.grad();
   if (g.defined()) copy_in(b.flat, b.offsets[slot], g);
   else fill_zero(b.flat, b.offsets[slot], param.numel());
+  set_had_gradient(b, slot, g.defined());
   --b.waiting;
   if (options_.overlap) {
     const size_t before = next_bucket_;
@@ -207,7 +246,7 @@ void DistributedDataParallel::start(Bucket& b) {
     }
     cv_.notify_all();
   } else {
-    b.request = detail::iall_reduce_sum(b.flat.raw_data(), b.flat.numel(), b.dtype);
+    b.request = detail::iall_reduce_sum(communicator_, b.flat.raw_data(), b.flat.numel(), b.dtype);
   }
 }
 
@@ -233,7 +272,7 @@ void DistributedDataParallel::communication_loop() {
       queue_.pop_front();
     }
     Bucket& b = buckets_[index];
-    detail::all_reduce_sum(b.flat.raw_data(), b.flat.numel(), b.dtype);
+    detail::all_reduce_sum(communicator_, b.flat.raw_data(), b.flat.numel(), b.dtype);
     {
       std::lock_guard lock(mutex_);
       b.done = true;
@@ -273,6 +312,7 @@ void DistributedDataParallel::finish_backward() {
     const Tensor g = params_[k].grad();
     if (g.defined()) copy_in(b.flat, b.offsets[slot], g);
     else fill_zero(b.flat, b.offsets[slot], params_[k].numel());
+    set_had_gradient(b, slot, g.defined());
     --b.waiting;
   }
   if (!unused.empty() && options_.unused == UnusedParameters::Error) {
@@ -293,6 +333,7 @@ void DistributedDataParallel::finish_backward() {
       Tensor& p = params_[b.params[slot]];
       const int64_t n = p.numel();
       Tensor g = p.grad();
+      if (!had_gradient_anywhere(b, slot)) continue;  // no rank had one: stays undefined, as in one process
       if (g.defined() && g.is_contiguous() && g.dtype() == b.dtype) {
         if (world == 1) continue;  // the bucket holds this very gradient
         const size_t es = dtype_size(b.dtype);

@@ -30,10 +30,14 @@
 //
 // A parameter that gets no gradient in a backward (not used in the forward on this rank):
 // with UnusedParameters::ZeroFill (the default) it contributes zeros, and after the
-// reduction its gradient is the mean of the other ranks' (zeros when no rank used it; the
-// optimizer then steps it like any other parameter); with UnusedParameters::Error the
+// reduction its gradient is the mean over all ranks (each bucket also sums, per
+// parameter, how many ranks had a gradient: when none had, the gradient stays undefined,
+// as in one process, and the optimizer skips it); with UnusedParameters::Error the
 // backward throws naming it (then the job should abort(), as every rank that differs
 // would otherwise wait). Either way no rank waits for a gradient that never comes.
+// Parameters that do not require grad (frozen) are broadcast but never reduced.
+// Every rank must run backward through the model each step (as in PyTorch): a rank whose
+// backward reaches none of the parameters issues no reduction, and the others wait for it.
 //
 // The wrapped module is registered as the child "module" (parameter names "module.<name>",
 // as PyTorch's DDP); checkpoints are usually written from the wrapped module itself, so a
@@ -101,13 +105,17 @@ class DistributedDataParallel : public nn::Module {
     Dtype dtype = kFloat32;
     std::vector<size_t> params;    // indices into params_
     std::vector<int64_t> offsets;  // each parameter's first element in flat
-    Tensor flat;                   // (numel,) the bucket's gradients, reduced in place
+    int64_t numel = 0;             // gradient elements; flat[numel + slot] counts the ranks
+                                   // that had a gradient for parameter `slot` (0 or 1 each)
+    Tensor flat;                   // (numel + params,) the bucket's gradients, reduced in place
     int64_t waiting = 0;           // gradients not yet copied in during this backward
     bool started = false;
     bool done = false;             // the reduction finished (Thread: set by the thread)
     detail::Request request;       // Hooks
   };
 
+  static void set_had_gradient(const Bucket& b, size_t slot, bool had);
+  static bool had_gradient_anywhere(const Bucket& b, size_t slot);
   void on_gradient_ready(size_t param_index, const Tensor& param);
   void begin_backward();
   void start_ready_buckets();
@@ -117,8 +125,11 @@ class DistributedDataParallel : public nn::Module {
   void wait_all();
   void communication_loop();
 
+  void stop_thread();
+
   std::shared_ptr<nn::Module> module_;
   DdpOptions options_;
+  int64_t communicator_ = -1;      // this DDP's own MPI communicator (detail::new_communicator)
   std::vector<Tensor> params_;
   std::vector<std::string> param_names_;
   std::vector<int64_t> hook_handles_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <mutex>
 
 #ifdef SOFTGRAD_HAVE_MPI
 #include <mpi.h>
@@ -68,17 +69,27 @@ void check_same_everywhere(const char* op, int64_t n, Dtype dtype) {
            op, g_rank, n, dtype, -v[1], v[0], -v[3], v[2]);
 }
 
-void all_reduce_raw(void* data, int64_t n, Dtype dtype, ReduceOp op) {
+void all_reduce_raw(void* data, int64_t n, Dtype dtype, ReduceOp op, MPI_Comm comm = MPI_COMM_WORLD) {
   char* p = static_cast<char*>(data);
   for (int64_t done = 0; done < n; done += kChunk) {
     const int count = static_cast<int>(std::min(kChunk, n - done));
-    MPI_Allreduce(MPI_IN_PLACE, p + done * dtype_size(dtype), count, mpi_type(dtype), mpi_op(op), MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, p + done * dtype_size(dtype), count, mpi_type(dtype), mpi_op(op), comm);
   }
 }
 
-// The in-flight non-blocking reductions: MPI_Requests by id (ids are reused).
+// The in-flight non-blocking reductions: MPI_Requests by id (ids are reused); DDP's
+// communicators by id. NOTE: only the main thread touches these tables (the communication
+// thread calls all_reduce_sum with a communicator looked up before it starts).
 std::vector<MPI_Request> g_requests;
 std::vector<int64_t> g_free_ids;
+std::vector<MPI_Comm> g_comms;
+
+std::mutex g_comms_mutex;  // the communication threads read g_comms while a new DDP may add to it
+
+MPI_Comm comm_of(int64_t id) {
+  std::lock_guard lock(g_comms_mutex);
+  return g_comms.at(static_cast<size_t>(id));
+}
 #endif
 
 [[maybe_unused]] void divide(void* data, int64_t n, Dtype dtype, int by) {
@@ -278,10 +289,26 @@ void abort(int code) {
 namespace detail {
 
 #ifdef SOFTGRAD_HAVE_MPI
-Request iall_reduce_sum(void* data, int64_t n, Dtype dtype) {
-  SG_CHECK(n <= INT_MAX, "all_reduce: a bucket of {} elements is more than MPI's int count", n);
+int64_t new_communicator() {
+  if (!g_mpi || g_world == 1) return -1;
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+  std::lock_guard lock(g_comms_mutex);
+  g_comms.push_back(comm);
+  return static_cast<int64_t>(g_comms.size()) - 1;
+}
+
+void free_communicator(int64_t id) {
+  if (id < 0 || g_finalized) return;
+  std::lock_guard lock(g_comms_mutex);
+  MPI_Comm_free(&g_comms.at(static_cast<size_t>(id)));
+}
+
+Request iall_reduce_sum(int64_t comm, void* data, int64_t n, Dtype dtype) {
+  SG_CHECK(n <= INT_MAX, "DistributedDataParallel: a bucket of {} elements is more than MPI's int count "
+           "(use smaller bucket_bytes)", n);
   MPI_Request req = MPI_REQUEST_NULL;
-  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), mpi_type(dtype), MPI_SUM, MPI_COMM_WORLD, &req);
+  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), mpi_type(dtype), MPI_SUM, comm_of(comm), &req);
   Request r;
   if (!g_free_ids.empty()) {
     r.id = g_free_ids.back();
@@ -312,13 +339,17 @@ void wait(Request& r) {
   r.id = -1;
 }
 
-void all_reduce_sum(void* data, int64_t n, Dtype dtype) { all_reduce_raw(data, n, dtype, ReduceOp::Sum); }
+void all_reduce_sum(int64_t comm, void* data, int64_t n, Dtype dtype) {
+  all_reduce_raw(data, n, dtype, ReduceOp::Sum, comm_of(comm));
+}
 #else
 // A world of one: the sum over one rank is the data itself.
-Request iall_reduce_sum(void*, int64_t, Dtype) { return {}; }
+int64_t new_communicator() { return -1; }
+void free_communicator(int64_t) {}
+Request iall_reduce_sum(int64_t, void*, int64_t, Dtype) { return {}; }
 bool test(Request&) { return true; }
 void wait(Request&) {}
-void all_reduce_sum(void*, int64_t, Dtype) {}
+void all_reduce_sum(int64_t, void*, int64_t, Dtype) {}
 #endif
 
 }  // namespace detail

@@ -20,7 +20,9 @@
 // dtypes (MPI's rule); a mismatch of shape or dtype is caught and named (the shapes are
 // compared across ranks first). A rank that fails should call abort(): it takes the whole
 // job down (MPI_Abort) instead of leaving the other ranks waiting in a collective forever;
-// Session's destructor does so by itself when it runs during an exception's unwinding.
+// Session's destructor does so by itself when it runs during an exception's unwinding (an
+// exception that escapes main may not unwind at all: std::terminate then ends this rank,
+// and mpirun the job).
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -100,18 +102,22 @@ class Metrics {
 
 namespace detail {
 // The MPI handles DistributedDataParallel needs, kept opaque so that mpi.h stays here.
-// A request is an index into this file's table of MPI_Requests.
+// A request and a communicator are indices into this file's tables of MPI handles.
 struct Request {
   int64_t id = -1;
   bool pending() const { return id >= 0; }
 };
+// A duplicate of the world's communicator (MPI_Comm_dup; collective): each DDP reduces on
+// its own, so two of them never pair up each other's collectives. -1 in a world of one.
+int64_t new_communicator();
+void free_communicator(int64_t comm);
 // Starts an in-place sum over ranks of n elements of float32 or float64 at data
 // (MPI_Iallreduce); test() drives progress and reports completion; wait() blocks.
-Request iall_reduce_sum(void* data, int64_t n, Dtype dtype);
+Request iall_reduce_sum(int64_t comm, void* data, int64_t n, Dtype dtype);
 bool test(Request& r);  // true once done (r becomes not pending)
 void wait(Request& r);
 // A blocking in-place sum (MPI_Allreduce), for the communication thread.
-void all_reduce_sum(void* data, int64_t n, Dtype dtype);
+void all_reduce_sum(int64_t comm, void* data, int64_t n, Dtype dtype);
 }  // namespace detail
 
 }  // namespace sg::distributed

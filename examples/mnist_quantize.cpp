@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
       ->check(trainer::finite_in(0.0, 100.0));
 
   return trainer::run_main(app, argc, argv, [&] {
+    SG_CHECK(sg::distributed::world_size() == 1,
+             "mnist_quantize runs as one process (started as {} by mpirun): quantization is not data parallel",
+             sg::distributed::world_size());
     const models::CheckpointModel loaded = models::load_checkpoint_model(checkpoint, model_kind);
     model_kind = loaded.kind;
     const std::shared_ptr<sg::nn::Module>& model = loaded.model;

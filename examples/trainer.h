@@ -429,7 +429,7 @@ inline Result fit(sg::nn::Module& model, const Flags& f, Data& data, const std::
                  ? fmt::format("bfloat16 products on oneDNN {} ({}), float32 weights and state", dnn.version, dnn.bf16_impl)
                  : fmt::format("oneDNN {} has no native bfloat16 here (ISA {}): products run in float32", dnn.version,
                                dnn.isa));
-  trainer::MetricsCsv csv(f.metrics,
+  trainer::MetricsCsv csv(sg::distributed::is_main() ? f.metrics : std::string(),  // rank 0 writes
                           {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "samples_per_s"},
                           /*append=*/start_epoch > 0);
   ProgressLine progress(stdout);
