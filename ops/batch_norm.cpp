@@ -19,11 +19,6 @@ struct BnShape {
   int64_t M() const { return N * S; }
 };
 
-template <typename Fn> void dispatch(Dtype d, Fn&& fn) {
-  if (d == kFloat64) fn(double{});
-  else fn(float{});
-}
-
 void check_channel_vector(const char* role, const Tensor& t, const Tensor& x, int64_t C) {
   if (!t.defined()) return;
   SG_CHECK(t.dtype() == x.dtype(), "batch_norm: {} is {}, the input {}", role, t.dtype(), x.dtype());
@@ -80,8 +75,7 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
 
   const Tensor x = x_in.contiguous();
   std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C));
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), [&]<typename T>() {
     if (o.training) {
       channel_stats<T>(x.data_ptr<T>(), s, mean, var);
       if (running_mean.defined()) {  // in place, as PyTorch; the buffers hold no history
@@ -108,8 +102,7 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
   std::vector<double> rstd(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) rstd[static_cast<size_t>(c)] = 1.0 / std::sqrt(var[static_cast<size_t>(c)] + o.eps);
   Tensor y = empty(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), [&]<typename T>() {
     const T* px = x.data_ptr<T>();
     const T* pw = weight.defined() ? weight.data_ptr<T>() : nullptr;  // contiguous (checked)
     const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
@@ -132,8 +125,7 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
            Tensor dx = need_x ? empty(x.shape(), x.dtype()) : Tensor();
            Tensor dw = need_w ? empty({s.C}, x.dtype()) : Tensor();
            Tensor db = need_b ? empty({s.C}, x.dtype()) : Tensor();
-           dispatch(x.dtype(), [&](auto zero) {
-             using T = decltype(zero);
+           visit_floating(x.dtype(), [&]<typename T>() {
              const T* px = x.data_ptr<T>();
              const T* pg = dy.data_ptr<T>();
              const T* pw = w.defined() ? w.data_ptr<T>() : nullptr;

@@ -259,11 +259,6 @@ void conv_naive(const ConvShapes& s, const T* x, const T* w, const T* b, T* y) {
     }
 }
 
-template <typename Fn> void dispatch(Dtype d, Fn&& fn) {
-  if (d == kFloat64) fn(double{});
-  else fn(float{});
-}
-
 }  // namespace
 
 // ---- ops ---------------------------------------------------------------------------------
@@ -274,8 +269,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias, c
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   Tensor y = empty({s.N, s.O, s.g.Ho, s.g.Wo}, x.dtype());
   if (y.numel() > 0)
-    dispatch(x.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    visit_floating(x.dtype(), [&]<typename T>() {
       conv_forward<T>(s, x.data_ptr<T>(), weight.data_ptr<T>(), b.defined() ? b.data_ptr<T>() : nullptr,
                       y.data_ptr<T>());
     });
@@ -288,8 +282,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias, c
              Tensor dx = need_x ? zeros(x.shape(), x.dtype()) : Tensor();
              Tensor dw = need_w ? empty(w.shape(), w.dtype()) : Tensor();
              Tensor db = need_b ? empty({s.O}, w.dtype()) : Tensor();
-             dispatch(x.dtype(), [&](auto zero) {
-               using T = decltype(zero);
+             visit_floating(x.dtype(), [&]<typename T>() {
                conv_backward<T>(s, x.data_ptr<T>(), w.data_ptr<T>(), dy.data_ptr<T>(),
                                 need_x ? dx.data_ptr<T>() : nullptr, need_w ? dw.data_ptr<T>() : nullptr,
                                 need_b ? db.data_ptr<T>() : nullptr);
@@ -305,8 +298,7 @@ Tensor conv2d_naive(const Tensor& x_in, const Tensor& weight_in, const Tensor& b
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   Tensor y = empty({s.N, s.O, s.g.Ho, s.g.Wo}, x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), [&]<typename T>() {
     conv_naive<T>(s, x.data_ptr<T>(), weight.data_ptr<T>(), b.defined() ? b.data_ptr<T>() : nullptr, y.data_ptr<T>());
   });
   return y;
@@ -323,15 +315,13 @@ ConvGeometry unfold_geometry(const char* op, const Shape& x_shape, int64_t C, in
   return geometry(op, C, H, W, x_shape, k.h, k.w, o.stride, o.padding, o.dilation, Shape{k.h, k.w});
 }
 
-Tensor unfold_impl(const Tensor& x_in, const ConvGeometry& g);
-Tensor fold_impl(const Tensor& cols_in, const ConvGeometry& g);
+Tensor fold_impl(const Tensor& cols_in, const ConvGeometry& g);  // unfold's backward, and the reverse
 
 Tensor unfold_impl(const Tensor& x_in, const ConvGeometry& g) {
   const Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), K = g.col_rows(), L = g.col_cols();
   Tensor cols = empty({N, K, L}, x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), [&]<typename T>() {
     const T* px = x.data_ptr<T>();
     T* pc = cols.data_ptr<T>();
     const int threads = image_threads(N, K * L);
@@ -347,8 +337,7 @@ Tensor fold_impl(const Tensor& cols_in, const ConvGeometry& g) {
   const Tensor cols = cols_in.contiguous();
   const int64_t N = cols.size(0), K = g.col_rows(), L = g.col_cols();
   Tensor x = zeros({N, g.C, g.H, g.W}, cols.dtype());
-  dispatch(cols.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(cols.dtype(), [&]<typename T>() {
     const T* pc = cols.data_ptr<T>();
     T* px = x.data_ptr<T>();
     const int threads = image_threads(N, K * L);

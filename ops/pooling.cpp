@@ -49,11 +49,6 @@ PoolGeometry pool_geometry(const char* op, const Tensor& x, Size2d k, std::optio
   return g;
 }
 
-template <typename Fn> void dispatch(Dtype d, Fn&& fn) {
-  if (d == kFloat64) fn(double{});
-  else fn(float{});
-}
-
 // ---- max ----
 template <typename T> void max_pool_forward(const PoolGeometry& g, const T* x, T* y, int64_t* idx) {
   parallel_for(g.P, g.Ho * g.Wo * g.kh * g.kw, [&](int64_t begin, int64_t end) {
@@ -159,15 +154,13 @@ template <typename WindowOf>
 Tensor average_pool(const char* name, const Tensor& x_in, const PoolGeometry& g, WindowOf window_of) {
   const Tensor x = x_in.contiguous();
   Tensor y = empty(pooled_shape(x, g), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), [&]<typename T>() {
     avg_forward<T>(g, x.data_ptr<T>(), y.data_ptr<T>(), [&](int64_t oy, int64_t ox) { return window_of(g, oy, ox); });
   });
   record(name, {x_in}, y, [g, window_of, shape = x.shape()](const Tensor& dy_in) {
     const Tensor dy = dy_in.contiguous();
     Tensor dx = zeros(shape, dy.dtype());
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    visit_floating(dy.dtype(), [&]<typename T>() {
       avg_backward<T>(g, dy.data_ptr<T>(), dx.data_ptr<T>(), [&](int64_t oy, int64_t ox) { return window_of(g, oy, ox); });
     });
     return grads(dx);
@@ -181,15 +174,13 @@ ValuesIndices max_pool2d(const Tensor& x_in, Size2d kernel_size, const MaxPool2d
   const PoolGeometry g = pool_geometry("max_pool2d", x_in, kernel_size, o.stride, o.padding, o.dilation, o.ceil_mode);
   const Tensor x = x_in.contiguous();
   Tensor y = empty(pooled_shape(x, g), x.dtype()), idx = empty(pooled_shape(x, g), kInt64);
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), [&]<typename T>() {
     max_pool_forward<T>(g, x.data_ptr<T>(), y.data_ptr<T>(), idx.data_ptr<int64_t>());
   });
   record("max_pool2d", {x_in}, y, [g, is = SavedTensor(idx), shape = x.shape()](const Tensor& dy_in) {
     const Tensor dy = dy_in.contiguous();
     Tensor dx = zeros(shape, dy.dtype());
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    visit_floating(dy.dtype(), [&]<typename T>() {
       max_pool_backward<T>(g, dy.data_ptr<T>(), is.get().data_ptr<int64_t>(), dx.data_ptr<T>());
     });
     return grads(dx);
