@@ -29,18 +29,6 @@ void fill_zero(const Tensor& flat, int64_t offset, int64_t n) {
   std::memset(static_cast<char*>(flat.raw_data()) + static_cast<size_t>(offset) * es, 0, static_cast<size_t>(n) * es);
 }
 
-// flat /= world (a power of two divides exactly; the mean of the ranks' means).
-void scale_by_inverse(const Tensor& flat, int world) {
-  const int64_t n = flat.numel();
-  if (flat.dtype() == kFloat64) {
-    double* p = flat.data_ptr<double>();
-    for (int64_t i = 0; i < n; ++i) p[i] /= world;
-  } else {
-    float* p = flat.data_ptr<float>();
-    const float w = static_cast<float>(world);
-    for (int64_t i = 0; i < n; ++i) p[i] /= w;
-  }
-}
 }  // namespace
 
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module, DdpOptions options)
@@ -328,7 +316,7 @@ void DistributedDataParallel::finish_backward() {
 
   const int world = world_size();
   for (Bucket& b : buckets_) {
-    if (world > 1) scale_by_inverse(b.flat, world);
+    if (world > 1) detail::divide_by_world(b.flat.raw_data(), b.flat.numel(), b.dtype);  // the mean of the ranks' means
     for (size_t slot = 0; slot < b.params.size(); ++slot) {
       Tensor& p = params_[b.params[slot]];
       const int64_t n = p.numel();

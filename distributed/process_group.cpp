@@ -92,18 +92,6 @@ MPI_Comm comm_of(int64_t id) {
 }
 #endif
 
-[[maybe_unused]] void divide(void* data, int64_t n, Dtype dtype, int by) {
-  if (dtype == kFloat32) {
-    float* p = static_cast<float*>(data);
-    for (int64_t i = 0; i < n; ++i) p[i] /= static_cast<float>(by);
-  } else if (dtype == kFloat64) {
-    double* p = static_cast<double*>(data);
-    for (int64_t i = 0; i < n; ++i) p[i] /= by;
-  } else {
-    fail("all_reduce: ReduceOp::Mean needs a floating dtype, got {}", dtype);
-  }
-}
-
 }  // namespace
 
 bool compiled_with_mpi() {
@@ -215,7 +203,7 @@ void all_reduce(const Tensor& t, ReduceOp op) {
 #ifdef SOFTGRAD_HAVE_MPI
   check_same_everywhere("all_reduce", t.numel(), t.dtype());
   all_reduce_raw(t.raw_data(), t.numel(), t.dtype(), op);
-  if (op == ReduceOp::Mean) divide(t.raw_data(), t.numel(), t.dtype(), g_world);
+  if (op == ReduceOp::Mean) detail::divide_by_world(t.raw_data(), t.numel(), t.dtype());
   t.impl()->storage->version++;
 #endif
 }
@@ -226,7 +214,7 @@ void all_reduce(std::vector<double>& values, ReduceOp op) {
   const int64_t n = static_cast<int64_t>(values.size());
   check_same_everywhere("all_reduce", n, kFloat64);
   all_reduce_raw(values.data(), n, kFloat64, op);
-  if (op == ReduceOp::Mean) divide(values.data(), n, kFloat64, g_world);
+  if (op == ReduceOp::Mean) detail::divide_by_world(values.data(), n, kFloat64);
 #endif
 }
 
@@ -287,6 +275,14 @@ void abort(int code) {
 
 // ---- for DistributedDataParallel ----
 namespace detail {
+
+void divide_by_world(void* data, int64_t n, Dtype dtype) {
+  visit_floating(dtype, [&]<typename T>() {
+    T* p = static_cast<T*>(data);
+    const T w = static_cast<T>(g_world);
+    for (int64_t i = 0; i < n; ++i) p[i] /= w;
+  });
+}
 
 #ifdef SOFTGRAD_HAVE_MPI
 int64_t new_communicator() {

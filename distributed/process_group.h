@@ -116,6 +116,9 @@ void free_communicator(int64_t comm);
 Request iall_reduce_sum(int64_t comm, void* data, int64_t n, Dtype dtype);
 bool test(Request& r);  // true once done (r becomes not pending)
 void wait(Request& r);
+// data /= world_size() in float32 or float64 (ReduceOp::Mean, and DDP's averaged buckets;
+// a power of two divides exactly).
+void divide_by_world(void* data, int64_t n, Dtype dtype);
 // A blocking in-place sum (MPI_Allreduce), for the communication thread.
 void all_reduce_sum(int64_t comm, void* data, int64_t n, Dtype dtype);
 }  // namespace detail
