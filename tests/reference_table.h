@@ -156,10 +156,11 @@ struct Args {
   }
 };
 
-struct Outs {  // a lambda returns one tensor, or (values, indices)
+struct Outs {  // a lambda returns one tensor, (values, indices), or the outputs in table order
   std::vector<Tensor> ts;
   Outs(Tensor t) : ts{std::move(t)} {}
   Outs(sg::ValuesIndices vi) : ts{std::move(vi.values), std::move(vi.indices)} {}
+  Outs(std::vector<Tensor> v) : ts(std::move(v)) {}
 };
 
 using CaseFn = std::function<Outs(const Args&)>;
