@@ -1,6 +1,7 @@
-// batch_norm: per-channel statistics, the normalization and the hand-derived backward.
-// Semantics in ops/batch_norm.h. x is viewed as (N, C, S) with S the trailing elements per
-// channel and image; M = N S values per channel.
+// batch_norm: the op and its backward node; the kernels (statistics, normalization, the
+// hand-derived backward) are in ops/batch_norm_kernels.{h,cpp}. Semantics in ops/batch_norm.h.
+// x is viewed as (N, C, S) with S the trailing elements per channel and image; M = N S
+// values per channel.
 #include "ops/batch_norm.h"
 
 #include <cmath>
@@ -8,16 +9,13 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
-#include "core/strided.h"
+#include "ops/batch_norm_kernels.h"
 
 namespace sg {
 
 namespace {
 
-struct BnShape {
-  int64_t N, C, S;
-  int64_t M() const { return N * S; }
-};
+using kernels::BatchNormDims;
 
 void check_channel_vector(const char* role, const Tensor& t, const Tensor& x, int64_t C) {
   if (!t.defined()) return;
@@ -25,27 +23,6 @@ void check_channel_vector(const char* role, const Tensor& t, const Tensor& x, in
   SG_CHECK(t.dim() == 1 && t.size(0) == C, "batch_norm: {} must be ({}) for input {}, got {}", role, C, x.shape(),
            t.shape());
   SG_CHECK(t.is_contiguous(), "batch_norm: {} must be contiguous", role);
-}
-
-// Per channel: mean and biased variance in double (two passes).
-template <typename T> void channel_stats(const T* x, const BnShape& s, std::vector<double>& mean, std::vector<double>& var) {
-  parallel_for(s.C, s.M(), [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      double sum = 0;
-      for (int64_t n = 0; n < s.N; ++n) {
-        const T* p = x + (n * s.C + c) * s.S;
-        for (int64_t i = 0; i < s.S; ++i) sum += p[i];
-      }
-      const double m = sum / static_cast<double>(s.M());
-      double sq = 0;
-      for (int64_t n = 0; n < s.N; ++n) {
-        const T* p = x + (n * s.C + c) * s.S;
-        for (int64_t i = 0; i < s.S; ++i) sq += (p[i] - m) * (p[i] - m);
-      }
-      mean[static_cast<size_t>(c)] = m;
-      var[static_cast<size_t>(c)] = sq / static_cast<double>(s.M());
-    }
-  });
 }
 
 }  // namespace
@@ -59,7 +36,7 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
   SG_CHECK(std::isfinite(o.eps) && o.eps >= 0, "batch_norm: eps must be finite and >= 0, got {}", o.eps);
   SG_CHECK(std::isfinite(o.momentum), "batch_norm: momentum must be finite, got {}", o.momentum);
   const int64_t C = x_in.size(1);
-  BnShape s{x_in.size(0), C, 1};
+  BatchNormDims s{x_in.size(0), C, 1};
   for (int64_t d = 2; d < x_in.dim(); ++d) s.S *= x_in.size(d);
   check_channel_vector("running_mean", running_mean, x_in, C);
   check_channel_vector("running_var", running_var, x_in, C);
@@ -77,7 +54,7 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
   std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C));
   visit_floating(x.dtype(), [&]<typename T>() {
     if (o.training) {
-      channel_stats<T>(x.data_ptr<T>(), s, mean, var);
+      kernels::batch_norm_stats<T>(x.data_ptr<T>(), mean.data(), var.data(), s);
       if (running_mean.defined()) {  // in place, as PyTorch; the buffers hold no history
         T* rm = running_mean.data_ptr<T>();
         T* rv = running_var.data_ptr<T>();
@@ -98,25 +75,18 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
       }
     }
   });
-  // Per channel: y = x a + b' with a = w rstd, b' = bias - mean a.
+  // Per channel: rstd = 1 / sqrt(var + eps); the kernel computes y = (x - mean) a + b, a = w rstd.
   std::vector<double> rstd(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) rstd[static_cast<size_t>(c)] = 1.0 / std::sqrt(var[static_cast<size_t>(c)] + o.eps);
+  // x, y: (N, C, S)
   Tensor y = empty(x.shape(), x.dtype());
   visit_floating(x.dtype(), [&]<typename T>() {
-    const T* px = x.data_ptr<T>();
-    const T* pw = weight.defined() ? weight.data_ptr<T>() : nullptr;  // contiguous (checked)
-    const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
-    T* py = y.data_ptr<T>();
-    parallel_for(s.N * C, s.S, [&](int64_t begin, int64_t end) {
-      for (int64_t nc = begin; nc < end; ++nc) {
-        const size_t c = static_cast<size_t>(nc % C);
-        const T a = static_cast<T>(rstd[c] * (pw ? static_cast<double>(pw[c]) : 1.0));
-        const T shift = static_cast<T>((pb ? static_cast<double>(pb[c]) : 0.0) - mean[c] * static_cast<double>(a));
-        for (int64_t i = 0; i < s.S; ++i) py[nc * s.S + i] = px[nc * s.S + i] * a + shift;
-      }
-    });
+    kernels::batch_norm_forward<T>(x.data_ptr<T>(), weight.defined() ? weight.data_ptr<T>() : nullptr,
+                                   bias.defined() ? bias.data_ptr<T>() : nullptr, mean.data(), rstd.data(),
+                                   y.data_ptr<T>(), s);
   });
 
+  // dy: (N, C, S) -> dx (N, C, S), dweight and dbias (C)
   record("batch_norm", {x_in, weight, bias}, y,
          [s, xs = SavedTensor(x), ws = SavedTensor(weight), mean, rstd, training = o.training,
           need_x = x_in.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
@@ -126,37 +96,9 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& 
            Tensor dw = need_w ? empty({s.C}, x.dtype()) : Tensor();
            Tensor db = need_b ? empty({s.C}, x.dtype()) : Tensor();
            visit_floating(x.dtype(), [&]<typename T>() {
-             const T* px = x.data_ptr<T>();
-             const T* pg = dy.data_ptr<T>();
-             const T* pw = w.defined() ? w.data_ptr<T>() : nullptr;
-             parallel_for(s.C, 3 * s.M(), [&](int64_t begin, int64_t end) {
-               for (int64_t c = begin; c < end; ++c) {
-                 const size_t ci = static_cast<size_t>(c);
-                 double sum_g = 0, sum_gx = 0;  // sum dy, sum dy xhat
-                 for (int64_t n = 0; n < s.N; ++n)
-                   for (int64_t i = 0; i < s.S; ++i) {
-                     const int64_t at = (n * s.C + c) * s.S + i;
-                     sum_g += pg[at];
-                     sum_gx += pg[at] * (px[at] - mean[ci]) * rstd[ci];
-                   }
-                 if (need_w) dw.data_ptr<T>()[c] = static_cast<T>(sum_gx);
-                 if (need_b) db.data_ptr<T>()[c] = static_cast<T>(sum_g);
-                 if (!need_x) continue;
-                 const double a = rstd[ci] * (pw ? static_cast<double>(pw[c]) : 1.0);
-                 const double M = static_cast<double>(s.M());
-                 T* pdx = dx.data_ptr<T>();
-                 for (int64_t n = 0; n < s.N; ++n)
-                   for (int64_t i = 0; i < s.S; ++i) {
-                     const int64_t at = (n * s.C + c) * s.S + i;
-                     if (!training) {
-                       pdx[at] = static_cast<T>(pg[at] * a);
-                       continue;
-                     }
-                     const double xhat = (px[at] - mean[ci]) * rstd[ci];
-                     pdx[at] = static_cast<T>(a / M * (M * pg[at] - sum_g - xhat * sum_gx));
-                   }
-               }
-             });
+             auto data = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
+             kernels::batch_norm_backward<T>(x.data_ptr<T>(), data(w), mean.data(), rstd.data(), dy.data_ptr<T>(),
+                                             data(dx), data(dw), data(db), s, training);
            });
            return grads(dx, dw, db);
          });

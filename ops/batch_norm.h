@@ -11,6 +11,7 @@
 // (then required). weight and bias (C) are optional. backward (training):
 //   dx = weight rstd / M (M dy - sum dy - xhat sum(dy xhat)),  xhat = (x - mean) rstd
 //   dweight = sum dy xhat, dbias = sum dy; in eval dx = dy weight rstd.
+// The kernels (vectorized, with their naive references) are in ops/batch_norm_kernels.h.
 #include "core/tensor.h"
 
 namespace sg {

@@ -16,6 +16,8 @@
 // (default true) divides by the window clipped to the padded input, otherwise to the input;
 // backward spreads each gradient evenly over its window. adaptive_avg_pool2d: window o of
 // a dim spans [floor(o H / Ho), ceil((o + 1) H / Ho)).
+// The kernels (vectorized across output columns, with their naive references) are in
+// ops/pooling_kernels.h.
 #include <cstdint>
 #include <optional>
 

@@ -278,8 +278,15 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 // weight gradient of 0.42), 0.07 of the allowance; the atol covers outputs and input
 // gradients that cancel to ~1e-3 (2e-8 absolute there). A real error (a wrong window,
 // divisor, padding side, unbiased factor or momentum) is O(1e-2) or more.
-Tol tolerance(const RefCase&, sg::Dtype dtype) {
+//
+// batch_norm_4d_train_offset (mean 50, spread 0.01) is ill-conditioned on purpose: x - mean
+// cancels, so a different summation order of the mean (softgrad's vectorized lanes vs
+// PyTorch's) moves xhat, an O(1) quantity, by ~|mean| u / std = 5000 u absolute, and the
+// variance and the gradients with it: atol 5000 x 32 u = 1.8e-11 -> 2e-11 and rtol 1e-10
+// for it in float64 (measured: 1.7e-12 absolute at most).
+Tol tolerance(const RefCase& c, sg::Dtype dtype) {
   if (dtype == sg::kFloat32) return {1e-5, 1e-6};
+  if (c.name.ends_with("_offset")) return {1e-10, 2e-11};
   return {1e-12, 1e-13};
 }
 
