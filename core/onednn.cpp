@@ -17,12 +17,12 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/error.h"
+#include "core/onednn_detail.h"
 #include "core/strided.h"  // parallel_for
 
 namespace sg {
-namespace {
 
-using dt = dnnl::memory::data_type;
+namespace onednn_detail {
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -33,6 +33,14 @@ dnnl::stream& thread_stream() {
   thread_local dnnl::stream stream(cpu_engine());
   return stream;
 }
+
+}  // namespace onednn_detail
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using onednn_detail::cpu_engine;
+using onednn_detail::thread_stream;
 
 const char* isa_name(dnnl::cpu_isa isa) {
   switch (isa) {

@@ -121,4 +121,49 @@ void gemm_int8(const Int8Gemm& g);
 // The specification: for each (i, j, m, n), an int32 sum over k in order. For tests.
 void gemm_int8_reference(const Int8Gemm& g);
 
+// ---- 2-D convolution (core/onednn_conv.cpp) -------------------------------------------------
+//
+// oneDNN's convolution primitive, forward and both backward products, on NCHW tensors:
+//   x (N, C, H, W), w (O, C / groups, kh, kw), bias (O), y (N, O, Ho, Wo).
+// oneDNN picks its own layout for each (format "any": blocked nChw16c / NHWC for its
+// AVX-512 and AMX kernels); softgrad's NCHW operands are reordered in and out around each
+// call, inside oneDNN. Primitives and reorders are cached per distinct OnednnConv.
+// bf16: x, w and dy are bfloat16 (autocast's operands), every result float32 (sums in
+// float32); otherwise all float32.
+// winograd: oneDNN's Winograd F(4x4, 3x3) kernels (float32, 3x3, stride 1, no dilation, no
+// groups; AVX-512): 4x fewer multiplications than the direct convolution, for a larger
+// rounding error (the transforms' sums; see tests/test_conv_onednn.cpp for the bound used).
+// onednn_conv_impl says "none (...)" where oneDNN has no such kernel.
+struct OnednnConv {
+  int64_t N = 0, C = 0, H = 0, W = 0, O = 0, groups = 1, kh = 0, kw = 0, Ho = 0, Wo = 0;
+  int64_t sh = 1, sw = 1, dh = 1, dw = 1;  // stride and dilation as PyTorch counts them (1 = dense)
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  bool bf16 = false;
+  bool winograd = false;
+  auto operator<=>(const OnednnConv&) const = default;
+};
+
+// The implementation oneDNN picks for this convolution's forward ("brg_conv_fwd:avx512_core",
+// "jit:avx512_core", "gemm:jit", "ref:any", ...), or "none (why)" when it has none.
+std::string onednn_conv_impl(const OnednnConv& c);
+// Every convolution implementation that has run in this process (forward, backward data,
+// backward weights alike), in first-use order, each prefixed with its kind ("fwd ", "bwd_d ",
+// "bwd_w ").
+std::vector<std::string> onednn_conv_impls_used();
+
+// y = conv(x, w) + bias (bias may be null). x and w are float or bfloat16 as c.bf16 says.
+// saved_src: where oneDNN reads x in another layout than NCHW, the reordered copy is also
+// written there (onednn_conv_saved_src_bytes(c, bias != null) bytes, 64-byte aligned), for
+// the weight gradient to read instead of x (saves reordering x again); ignored when that
+// size is 0 (x is read as it is).
+void onednn_conv_forward(const OnednnConv& c, const void* x, const void* w, const float* bias, float* y,
+                         void* saved_src = nullptr);
+size_t onednn_conv_saved_src_bytes(const OnednnConv& c, bool bias);
+// The gradients for dy (each overwritten; null: not wanted): dx of the input, and dw of
+// the weight with db of the bias (db only together with dw). dy is reordered once for both.
+// x: the input as given to the forward, or null when saved_src holds the forward's copy
+// (then `bias` says which forward wrote it).
+void onednn_conv_backward(const OnednnConv& c, const void* x, const void* w, const void* dy, float* dx, float* dw,
+                          float* db, const void* saved_src = nullptr, bool bias = false);
+
 }  // namespace sg

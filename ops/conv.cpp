@@ -7,12 +7,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/onednn.h"
 #include "ops/shape.h"
 
 namespace sg {
@@ -126,6 +129,8 @@ ConvGeometry geometry(const char* op, int64_t C, int64_t H, int64_t W, const Sha
       break;
     case Padding2d::Mode::Valid: break;
   }
+  g.pb = pad_h - g.pt;
+  g.pr = pad_w - g.pl;
   g.Ho = out_extent(op, "height", g.H, pad_h, kh, g.dh, g.sh, x_shape, w_shape);
   g.Wo = out_extent(op, "width", g.W, pad_w, kw, g.dw, g.sw, x_shape, w_shape);
   return g;
@@ -259,12 +264,99 @@ void conv_naive(const ConvShapes& s, const T* x, const T* w, const T* b, T* y) {
     }
 }
 
+// ---- the oneDNN path ------------------------------------------------------------------------
+
+std::atomic<ConvAlgorithm> g_conv_algorithm{ConvAlgorithm::Auto};
+
+OnednnConv onednn_conv(const ConvShapes& s, bool bf16, bool winograd = false) {
+  const ConvGeometry& g = s.g;
+  return {.N = s.N, .C = g.C, .H = g.H, .W = g.W, .O = s.O, .groups = s.G, .kh = g.kh, .kw = g.kw, .Ho = g.Ho,
+          .Wo = g.Wo, .sh = g.sh, .sw = g.sw, .dh = g.dh, .dw = g.dw, .pad_top = g.pt, .pad_left = g.pl,
+          .pad_bottom = g.pb, .pad_right = g.pr, .bf16 = bf16, .winograd = winograd};
+}
+
+enum class Kernel { Im2col, Onednn, OnednnWinograd };
+
+// Whether oneDNN's Winograd kernels take this float32 convolution (asked once per shape:
+// oneDNN caches the primitive).
+bool winograd_applies(const ConvShapes& s) {
+  const ConvGeometry& g = s.g;
+  if (s.G != 1 || g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1) return false;
+  return !onednn_conv_impl(onednn_conv(s, false, true)).starts_with("none");
+}
+
+// float32 outside autocast: see ConvAlgorithm in ops/conv.h for the rule.
+Kernel conv_kernel_for(const ConvShapes& s) {
+  switch (g_conv_algorithm.load()) {
+    case ConvAlgorithm::Im2col: return Kernel::Im2col;
+    case ConvAlgorithm::Onednn: return Kernel::Onednn;
+    case ConvAlgorithm::Winograd: return winograd_applies(s) ? Kernel::OnednnWinograd : Kernel::Onednn;
+    case ConvAlgorithm::Auto: break;
+  }
+  const bool strided_1x1 = s.g.kh == 1 && s.g.kw == 1 && (s.g.sh > 1 || s.g.sw > 1);
+  if ((s.G == 1 && s.Cg < 4) || strided_1x1) return Kernel::Im2col;
+  if (s.Cg >= 16 && s.Og >= 16 && winograd_applies(s)) return Kernel::OnednnWinograd;
+  return Kernel::Onednn;
+}
+
 }  // namespace
 
 // ---- ops ---------------------------------------------------------------------------------
 
+namespace {
+
+// conv2d on oneDNN: float32, or under autocast bfloat16 operands (x, w and, in backward, dy
+// cast; a parameter's cast cached) with float32 results and gradients.
+Tensor conv2d_onednn(const ConvShapes& s, const Tensor& x_in, const Tensor& weight_in, const Tensor& bias,
+                     bool bf16, bool winograd) {
+  const Tensor x = (bf16 ? autocast::to_bf16(x_in) : x_in).contiguous();
+  const Tensor w = (bf16 ? autocast::to_bf16(weight_in) : weight_in).contiguous();
+  const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+  const OnednnConv c = onednn_conv(s, bf16, winograd);
+  const bool record_graph = any_requires_grad({x_in, weight_in, bias});
+  const bool need_x = x_in.requires_grad(), need_w = weight_in.requires_grad(),
+             need_b = bias.defined() && bias.requires_grad();
+  // The weight gradient reads x again. Where oneDNN reorders x (to nChw16c, ...), the
+  // forward keeps its reordered copy for it, held instead of x: no second reorder in
+  // backward, and no more memory than holding x.
+  Tensor x_saved;
+  if (record_graph && (need_w || need_b)) {
+    const size_t bytes = onednn_conv_saved_src_bytes(c, b.defined());
+    x_saved = bytes > 0 ? empty({static_cast<int64_t>((bytes + 3) / 4)}, kFloat32) : x;
+  }
+  const bool reordered = x_saved.defined() && !x_saved.is_same(x);
+  Tensor y = empty({s.N, s.O, s.g.Ho, s.g.Wo}, kFloat32);
+  onednn_conv_forward(c, x.raw_data(), w.raw_data(), b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(),
+                      reordered ? x_saved.raw_data() : nullptr);
+  if (record_graph) {
+    record(bf16 ? "conv2d (autocast bfloat16)" : winograd ? "conv2d (oneDNN Winograd)" : "conv2d (oneDNN)",
+           {x_in, weight_in, bias}, y,
+           [c, xs = SavedTensor(x_saved), ws = SavedTensor(w), reordered, has_bias = b.defined(), need_x, need_w,
+            need_b, bf16](const Tensor& dy_in) {
+             const Tensor dy = (bf16 ? autocast::to_bf16(dy_in) : dy_in).contiguous(), x = xs.get(), w = ws.get();
+             Tensor dx = need_x ? empty({c.N, c.C, c.H, c.W}, kFloat32) : Tensor();
+             Tensor dw = need_w || need_b ? empty(w.shape(), kFloat32) : Tensor();  // oneDNN computes db with dw
+             Tensor db = need_b ? empty({c.O}, kFloat32) : Tensor();
+             const void* x_plain = x.defined() && !reordered ? x.raw_data() : nullptr;
+             onednn_conv_backward(c, x_plain, w.raw_data(), dy.raw_data(), need_x ? dx.data_ptr<float>() : nullptr,
+                                  dw.defined() ? dw.data_ptr<float>() : nullptr, need_b ? db.data_ptr<float>() : nullptr,
+                                  reordered ? x.raw_data() : nullptr, has_bias);
+             if (!need_w) dw = Tensor();
+             return grads(dx, dw, db);
+           });
+  }
+  return y;
+}
+
+}  // namespace
+
 Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias, const Conv2dOptions& options) {
   const ConvShapes s = conv_shapes("conv2d", x_in, weight_in, bias, options);
+  if (x_in.dtype() == kFloat32 && s.N > 0 && s.O > 0 && s.K > 0) {
+    if (autocast::use_bf16_product(x_in, weight_in)) return conv2d_onednn(s, x_in, weight_in, bias, true, false);
+    const Kernel k = conv_kernel_for(s);
+    if (k != Kernel::Im2col) return conv2d_onednn(s, x_in, weight_in, bias, false, k == Kernel::OnednnWinograd);
+  }
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   Tensor y = empty({s.N, s.O, s.g.Ho, s.g.Wo}, x.dtype());
@@ -291,6 +383,20 @@ Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias, c
            });
   }
   return y;
+}
+
+void set_conv_algorithm(ConvAlgorithm algorithm) { g_conv_algorithm = algorithm; }
+ConvAlgorithm conv_algorithm() { return g_conv_algorithm.load(); }
+
+std::string conv_kernel(const Tensor& x, const Tensor& weight, const Conv2dOptions& options) {
+  const ConvShapes s = conv_shapes("conv2d", x, weight, Tensor(), options);
+  if (x.dtype() != kFloat32) return "im2col";
+  switch (conv_kernel_for(s)) {
+    case Kernel::Im2col: return "im2col";
+    case Kernel::Onednn: return "onednn";
+    case Kernel::OnednnWinograd: return "onednn winograd";
+  }
+  return "?";
 }
 
 Tensor conv2d_naive(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias, const Conv2dOptions& options) {

@@ -60,6 +60,29 @@ struct Conv2dOptions {
 };
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), const Conv2dOptions& options = {});
+
+// Which kernel runs conv2d's float32 forward and backward (float64 is always im2col + GEMM;
+// under autocast with native bfloat16 it is always oneDNN's direct convolution, in
+// bfloat16). Process-wide.
+//   Auto      per shape, by the rule bench/bench_conv.cpp measured (bench/RESULTS.md):
+//             im2col + GEMM for an ungrouped convolution of fewer than 4 input channels (a
+//             network's first layer: oneDNN's weight-gradient kernels fall back to a GEMM
+//             there; depthwise and grouped ones stay on oneDNN) and for
+//             strided 1x1 convolutions (a subsampled GEMM); oneDNN's Winograd kernels for
+//             3x3, stride 1, undilated, ungrouped convolutions with at least 16 input and
+//             16 output channels where this CPU has them; oneDNN's direct convolution else.
+//   Im2col    im2col + OpenBLAS GEMM everywhere.
+//   Onednn    oneDNN's direct convolution everywhere.
+//   Winograd  oneDNN's Winograd where it applies (3x3, stride 1, no dilation or groups, and
+//             the CPU has the kernels), its direct convolution elsewhere.
+// Winograd rounds differently from a direct sum (larger error, bounded in
+// tests/test_conv_onednn.cpp); Im2col or Onednn give the direct sums everywhere.
+enum class ConvAlgorithm { Auto, Im2col, Onednn, Winograd };
+void set_conv_algorithm(ConvAlgorithm algorithm);
+ConvAlgorithm conv_algorithm();
+// The kernel conv2d runs for this float32 convolution outside autocast: "im2col",
+// "onednn" or "onednn winograd" (float64: always "im2col").
+std::string conv_kernel(const Tensor& x, const Tensor& weight, const Conv2dOptions& options = {});
 // The direct convolution (no im2col, no BLAS), for tests; same checks and semantics, no graph.
 Tensor conv2d_naive(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                     const Conv2dOptions& options = {});
@@ -77,6 +100,7 @@ namespace kernels {
 // the padding at the top and left (bottom and right follow from Ho, Wo).
 struct ConvGeometry {
   int64_t C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
+  int64_t pb, pr;  // the padding at the bottom and right as given (rows beyond the last window go unused)
   int64_t col_rows() const { return C * kh * kw; }
   int64_t col_cols() const { return Ho * Wo; }
 };
