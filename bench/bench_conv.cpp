@@ -105,7 +105,7 @@ void layers_tables(sgbench::TorchPeer& peer, int reps, bool bf16_native) {
   sgbench::GemmProbe sgemm;
   std::optional<sgbench::GemmProbe> bf16_gemm;
   if (bf16_native) bf16_gemm.emplace(sg::kBFloat16);
-  fmt::print("conv2d, float32. Auto's pick per shape: the rule in ops/conv.cpp (conv_uses_onednn).\n");
+  fmt::print("conv2d, float32. Auto's pick per shape: the rule in ops/conv.h (ConvAlgorithm).\n");
   sgbench::Table f32({{"layer", true}, {"x w", true}, {"pass", true}, {"GFLOP"}, {"im2col ms"}, {"oneDNN ms"},
                       {"Winograd ms"}, {"oneDNN kernel", true}, {"auto", true}, {"torch ms"}, {"torch / auto"},
                       {"limit ms"}, {"% limit"}});

@@ -2,7 +2,7 @@
 // machine's sgemm throughput measured in this process, and against PyTorch training the
 // same model in the same run (bench/torch_peer.py, ops mlp_epoch and vit_epoch).
 //
-//   build/bench/bench_train [threads=2] [--quick] [--data DIR]
+//   build/bench/bench_train [threads=2] [--quick] [--data DIR] [--models mlp,vit,cnn]
 //
 // Models (examples/models.h, exactly what the trainers train), batch 128, each in float32
 // and in bf16 (--precision bf16: forward and loss under sg::AutocastGuard, products in
@@ -13,6 +13,9 @@
 //        tokens + a class token), dim 64, 2 pre-norm encoder layers of 4 heads, GELU MLP
 //        256, cls pooling; and the trainer's default, 7x7 patches (16 tokens), 4 layers,
 //        mean pooling. AdamW lr 1e-3, weight decay 5e-2 (the lr does not change the time).
+//   CNN  models::make_cnn(): examples/mnist_cnn's default, two Conv2d 3x3 (no bias) -
+//        BatchNorm2d - ReLU - MaxPool2d(2) blocks (32, 64 channels), Linear(3136, 128), ReLU,
+//        Dropout(0.25), Linear head; AdamW weight decay 1e-2.
 // Both with the trainers' schedule (examples/trainer.h): WarmupCosine, one epoch of warmup
 // in a 10-epoch run. Data: MNIST's 60000 training images, pixel / 255 normalized with
 // MNIST's mean and std, shuffled anew every epoch by the DataLoader (469 batches, the last
@@ -31,6 +34,8 @@
 // epoch is timed over its first 150 steps and scaled to the epoch by samples (the table
 // says how many steps each side timed). --quick times 100 steps of every epoch, scaled.
 //
+// --models picks the rows (default: all three).
+//
 // Limit: the epoch's GEMM FLOPs divided by sgemm GFLOP/s (2048^3 through OpenBLAS, same
 // threads), the median of 3 sgemms right before and 3 right after the row's timed epoch
 // (the VM's clock drifts by up to 1.5x over minutes). FLOPs counted: every Linear 2 M N K
@@ -38,7 +43,8 @@
 // gradient where the input needs one (not for the first layer, whose input is the images:
 // no one computes that product); the attention's two batched products 4 B H T^2 Dh forward
 // and twice that backward. Elementwise work, layer norms, softmax, the optimizer and data
-// loading are not counted: the limit is a time no implementation on this machine's sgemm
+// loading are not counted (the CNN: its two convolutions as three products each, 2 Ho Wo O
+// C kh kw per sample, the first one's input gradient not counted, and the head): the limit is a time no implementation on this machine's sgemm
 // can beat, and "% limit" = limit / epoch time says how close the epoch comes to it. The
 // bf16 rows divide the same FLOPs by oneDNN's bfloat16 GEMM rate at 2048^3 (bfloat16 in,
 // float32 out, sg::gemm_bf16), measured the same way around their epochs.
@@ -85,6 +91,22 @@ double vit_flops_per_sample(const models::VitConfig& c) {
                                                    linear_flops(E, F, true) + linear_flops(F, E, true));
   const double attention = 3.0 * 4.0 * static_cast<double>(T * T * E);  // 4 H T^2 Dh forward, twice that backward
   return patch_embed + static_cast<double>(c.depth) * (linears + attention) + linear_flops(E, 10, true);
+}
+
+// Per sample. CNN: Conv2d(1, c1, 3) at 28x28, Conv2d(c1, c2, 3) at 14x14 (padding 1), the
+// hidden layer and the head.
+double cnn_flops_per_sample(const models::CnnConfig& c) {
+  double flops = 0.0;
+  int64_t in = 1, side = 28;
+  for (size_t i = 0; i < c.channels.size(); ++i) {
+    const double product = 2.0 * static_cast<double>(side * side * c.channels[i] * in * 9);
+    flops += product * (i == 0 ? 2.0 : 3.0);  // no input gradient for the images
+    in = c.channels[i];
+    side /= 2;
+  }
+  const int64_t features = in * side * side;
+  if (c.hidden == 0) return flops + linear_flops(features, 10, true);
+  return flops + linear_flops(features, c.hidden, true) + linear_flops(c.hidden, 10, true);
 }
 
 struct Epoch {
@@ -139,10 +161,12 @@ int main(int argc, char** argv) {
   int threads = 2;
   bool quick = false;
   std::optional<std::filesystem::path> data_flag;
+  std::string models_flag = "mlp,vit,cnn";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--data" && i + 1 < argc) data_flag = argv[++i];
+    else if (a == "--models" && i + 1 < argc) models_flag = argv[++i];
     else threads = std::atoi(argv[i]);
   }
   sg::set_num_threads(threads);
@@ -215,6 +239,8 @@ int main(int argc, char** argv) {
     }
   };
 
+  auto wanted = [&](const std::string& model) { return ("," + models_flag + ",").find("," + model + ",") != std::string::npos; };
+  if (wanted("mlp"))
   row("MLP 784-512-256-10", [] {
         sg::Generator gen(0);
         return std::shared_ptr<sg::nn::Module>(models::make_mlp({512, 256}, /*dropout=*/0.0, gen));
@@ -223,6 +249,7 @@ int main(int argc, char** argv) {
   // The reference ViT (4x4 patches, 2 layers, class token) and the trainer's default.
   for (const models::VitConfig& config :
        {models::VitConfig{.patch = 4, .depth = 2, .pool = "cls"}, models::VitConfig{}}) {
+    if (!wanted("vit")) break;
     const bool mean = config.pool == "mean";
     row(fmt::format("ViT p{} d{} x{} h{} {}", config.patch, config.dim, config.depth, config.heads, config.pool),
         [config] {
@@ -232,6 +259,14 @@ int main(int argc, char** argv) {
         5e-2, vit_flops_per_sample(config), images,
         fmt::format("vit_epoch patch={} depth={} mean_pool={}", config.patch, config.depth, mean ? 1 : 0),
         std::min(quick ? kQuickSteps : kTorchVitSteps, steps_per_epoch));
+  }
+  if (wanted("cnn")) {
+    const models::CnnConfig cnn;
+    row("CNN conv32-conv64-fc128", [cnn] {
+          sg::Generator gen(0);
+          return std::shared_ptr<sg::nn::Module>(models::make_cnn(cnn, gen));
+        },
+        1e-2, cnn_flops_per_sample(cnn), images, "cnn_epoch", quick ? kQuickSteps : steps_per_epoch);
   }
 
   sgbench::Table table({{"model", true},

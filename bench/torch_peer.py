@@ -33,13 +33,17 @@ answered as soon as it arrives:
               after each call). F.scaled_dot_product_attention where torch has it
               (2.0+); in 1.13 the math composition softmax(q k^T / sqrt(D) + mask) v,
               the causal mask a bool (Nq, Nk) tensor made before timing
+              conv2d, conv2d_fwdbwd (two shapes x (N, C, H, W) and w (O, C/groups, kh, kw);
+              stride=S padding=P groups=G): F.conv2d with a bias (O) forward, or forward +
+              backward with an upstream gradient made before timing (x, w, b gradients
+              dropped untimed after each call)
     autocast=1  the call under torch.autocast("cpu", dtype=torch.bfloat16) (inputs float32)
     cycle=K   K input sets cut from one buffer K times the size, used in turn, so that
               inputs smaller than the cache are still read from memory on every call
 
 Training epochs on real MNIST (bench_train.cpp), a spec of their own:
 
-    mlp_epoch|vit_epoch data=DIR [batch=128] [steps=S] [warmup_steps=10] [epochs=1] [seed=0]
+    mlp_epoch|vit_epoch|cnn_epoch data=DIR [batch=128] [steps=S] [warmup_steps=10] [epochs=1] [seed=0]
                         [autocast=0]   (1: forward and loss under torch.autocast("cpu",
                                        dtype=torch.bfloat16); weights and optimizer float32)
 
@@ -52,6 +56,10 @@ Training epochs on real MNIST (bench_train.cpp), a spec of their own:
                added, `depth` nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0,
                activation='gelu', batch_first=True, norm_first=True), LayerNorm, Linear head;
                AdamW lr 1e-3 weight decay 5e-2
+    cnn_epoch  examples/models.h make_cnn: Unflatten to (B, 1, 28, 28), two blocks of
+               Conv2d(3x3, padding 1, no bias) - BatchNorm2d - ReLU - MaxPool2d(2) (32 and 64
+               channels), Flatten, Linear(3136, 128), ReLU, Dropout(0.25), Linear to 10;
+               AdamW lr 1e-3 weight decay 1e-2
     Both as examples/trainer.h trains them: the training split's IDX files in DIR (raw
     preferred, else .gz) read with numpy, pixel / 255 normalized with MNIST's mean 0.1307
     and std 0.3081; a step is logits = model(x); loss = F.cross_entropy(logits, y);
@@ -194,6 +202,8 @@ def make_op(op, dim):
         "cross_entropy": cross_entropy_step,
         "sdpa": sdpa_forward,
         "sdpa_fwdbwd": sdpa_forward_backward,
+        "conv2d": conv2d_forward,
+        "conv2d_fwdbwd": conv2d_forward_backward,
     }
     if op not in ops:
         raise ValueError(f"unknown op {op!r} (known: {', '.join(ops)})")
@@ -260,14 +270,39 @@ def drop_qkv_grads(q, k, v, *rest):
     q.grad = k.grad = v.grad = None
 
 
+def prepare_conv2d(backward):
+    def prepare(x, w, opts):
+        b = torch.rand(w.shape[0])
+        conv = dict(stride=opts.get("stride", 1), padding=opts.get("padding", 0), groups=opts.get("groups", 1))
+        if not backward:
+            return x, w, b, conv
+        grad = torch.rand_like(torch.nn.functional.conv2d(x, w, b, **conv))
+        return x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), conv, grad
+    return prepare
+
+
+def conv2d_forward(x, w, b, conv):
+    torch.nn.functional.conv2d(x, w, b, **conv)
+
+
+def conv2d_forward_backward(x, w, b, conv, grad):
+    with torch.enable_grad():
+        torch.nn.functional.conv2d(x, w, b, **conv).backward(grad)
+
+
+def drop_conv_grads(x, w, b, *rest):
+    x.grad = w.grad = b.grad = None
+
+
 PREPARE = {
     "softmax_bwd": prepare_softmax_bwd(torch.softmax),
     "log_softmax_bwd": prepare_softmax_bwd(torch.log_softmax),
     "cross_entropy": prepare_cross_entropy,
 }
 # Like PREPARE, for ops of several inputs: PREPARE_MULTI[op](*input_set, opts).
-PREPARE_MULTI = {"sdpa": prepare_sdpa(False), "sdpa_fwdbwd": prepare_sdpa(True)}
-AFTER = {"cross_entropy": drop_grad, "sdpa_fwdbwd": drop_qkv_grads}
+PREPARE_MULTI = {"sdpa": prepare_sdpa(False), "sdpa_fwdbwd": prepare_sdpa(True), "conv2d": prepare_conv2d(False),
+                 "conv2d_fwdbwd": prepare_conv2d(True)}
+AFTER = {"cross_entropy": drop_grad, "sdpa_fwdbwd": drop_qkv_grads, "conv2d_fwdbwd": drop_conv_grads}
 
 
 def median_ms(fn, reps, warmup, after=None):
@@ -376,7 +411,20 @@ def warmup_cosine(warmup, total):
     return factor
 
 
-EPOCH_MODELS = {"mlp_epoch": (make_mlp, 1e-2, (784,)), "vit_epoch": (VisionTransformer, 5e-2, (28, 28))}
+def make_cnn(channels=(32, 64), hidden=128, dropout=0.25):
+    """examples/models.h make_cnn: per width Conv2d 3x3 (padding 1, no bias), BatchNorm2d, ReLU,
+    MaxPool2d(2); Flatten; Linear(., hidden), ReLU, Dropout; Linear head. Input (B, 28, 28)."""
+    nn = torch.nn
+    layers, width, side = [nn.Unflatten(1, (1, 28))], 1, 28
+    for c in channels:
+        layers += [nn.Conv2d(width, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        width, side = c, side // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * side * side, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, 10))
+
+
+EPOCH_MODELS = {"mlp_epoch": (make_mlp, 1e-2, (784,)), "vit_epoch": (VisionTransformer, 5e-2, (28, 28)),
+                "cnn_epoch": (make_cnn, 1e-2, (28, 28))}
 
 
 def parse_train_options(op, tokens, opts, name=None):
@@ -706,7 +754,7 @@ def run_spec(spec, reps, warmup):
     for tok in tokens[1:]:
         if "=" in tok:
             key, value = tok.split("=", 1)
-            if key not in ("dim", "cycle", "reps", "warmup", "causal", "autocast"):
+            if key not in ("dim", "cycle", "reps", "warmup", "causal", "autocast", "stride", "padding", "groups"):
                 raise ValueError(f"unknown option {key!r}")
             opts[key] = int(value)
         else:

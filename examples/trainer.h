@@ -13,7 +13,7 @@
 //   return trainer::fit(net, flags, data, "mnist_mlp").passed ? 0 : 1;
 //
 // The model is any nn::Module whose forward(x) maps a batch of images to (B, 10) logits.
-// add_mlp_flags and add_vit_flags add the two models' own flags.
+// add_mlp_flags, add_vit_flags and add_cnn_flags add the models' own flags.
 //
 // Data parallel: under `mpirun -np N` (run_main starts the process group) every rank
 // trains on its shard of each global batch (--batch-size / N samples; a batch N does not
@@ -186,6 +186,16 @@ inline void add_mlp_flags(CLI::App& app, std::vector<int64_t>& hidden, double& d
   app.add_option("--hidden", hidden, "Hidden layer widths")->delimiter(',')->check(integer_in<int64_t>(1))
       ->capture_default_str();
   app.add_option("--dropout", dropout, "Dropout after each hidden layer")->check(finite_in(0.0, 1.0))
+      ->capture_default_str();
+}
+
+// mnist_cnn's model flags.
+inline void add_cnn_flags(CLI::App& app, models::CnnConfig& cnn) {
+  app.add_option("--channels", cnn.channels, "Output channels of each conv-BN-ReLU-pool block (at most 4)")
+      ->delimiter(',')->check(integer_in<int64_t>(1))->capture_default_str();
+  app.add_option("--hidden", cnn.hidden, "Width of a hidden Linear layer before the head (0: none)")
+      ->check(integer_in<int64_t>(0))->capture_default_str();
+  app.add_option("--dropout", cnn.dropout, "Dropout after the hidden layer")->check(finite_in(0.0, 1.0))
       ->capture_default_str();
 }
 

@@ -67,6 +67,21 @@ std::string AdaptiveAvgPool2d::extra_repr() const { return fmt::format("output_s
 Tensor Flatten::forward(const Tensor& x) { return sg::flatten(x, start_dim, end_dim); }
 std::string Flatten::extra_repr() const { return fmt::format("start_dim={}, end_dim={}", start_dim, end_dim); }
 
+Tensor Unflatten::forward(const Tensor& x) {
+  SG_CHECK(dim >= -x.dim() && dim < x.dim(), "Unflatten: dim {} is out of range for input {}", dim, x.shape());
+  const size_t d = static_cast<size_t>(dim < 0 ? dim + x.dim() : dim);
+  int64_t product = 1;
+  for (const int64_t s : sizes) product *= s;
+  SG_CHECK(product == x.size(static_cast<int64_t>(d)),
+           "Unflatten: sizes {} (product {}) do not match dim {} of size {} of input {}", sizes, product, dim,
+           x.size(static_cast<int64_t>(d)), x.shape());
+  Shape shape(x.shape().begin(), x.shape().begin() + static_cast<std::ptrdiff_t>(d));
+  shape.insert(shape.end(), sizes.begin(), sizes.end());
+  shape.insert(shape.end(), x.shape().begin() + static_cast<std::ptrdiff_t>(d) + 1, x.shape().end());
+  return x.reshape(shape);
+}
+std::string Unflatten::extra_repr() const { return fmt::format("dim={}, unflattened_size={}", dim, sizes); }
+
 BatchNormBase::BatchNormBase(std::string type, int64_t C, BatchNormOptions o, std::vector<int64_t> dims)
     : Module(std::move(type)), num_features(C), options(o), dims_(std::move(dims)) {
   SG_CHECK(C > 0, "{}: num_features must be positive, got {}", type_name(), C);

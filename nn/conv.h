@@ -4,7 +4,9 @@
 //       weight (out, in / groups, kh, kw) from kaiming_uniform_(a = sqrt(5)), i.e.
 //       U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups kh kw; bias (out) alike
 //   MaxPool2d(kernel, {stride, padding, dilation, ceil_mode}), AvgPool2d(kernel, {...}),
-//   AdaptiveAvgPool2d(output_size), Flatten(start_dim = 1, end_dim = -1)
+//   AdaptiveAvgPool2d(output_size), Flatten(start_dim = 1, end_dim = -1),
+//   Unflatten(dim, sizes): dim of x becomes `sizes` (Unflatten(1, {1, 28}) turns MNIST's
+//       (N, 28, 28) into the (N, 1, 28, 28) a Conv2d takes)
 //   BatchNorm1d / BatchNorm2d(num_features, {eps, momentum, affine, track_running_stats, dtype}):
 //       weight ones, bias zeros; buffers running_mean zeros, running_var ones and
 //       num_batches_tracked (int64 scalar), saved and loaded with the module (PyTorch's
@@ -75,6 +77,15 @@ class Flatten : public Module {
   Tensor forward(const Tensor& x) override;
   std::string extra_repr() const override;
   const int64_t start_dim, end_dim;
+};
+
+class Unflatten : public Module {
+ public:
+  Unflatten(int64_t dim, Shape sizes) : Module("Unflatten"), dim(dim), sizes(std::move(sizes)) {}
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  const int64_t dim;
+  const Shape sizes;
 };
 
 struct BatchNormOptions {
