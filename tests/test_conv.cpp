@@ -278,3 +278,13 @@ TEST_CASE("nn: Conv2d, BatchNorm2d, pools and Flatten with PyTorch's names, init
   const Tensor acc = sg::mean(sg::eq(sg::argmax(net->forward(images), 1), labels).to(sg::kFloat32));
   CHECK(acc.item<float>() >= 0.9f);
 }
+
+TEST_CASE("nn::Unflatten: splits one dim as PyTorch's nn.Unflatten, and names a size mismatch") {
+  sg::nn::Unflatten unflatten(1, {1, 28});
+  CHECK(unflatten.forward(sg::zeros({5, 28, 28})).shape() == sg::Shape{5, 1, 28, 28});
+  CHECK(sg::nn::Unflatten(-1, {2, 3}).forward(sg::zeros({4, 6})).shape() == sg::Shape{4, 2, 3});
+  const Tensor x = sg::arange(0, 12, 1, sg::kFloat64).reshape({2, 6});
+  CHECK(sg::nn::Unflatten(1, {3, 2}).forward(x).to_vector<double>() == x.to_vector<double>());
+  check_error([&] { unflatten.forward(sg::zeros({5, 27, 28})); }, {"Unflatten", "[1, 28]", "size 27"});
+  check_error([&] { unflatten.forward(sg::zeros({5})); }, {"Unflatten", "dim 1 is out of range"});
+}
