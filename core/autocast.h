@@ -10,7 +10,7 @@
 //   opt.step();       // master weights, gradients and optimizer state are float32
 //
 // Inside a guard (thread-local, nests, restores the previous state on exit):
-// - The products — matmul, bmm, linear, scaled_dot_product_attention — take their
+// - The products — matmul, bmm, linear, conv2d, scaled_dot_product_attention — take their
 //   float32 operands in bfloat16 (cast on entry) and accumulate in float32 (oneDNN,
 //   core/onednn.h). A parameter's cast (a leaf that requires grad) is cached until its
 //   storage changes, i.e. until the optimizer's next step: weights are cast once per step
