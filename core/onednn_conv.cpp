@@ -170,6 +170,7 @@ struct ConvKey {
 struct ConvCache {
   std::mutex mutex;
   std::map<ConvKey, std::shared_ptr<const CachedConv>> primitives;
+  std::map<ConvKey, std::string> failures;  // oneDNN's answer where it has no kernel
   std::vector<std::string> impls;  // "kind impl", first-use order
 };
 
@@ -190,12 +191,17 @@ std::shared_ptr<const CachedConv> cached_conv(const OnednnConv& c, Kind kind, bo
   const ConvKey key{c, kind, bias};
   std::lock_guard lock(cache.mutex);
   if (auto it = cache.primitives.find(key); it != cache.primitives.end()) return it->second;
+  // A convolution oneDNN has no kernel for (Winograd on a CPU without them) is asked about
+  // on every conv2d call: remember the answer rather than try to create it again.
+  if (auto it = cache.failures.find(key); it != cache.failures.end()) throw Error(it->second);
   std::shared_ptr<const CachedConv> entry;
   try {
     entry = std::make_shared<const CachedConv>(make_conv(c, kind, bias));
   } catch (const dnnl::error& e) {
-    throw Error(fmt::format("conv2d: oneDNN has no {} convolution for {} ({})", kind_name(kind), describe(c),
-                            e.what()));
+    const std::string message =
+        fmt::format("conv2d: oneDNN has no {} convolution for {} ({})", kind_name(kind), describe(c), e.what());
+    cache.failures.emplace(key, message);
+    throw Error(message);
   }
   const std::string name = fmt::format("{} {}", kind_name(kind), entry->impl);
   if (std::find(cache.impls.begin(), cache.impls.end(), name) == cache.impls.end()) cache.impls.push_back(name);
