@@ -67,12 +67,17 @@ dnnl::algorithm algorithm(const OnednnConv& c) {
 
 dnnl::memory::desc any_md(const dnnl::memory::dims& dims, dt type) { return {dims, type, tag::any}; }
 
-dnnl::convolution_forward::primitive_desc forward_pd(const OnednnConv& c) {
+// A zero descriptor where there is no bias: oneDNN then builds the primitive without one.
+dnnl::memory::desc bias_md(const ConvDescs& d, bool with_bias) {
+  return with_bias ? any_md(d.bias, dt::f32) : dnnl::memory::desc();
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const OnednnConv& c, bool with_bias) {
   const ConvDescs d = conv_descs(c);
   const dt in = c.bf16 ? dt::bf16 : dt::f32;
-  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, algorithm(c),
-                                       any_md(d.src, in), any_md(d.weights, in), any_md(d.bias, dt::f32),
-                                       any_md(d.dst, dt::f32), d.strides, d.dilates, d.pad_l, d.pad_r);
+  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, algorithm(c), any_md(d.src, in),
+                                       any_md(d.weights, in), bias_md(d, with_bias), any_md(d.dst, dt::f32),
+                                       d.strides, d.dilates, d.pad_l, d.pad_r);
   return {desc, cpu_engine()};
 }
 
@@ -86,10 +91,12 @@ struct Operand {
   std::optional<dnnl::reorder> reorder;
 };
 
+// A primitive and its operands, or (error set, no primitive) why oneDNN has none for the key.
 struct CachedConv {
   dnnl::primitive prim;
   std::vector<Operand> operands;
   std::string impl;
+  std::string error;
 };
 
 Operand operand(int arg, const dnnl::memory::desc& user, const dnnl::memory::desc& prim, bool output) {
@@ -106,17 +113,11 @@ CachedConv make_conv(const OnednnConv& c, Kind kind, bool with_bias) {
   const dnnl::memory::desc src_user(d.src, in, tag::nchw), w_user(d.weights, in, d.weights_tag),
       dst_user(d.dst, dt::f32, tag::nchw), dy_user(d.dst, in, tag::nchw), dx_user(d.src, dt::f32, tag::nchw),
       dw_user(d.weights, dt::f32, d.weights_tag), bias_user(d.bias, dt::f32, tag::x);
-  const auto fwd = forward_pd(c);
+  const auto hint = forward_pd(c, /*with_bias=*/true);  // the backward primitives' forward hint
   CachedConv out;
   switch (kind) {
     case Kind::Forward: {
-      dnnl::convolution_forward::primitive_desc pd = fwd;
-      if (!with_bias) {
-        dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, algorithm(c),
-                                             any_md(d.src, in), any_md(d.weights, in), any_md(d.dst, dt::f32),
-                                             d.strides, d.dilates, d.pad_l, d.pad_r);
-        pd = {desc, cpu_engine()};
-      }
+      const auto pd = forward_pd(c, with_bias);
       out.prim = dnnl::convolution_forward(pd);
       out.impl = pd.impl_info_str();
       out.operands = {operand(DNNL_ARG_SRC, src_user, pd.src_desc(), false),
@@ -129,7 +130,7 @@ CachedConv make_conv(const OnednnConv& c, Kind kind, bool with_bias) {
       dnnl::convolution_backward_data::desc desc(algorithm(c), any_md(d.src, dt::f32),
                                                  any_md(d.weights, in), any_md(d.dst, in), d.strides, d.dilates,
                                                  d.pad_l, d.pad_r);
-      dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
+      dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), hint);
       out.prim = dnnl::convolution_backward_data(pd);
       out.impl = pd.impl_info_str();
       out.operands = {operand(DNNL_ARG_DIFF_DST, dy_user, pd.diff_dst_desc(), false),
@@ -138,16 +139,10 @@ CachedConv make_conv(const OnednnConv& c, Kind kind, bool with_bias) {
       break;
     }
     case Kind::BackwardWeights: {
-      auto make = [&](bool bias) {
-        return bias ? dnnl::convolution_backward_weights::desc(algorithm(c), any_md(d.src, in),
-                                                               any_md(d.weights, dt::f32), any_md(d.bias, dt::f32),
-                                                               any_md(d.dst, in), d.strides, d.dilates, d.pad_l,
-                                                               d.pad_r)
-                    : dnnl::convolution_backward_weights::desc(algorithm(c), any_md(d.src, in),
-                                                               any_md(d.weights, dt::f32), any_md(d.dst, in),
-                                                               d.strides, d.dilates, d.pad_l, d.pad_r);
-      };
-      dnnl::convolution_backward_weights::primitive_desc pd(make(with_bias), cpu_engine(), fwd);
+      dnnl::convolution_backward_weights::desc desc(algorithm(c), any_md(d.src, in), any_md(d.weights, dt::f32),
+                                                    bias_md(d, with_bias), any_md(d.dst, in), d.strides, d.dilates,
+                                                    d.pad_l, d.pad_r);
+      dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), hint);
       out.prim = dnnl::convolution_backward_weights(pd);
       out.impl = pd.impl_info_str();
       out.operands = {operand(DNNL_ARG_SRC, src_user, pd.src_desc(), false),
@@ -169,8 +164,7 @@ struct ConvKey {
 
 struct ConvCache {
   std::mutex mutex;
-  std::map<ConvKey, std::shared_ptr<const CachedConv>> primitives;
-  std::map<ConvKey, std::string> failures;  // oneDNN's answer where it has no kernel
+  std::map<ConvKey, std::shared_ptr<const CachedConv>> primitives;  // refusals included
   std::vector<std::string> impls;  // "kind impl", first-use order
 };
 
@@ -186,26 +180,33 @@ std::string describe(const OnednnConv& c) {
                      c.pad_left, c.pad_bottom, c.pad_right, c.bf16 ? "bf16" : "f32", c.winograd ? " winograd" : "");
 }
 
-std::shared_ptr<const CachedConv> cached_conv(const OnednnConv& c, Kind kind, bool bias) {
+// The cached entry for the key, made on first use. A convolution oneDNN has no kernel for
+// (Winograd on a CPU without them) is asked about on every conv2d call: its refusal is
+// cached too, as an entry with `error` set.
+std::shared_ptr<const CachedConv> find_conv(const OnednnConv& c, Kind kind, bool bias) {
   ConvCache& cache = conv_cache();
   const ConvKey key{c, kind, bias};
   std::lock_guard lock(cache.mutex);
   if (auto it = cache.primitives.find(key); it != cache.primitives.end()) return it->second;
-  // A convolution oneDNN has no kernel for (Winograd on a CPU without them) is asked about
-  // on every conv2d call: remember the answer rather than try to create it again.
-  if (auto it = cache.failures.find(key); it != cache.failures.end()) throw Error(it->second);
   std::shared_ptr<const CachedConv> entry;
   try {
     entry = std::make_shared<const CachedConv>(make_conv(c, kind, bias));
+    const std::string name = fmt::format("{} {}", kind_name(kind), entry->impl);
+    if (std::find(cache.impls.begin(), cache.impls.end(), name) == cache.impls.end()) cache.impls.push_back(name);
   } catch (const dnnl::error& e) {
-    const std::string message =
-        fmt::format("conv2d: oneDNN has no {} convolution for {} ({})", kind_name(kind), describe(c), e.what());
-    cache.failures.emplace(key, message);
-    throw Error(message);
+    CachedConv refused;
+    refused.error = fmt::format("conv2d: oneDNN has no {} convolution for {} ({})", kind_name(kind), describe(c),
+                                e.what());
+    entry = std::make_shared<const CachedConv>(std::move(refused));
   }
-  const std::string name = fmt::format("{} {}", kind_name(kind), entry->impl);
-  if (std::find(cache.impls.begin(), cache.impls.end(), name) == cache.impls.end()) cache.impls.push_back(name);
   cache.primitives.emplace(key, entry);
+  return entry;
+}
+
+// The entry, which must have a primitive.
+std::shared_ptr<const CachedConv> cached_conv(const OnednnConv& c, Kind kind, bool bias) {
+  std::shared_ptr<const CachedConv> entry = find_conv(c, kind, bias);
+  if (!entry->error.empty()) throw Error(entry->error);
   return entry;
 }
 
@@ -303,11 +304,8 @@ void* mut(const void* p) { return const_cast<void*>(p); }  // oneDNN's memory ta
 }  // namespace
 
 std::string onednn_conv_impl(const OnednnConv& c) {
-  try {
-    return cached_conv(c, Kind::Forward, false)->impl;
-  } catch (const Error& e) {
-    return fmt::format("none ({})", e.what());
-  }
+  const std::shared_ptr<const CachedConv> entry = find_conv(c, Kind::Forward, false);
+  return entry->error.empty() ? entry->impl : fmt::format("none ({})", entry->error);
 }
 
 std::vector<std::string> onednn_conv_impls_used() {
